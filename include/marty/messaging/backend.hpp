@@ -1,0 +1,134 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <asio/awaitable.hpp>
+
+#include "marty/messaging/capabilities.hpp"
+#include "marty/messaging/message.hpp"
+#include "marty/messaging/result.hpp"
+
+/// The backend SPI: what every broker adapter implements. Small on purpose (like Watermill's
+/// Publisher/Subscriber); request/reply, dead letters and retries live once, in the bus.
+namespace marty::messaging {
+
+using SteadyClock = std::chrono::steady_clock;
+
+/// Whether a subject is a plain topic (delivered to current subscribers and their durable
+/// groups) or a stream (an append-only, replayable log).
+enum class DestinationKind { topic, stream };
+
+/// Where a new stream subscription starts. Ignored when its durable group exists already: the
+/// group resumes where it left off.
+struct StartPosition {
+  enum class Kind { new_messages, earliest, sequence, time };
+  Kind kind = Kind::new_messages;
+  std::uint64_t sequence = 0;  // Kind::sequence: the first sequence number to deliver
+  Clock::time_point time{};    // Kind::time: the first message at or after this time
+
+  static StartPosition new_messages() { return {}; }
+  static StartPosition earliest() { return {Kind::earliest}; }
+  static StartPosition from_sequence(std::uint64_t first) { return {Kind::sequence, first}; }
+  static StartPosition from_time(Clock::time_point t) { return {Kind::time, 0, t}; }
+};
+
+struct PublishOptions {
+  PublishOptions() {}  // NOLINT(modernize-use-equals-default): not an aggregate, see above
+  DestinationKind kind = DestinationKind::topic;
+  MessagingPattern pattern = MessagingPattern::pub_sub;
+  DeliveryGuarantee guarantee = DeliveryGuarantee::at_least_once;
+  /// Fail with `not_found` rather than drop the message when nobody can receive it (commands,
+  /// queries). Events to a subject nobody listens on are not an error.
+  bool require_receiver = false;
+  /// How long publish may wait (for buffer space, a broker ack) before `deadline_exceeded`
+  /// or `resource_exhausted`.
+  SteadyClock::time_point deadline = SteadyClock::time_point::max();
+};
+
+struct SubscriptionSpec {
+  SubscriptionSpec() {}  // NOLINT(modernize-use-equals-default): not an aggregate, see above
+  /// Concrete subject, or a pattern with `*`/`>` when the backend supports wildcards.
+  std::string subject;
+  /// Empty: this subscriber gets every message on its own. Non-empty: subscribers sharing the
+  /// name compete (one delivery per group); a durable group keeps its place across restarts.
+  std::string group;
+  DestinationKind kind = DestinationKind::topic;
+  MessagingPattern pattern = MessagingPattern::pub_sub;
+  StartPosition start;
+};
+
+/// One received message. Settle it exactly once with ack, nack or term; a delivery dropped
+/// unsettled counts as a nack without delay when its subscription closes.
+/// Thread-safety: a Delivery is used by one coroutine at a time.
+class Delivery {
+ public:
+  virtual ~Delivery() = default;
+  Delivery(const Delivery&) = delete;
+  Delivery& operator=(const Delivery&) = delete;
+
+  const Message& message() const noexcept { return message_; }
+  /// 1 on the first delivery, then 2, 3... across redeliveries.
+  int attempt() const noexcept { return attempt_; }
+  /// The stream sequence number (streams only; 0 for topics).
+  std::uint64_t sequence() const noexcept { return sequence_; }
+
+  /// Done: the message will not be delivered to this group again.
+  virtual asio::awaitable<Result<void>> ack() = 0;
+  /// Failed: deliver again after `delay` (to any member of the group).
+  virtual asio::awaitable<Result<void>> nack(std::chrono::milliseconds delay) = 0;
+  /// Give up: never deliver again (the bus dead-letters before it terms).
+  virtual asio::awaitable<Result<void>> term() = 0;
+
+ protected:
+  Delivery(Message message, int attempt, std::uint64_t sequence)
+      : message_(std::move(message)), attempt_(attempt), sequence_(sequence) {}
+
+ private:
+  Message message_;
+  int attempt_;
+  std::uint64_t sequence_;
+};
+
+/// A pull subscription. Thread-safety: receive() is called by one coroutine at a time; close()
+/// may be called from any thread, at any time, more than once.
+class Subscription {
+ public:
+  virtual ~Subscription() = default;
+  /// The next delivery. `cancelled` once closed; `deadline_exceeded` when `deadline` passes
+  /// with nothing to deliver; other errors are the backend's (usually transient).
+  virtual asio::awaitable<Result<std::unique_ptr<Delivery>>> receive(
+      std::optional<SteadyClock::time_point> deadline = std::nullopt) = 0;
+  /// Stops intake at once and wakes a pending receive(). Unsettled deliveries go back to the
+  /// group for redelivery.
+  virtual void close() = 0;
+};
+
+/// A broker adapter. Thread-safety: every member may be called from any thread.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  /// Short lower-case name used in errors and reports ("memory", "nats").
+  virtual std::string_view name() const noexcept = 0;
+  virtual const Capabilities& capabilities() const noexcept = 0;
+
+  /// Connects (and provisions what the config declares). An error says what failed and why.
+  virtual asio::awaitable<Result<void>> connect() = 0;
+  /// Publishes `message` on `message.subject()`. Success means the backend accepted it with
+  /// the requested guarantee (for at-least-once: the broker acknowledged it).
+  virtual asio::awaitable<Result<void>> publish(Message message, PublishOptions options) = 0;
+  virtual asio::awaitable<Result<std::shared_ptr<Subscription>>> subscribe(
+      SubscriptionSpec spec) = 0;
+  /// Native request/reply (only when capabilities().native_request_reply): publishes with a
+  /// reply address and waits for one reply. `deadline_exceeded` when none comes in time.
+  virtual asio::awaitable<Result<Message>> request(Message message,
+                                                   std::chrono::milliseconds timeout);
+  /// Flushes pending publishes and disconnects; waits at most until `deadline`.
+  virtual asio::awaitable<Result<void>> close(SteadyClock::time_point deadline) = 0;
+};
+
+}  // namespace marty::messaging

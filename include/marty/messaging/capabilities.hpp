@@ -1,0 +1,45 @@
+#pragma once
+
+#include <cstddef>
+#include <set>
+#include <string>
+
+#include "marty/messaging/types.hpp"
+
+namespace marty::messaging {
+
+/// Ordering a backend keeps between messages of one subject.
+enum class Ordering {
+  none,       ///< no promise
+  per_key,    ///< messages with the same partition_key arrive in publish order
+  per_topic,  ///< every message of a subject arrives in publish order
+};
+
+/// What a backend can do, declared once and honestly. The bus routes by it, refuses routes it
+/// cannot serve at start(), and the conformance suite skips exactly what it excludes.
+struct Capabilities {
+  std::set<MessagingPattern> patterns;
+  /// The strongest guarantee the backend gives when configured for it.
+  DeliveryGuarantee delivery = DeliveryGuarantee::at_most_once;
+  Ordering ordering = Ordering::none;
+  /// Stream subscribers can start from earliest, a sequence number or a time.
+  bool persistent_replay = false;
+  /// A named group's unacknowledged and new messages survive its members' restarts.
+  bool durable_groups = false;
+  /// Subscribers sharing a group name compete for messages (one delivery per group).
+  bool consumer_groups = false;
+  /// request() is implemented by the backend itself; otherwise the bus uses reply subjects.
+  bool native_request_reply = false;
+  /// nack(delay) redelivers after the delay without blocking the subscription.
+  bool delayed_redelivery = false;
+  bool native_dead_letter = false;
+  bool headers = false;
+  /// Subscriptions may use `*` and `>` wildcards.
+  bool wildcard_subscriptions = false;
+  /// Largest payload accepted, in bytes; 0 means no limit of its own.
+  std::size_t max_payload_bytes = 0;
+
+  bool supports(MessagingPattern pattern) const { return patterns.count(pattern) != 0; }
+};
+
+}  // namespace marty::messaging

@@ -1,0 +1,186 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
+
+#include "marty/messaging/backend.hpp"
+#include "marty/messaging/message.hpp"
+#include "marty/messaging/pattern_config.hpp"
+#include "marty/messaging/router.hpp"
+#include "marty/messaging/types.hpp"
+
+namespace marty::messaging {
+
+/// Identifies a registration made by subscribe_to_events, handle_commands, handle_queries or
+/// process_stream; pass it to unsubscribe().
+using SubscriptionId = std::uint64_t;
+
+namespace detail {
+struct EventBusState;
+}  // namespace detail
+
+/// Handles an event or a command. Success acks the message; an error or an exception nacks it,
+/// and it is delivered again after the pattern's backoff, up to its retry_count; then it is
+/// dead-lettered. An `invalid_argument` or `data_loss` error means the message itself is bad:
+/// it is dead-lettered at once, without retries.
+using MessageHandler = std::function<asio::awaitable<Result<void>>(Message)>;
+/// Handles a query: the value is the reply; an error (or exception) reaches the caller as an
+/// error with the same code and message.
+using QueryHandler = std::function<asio::awaitable<Result<Json>>(Message)>;
+/// Processes a batch of stream messages in order. Success acks the whole batch; failure nacks it.
+using BatchProcessor = std::function<asio::awaitable<Result<void>>(std::vector<Message>)>;
+
+struct EventBusOptions {
+  /// This service's name: the `source` of what it publishes.
+  std::string service_name = "marty-service";
+  /// How long stop() waits for in-flight handlers when called without a timeout.
+  std::chrono::milliseconds drain_timeout{30'000};
+};
+
+/// Not an aggregate on purpose (GCC 12 coroutine bug; see MessageMetadata).
+struct StreamOptions {
+  StreamOptions() {}  // NOLINT(modernize-use-equals-default)
+  StreamOptions(std::size_t batch, std::chrono::milliseconds wait, StartPosition from)
+      : batch_size(batch), max_wait(wait), start(from) {}
+
+  /// A batch is handed over when it holds this many messages...
+  std::size_t batch_size = 100;
+  /// ...or when its first message has waited this long, whichever comes first.
+  std::chrono::milliseconds max_wait{1'000};
+  /// Where a new consumer group starts (an existing group resumes where it stopped).
+  StartPosition start = StartPosition::new_messages();
+};
+
+/// The one API for every pattern, over any registered backends.
+///
+/// Lifecycle: configure (register_backend, set_default_backend, route, update_pattern_config),
+/// then start(); publish and subscribe; then stop(). Configuration after start() fails with
+/// `failed_precondition`, as does messaging before start() or after stop().
+///
+/// Threading: every member may be called from any thread. Handlers run on the bus's executor,
+/// never on a client library's thread; a subscription runs one handler call at a time, so
+/// messages of a key are handled in order. The handler object lives until its last call ends.
+class UnifiedEventBus : public std::enable_shared_from_this<UnifiedEventBus> {
+ public:
+  /// Use create_unified_event_bus().
+  UnifiedEventBus(asio::any_io_executor executor, EventBusOptions options);
+  ~UnifiedEventBus();
+  UnifiedEventBus(const UnifiedEventBus&) = delete;
+  UnifiedEventBus& operator=(const UnifiedEventBus&) = delete;
+
+  // ---- configuration (before start) ----
+
+  /// Adds or replaces the backend of `type`. Registration order is the fallback preference.
+  Result<void> register_backend(MessageBackendType type, std::shared_ptr<Backend> backend);
+  /// Preferred backend when no route matches; `not_found` when `type` is not registered.
+  Result<void> set_default_backend(MessageBackendType type);
+  /// Replaces a pattern's config; start() refuses a config no registered backend can serve.
+  Result<void> update_pattern_config(MessagingPattern pattern, MessagingPatternConfig config);
+  /// Routes message types matching `type_glob` ("orders.*") to `backend`.
+  Result<void> route(std::string type_glob, MessageBackendType backend,
+                     std::set<MessagingPattern> patterns = {});
+
+  MessagingPatternConfig pattern_config(MessagingPattern pattern) const;
+  /// The backend a message of this type and pattern goes to (after start()).
+  Result<MessageBackendType> backend_for(std::string_view message_type,
+                                         MessagingPattern pattern) const;
+  /// The backend registered for `type`, or null.
+  std::shared_ptr<Backend> backend(MessageBackendType type) const;
+
+  // ---- lifecycle ----
+
+  /// Registers the embedded memory backend if none was registered, connects every backend,
+  /// and checks routes. Fails, naming the backend or route and why, if any of that fails
+  /// (backends already connected are closed again).
+  asio::awaitable<Result<void>> start();
+  /// Stops intake on every subscription, waits for in-flight handlers up to `drain_timeout`,
+  /// then closes the backends (flushing publishes). `deadline_exceeded` if handlers were still
+  /// running at the deadline (their messages stay unacknowledged, so they are redelivered).
+  asio::awaitable<Result<void>> stop(std::optional<std::chrono::milliseconds> drain_timeout = {});
+  bool running() const noexcept;
+
+  // ---- sending ----
+
+  /// Fan-out on `events.<event_type>`. `metadata` is optional; message_type, message_id, time
+  /// and source are filled in when empty.
+  asio::awaitable<Result<void>> publish_event(std::string event_type, Json data,
+                                              MessageMetadata metadata = {});
+  /// Same, with a prepared message (raw bytes allowed).
+  asio::awaitable<Result<void>> publish_event(std::string event_type, Message message);
+  /// Point-to-point on `commands.<service>.<type>`: one instance of the service handles it.
+  /// `not_found` when no instance of the service listens (where the backend can tell).
+  asio::awaitable<Result<void>> send_command(std::string command_type, Json data,
+                                             std::string target_service,
+                                             MessageMetadata metadata = {});
+  /// Request/response on `queries.<service>.<type>`. Returns the handler's value; the
+  /// handler's error with its code; or `deadline_exceeded` when no reply comes within
+  /// `timeout` (default: the request_response pattern's timeout).
+  asio::awaitable<Result<Json>> query(std::string query_type, Json data, std::string target_service,
+                                      std::optional<std::chrono::milliseconds> timeout = {},
+                                      MessageMetadata metadata = {});
+  /// Appends events to a stream, in order, each with `partition_key` (when non-empty). Stops
+  /// at the first failure; the error says how many were appended before it.
+  asio::awaitable<Result<void>> stream_events(std::string stream, std::vector<Json> events,
+                                              std::string partition_key = {});
+  asio::awaitable<Result<void>> stream_events(std::string stream, std::vector<Message> events);
+
+  // ---- receiving ----
+
+  /// Handles `events.<type>` for each type (wildcards `*` and `>` allowed where the backend
+  /// supports them). With a consumer group, members of the group share the events.
+  asio::awaitable<Result<SubscriptionId>> subscribe_to_events(std::vector<std::string> event_types,
+                                                              MessageHandler handler,
+                                                              std::string consumer_group = {});
+  /// Handles `commands.<service>.<type>`; instances of one service compete for commands.
+  asio::awaitable<Result<SubscriptionId>> handle_commands(std::vector<std::string> command_types,
+                                                          MessageHandler handler,
+                                                          std::string service_name);
+  /// Answers `queries.<service>.<type>`; instances of one service share the queries.
+  asio::awaitable<Result<SubscriptionId>> handle_queries(std::vector<std::string> query_types,
+                                                         QueryHandler handler,
+                                                         std::string service_name);
+  /// Consumes a stream in batches as consumer group `consumer_group`.
+  asio::awaitable<Result<SubscriptionId>> process_stream(std::string stream,
+                                                         BatchProcessor processor,
+                                                         std::string consumer_group,
+                                                         StreamOptions options = {});
+  /// Stops a registration: no new messages; waits for its in-flight handler calls.
+  asio::awaitable<Result<void>> unsubscribe(SubscriptionId id);
+
+  asio::any_io_executor get_executor() const { return executor_; }
+
+ private:
+  std::shared_ptr<detail::EventBusState> impl_;
+  asio::any_io_executor executor_;
+};
+
+/// Creates a bus whose handlers run on `executor`. With no backend registered before start(),
+/// it runs on the embedded memory backend.
+std::shared_ptr<UnifiedEventBus> create_unified_event_bus(asio::any_io_executor executor,
+                                                          EventBusOptions options = {});
+
+/// Message headers the bus itself writes (lower case, so every transport keeps them).
+namespace headers {
+/// On query replies: "ok" or "error".
+inline constexpr std::string_view kReplyStatus = "marty-reply-status";
+/// On error replies: the errc name.
+inline constexpr std::string_view kErrorCode = "marty-error-code";
+/// On dead letters: why, from where, after how many attempts.
+inline constexpr std::string_view kDeadLetterReason = "marty-dead-letter-reason";
+inline constexpr std::string_view kDeadLetterSubject = "marty-dead-letter-subject";
+inline constexpr std::string_view kDeadLetterAttempts = "marty-dead-letter-attempts";
+}  // namespace headers
+
+/// Dead letters of `subject` are published on "deadletter.<subject>".
+std::string dead_letter_subject(std::string_view subject);
+
+}  // namespace marty::messaging

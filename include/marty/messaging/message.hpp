@@ -1,0 +1,144 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "marty/messaging/result.hpp"
+
+namespace marty::messaging {
+
+using Json = nlohmann::json;
+using Clock = std::chrono::system_clock;
+
+/// The envelope header of every message (the Python original's MessageMetadata, plus the
+/// CloudEvents `source`). Plain data; copy freely.
+///
+/// It has a user-provided constructor on purpose: GCC 12 miscompiles aggregate temporaries
+/// (`MessageMetadata{}`, or a `= {}` default argument) passed to a coroutine inside a co_await
+/// expression (it copies them bitwise); a non-aggregate is passed correctly.
+struct MessageMetadata {
+  MessageMetadata() {}  // NOLINT(modernize-use-equals-default): see above
+
+  /// Unique id; a UUIDv7 is generated when empty at publish time.
+  std::string message_id;
+  /// The logical type ("order_placed"); the bus always sets it from the call's type argument.
+  std::string message_type;
+  /// Who produced the message (a URI reference, CloudEvents `source`); defaults to the bus's
+  /// service name.
+  std::string source;
+  /// When the message was produced (UTC); set at publish time when left empty.
+  std::optional<Clock::time_point> time;
+  /// Ties together every message of one conversation (a query and its reply, a saga).
+  std::string correlation_id;
+  /// The id of the message that caused this one.
+  std::string causation_id;
+  /// Where a reply should go (set by the bus for queries).
+  std::string reply_to;
+  /// The payload's media type.
+  std::string content_type = "application/json";
+  /// How long the message stays meaningful; expired messages are not delivered. Unset: forever.
+  std::optional<std::chrono::milliseconds> ttl;
+  /// Higher first, where the backend supports priorities. 0 is normal.
+  int priority = 0;
+  /// Messages with the same key keep their order (Kafka key, SNS group, stream partition).
+  std::string partition_key;
+  /// Free-form string headers (`traceparent` and `tracestate` travel here).
+  std::map<std::string, std::string> headers;
+};
+
+/// Immutable payload bytes shared by every copy of a message, so fan-out to many subscribers
+/// does not copy the body. The parsed JSON is computed once, on first use, thread-safely.
+class Payload {
+ public:
+  explicit Payload(std::string bytes);
+  /// Keeps `value` as the parsed form so that in-process delivery never re-parses it.
+  Payload(std::string bytes, Json value);
+  ~Payload();
+  Payload(const Payload&) = delete;
+  Payload& operator=(const Payload&) = delete;
+
+  std::string_view bytes() const noexcept { return bytes_; }
+  /// The bytes parsed as JSON; a parse failure is `invalid_argument` naming the position.
+  /// Thread-safe; the returned reference lives as long as this payload.
+  Result<std::reference_wrapper<const Json>> json() const;
+
+ private:
+  struct Parsed;
+  std::string bytes_;
+  std::unique_ptr<Parsed> parsed_;  // always set; holds the lazily parsed JSON
+};
+
+/// A message: metadata, the subject it travels on, and a shared immutable payload.
+/// Copying a Message copies the metadata and shares the payload.
+class Message {
+ public:
+  Message() : payload_(empty_payload()) {}
+  Message(MessageMetadata metadata, std::shared_ptr<const Payload> payload,
+          std::string subject = {})
+      : metadata_(std::move(metadata)),
+        payload_(std::move(payload)),
+        subject_(std::move(subject)) {}
+
+  /// A JSON message: the value is serialized once; content_type is application/json.
+  static Message from_json(Json data, MessageMetadata metadata = {});
+  /// A message with raw bytes; set `content_type` to describe them.
+  static Message from_bytes(std::string bytes, MessageMetadata metadata = {});
+
+  const MessageMetadata& metadata() const noexcept { return metadata_; }
+  MessageMetadata& metadata() noexcept { return metadata_; }
+  const std::string& type() const noexcept { return metadata_.message_type; }
+  const std::string& id() const noexcept { return metadata_.message_id; }
+
+  /// The transport subject ("events.order_placed"), set by the bus.
+  const std::string& subject() const noexcept { return subject_; }
+  void set_subject(std::string subject) { subject_ = std::move(subject); }
+
+  std::string_view bytes() const noexcept { return payload_->bytes(); }
+  const std::shared_ptr<const Payload>& payload() const noexcept { return payload_; }
+
+  /// The payload as JSON. Throws `MessagingException` (invalid_argument) when the payload is
+  /// not JSON, so a handler that assumes JSON fails (and the message is nacked) rather than
+  /// reading garbage. Use `try_json()` to branch instead.
+  const Json& json() const;
+  Result<std::reference_wrapper<const Json>> try_json() const { return payload_->json(); }
+
+  /// True when the message's ttl has passed at `now`.
+  bool expired(Clock::time_point now = Clock::now()) const noexcept;
+
+ private:
+  static std::shared_ptr<const Payload> empty_payload();
+
+  MessageMetadata metadata_;
+  std::shared_ptr<const Payload> payload_;
+  std::string subject_;
+};
+
+/// Thrown only where a value cannot carry an error: `Message::json()` and the blocking facade.
+class MessagingException : public std::runtime_error {
+ public:
+  explicit MessagingException(Error error)
+      : std::runtime_error(error.describe()), error_(std::move(error)) {}
+  const Error& error() const noexcept { return error_; }
+
+ private:
+  Error error_;
+};
+
+/// A new UUIDv7 (time-ordered, RFC 9562) in canonical text form.
+std::string make_uuid_v7();
+
+/// RFC 3339 UTC with microseconds: "2026-11-26T21:23:31.123456Z".
+std::string format_rfc3339(Clock::time_point time);
+/// Parses RFC 3339 (any offset, optional fraction); an error names what was wrong.
+Result<Clock::time_point> parse_rfc3339(std::string_view text);
+
+}  // namespace marty::messaging

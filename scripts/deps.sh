@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a task needs, only those missing, and says what it installs.
+# usage: scripts/deps.sh [build|test|bench|all]...   (default: build)
+# Runs as root on Debian 12 (the project's machines); elsewhere it prints the list and fails.
+set -euo pipefail
+
+build_pkgs=(g++ cmake ninja-build ccache pkg-config git
+  libasio-dev nlohmann-json3-dev libspdlog-dev libfmt-dev)
+test_pkgs=(libgtest-dev clang-format)
+bench_pkgs=(libzmq3-dev libconcurrentqueue-dev)
+
+wanted=()
+for profile in "${@:-build}"; do
+  case $profile in
+    build) wanted+=("${build_pkgs[@]}") ;;
+    test) wanted+=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
+    bench) wanted+=("${build_pkgs[@]}" "${bench_pkgs[@]}") ;;
+    all) wanted+=("${build_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
+    *) echo "deps.sh: unknown profile '$profile' (build, test, bench, all)" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for pkg in $(printf '%s\n' "${wanted[@]}" | sort -u); do
+  status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "[deps] installing: ${missing[*]}"
+if [ "$(id -u)" != 0 ]; then
+  echo "[deps] not root: install these packages yourself (apt-get install --no-install-recommends ...)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+# No init system here: keep package scripts from starting daemons on their default ports.
+[ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"

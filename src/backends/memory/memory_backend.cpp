@@ -1,0 +1,608 @@
+#include "marty/messaging/memory_backend.hpp"
+
+#include <algorithm>
+#include <deque>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "marty/messaging/detail/async_signal.hpp"
+#include "marty/messaging/subject.hpp"
+
+namespace marty::messaging {
+namespace {
+
+using detail::AsyncSignal;
+using SignalPtr = std::shared_ptr<AsyncSignal>;
+
+constexpr std::string_view kInboxPrefix = "_INBOX.";
+constexpr std::size_t kRouteCacheLimit = 10'000;
+constexpr std::string_view kName = "memory";
+
+Error memory_error(errc code, std::string message) {
+  return Error(code, std::move(message), std::string(kName));
+}
+
+// A message held by a group: queued, in flight (tag != 0) or waiting for redelivery.
+struct Entry {
+  Message message;
+  int deliveries = 0;
+  std::uint64_t tag = 0;     // non-zero while handed out; changes on every hand-out
+  std::uint64_t holder = 0;  // member holding it while in flight
+  SteadyClock::time_point not_before{};
+};
+
+// Subscribers that share a name (or one group-less subscriber) and the messages they share.
+struct Group {
+  std::string subject;  // subscription pattern (topics) or stream name
+  std::string name;     // empty: private to one subscriber, removed when it closes
+  DestinationKind kind = DestinationKind::topic;
+  std::map<std::uint64_t, Entry> entries;  // by sequence: the order of delivery
+  std::uint64_t next_seq = 1;              // topics only; streams use the log's sequence
+  std::map<std::uint64_t, SignalPtr> members;
+  // Keys with messages in flight, and who holds them: per-key order across members.
+  std::unordered_map<std::string, std::pair<std::uint64_t, int>> key_holders;
+  std::vector<SignalPtr> space_waiters;
+
+  void notify_members(std::uint64_t except = 0) const {
+    for (const auto& [id, signal] : members) {
+      if (id != except) signal->notify();
+    }
+  }
+  void notify_space() {
+    for (auto& waiter : space_waiters) waiter->notify();
+    space_waiters.clear();
+  }
+  void release_key(const std::string& key) {
+    if (key.empty()) return;
+    auto it = key_holders.find(key);
+    if (it != key_holders.end() && --it->second.second <= 0) key_holders.erase(it);
+  }
+};
+using GroupPtr = std::shared_ptr<Group>;
+
+struct LogEntry {
+  std::uint64_t seq;
+  Clock::time_point time;
+  Message message;
+};
+
+struct Stream {
+  MemoryStreamLimits limits;
+  std::deque<LogEntry> log;
+  std::size_t bytes = 0;
+  std::uint64_t next_seq = 1;
+  std::vector<GroupPtr> groups;
+
+  void trim(Clock::time_point now) {
+    auto drop_front = [this] {
+      bytes -= log.front().message.bytes().size();
+      log.pop_front();
+    };
+    while (limits.max_messages != 0 && log.size() > limits.max_messages) drop_front();
+    while (limits.max_bytes != 0 && bytes > limits.max_bytes && !log.empty()) drop_front();
+    if (limits.max_age.count() > 0) {
+      while (!log.empty() && log.front().time + limits.max_age < now) drop_front();
+    }
+  }
+};
+
+struct RequestSlot {
+  SignalPtr signal = AsyncSignal::create();
+  std::optional<Message> reply;
+  bool cancelled = false;
+};
+
+class MemorySubscription;
+
+// One backend's view: closing it ends its own subscriptions and requests only.
+struct Connection {
+  bool closed = false;
+  std::vector<std::weak_ptr<MemorySubscription>> subscriptions;
+  std::vector<std::string> inboxes;
+};
+using ConnectionPtr = std::shared_ptr<Connection>;
+
+}  // namespace
+
+// Everything mutable, behind one mutex. Shared with connections, subscriptions and deliveries,
+// which may outlive one another.
+class MemoryBroker {
+ public:
+  explicit MemoryBroker(MemoryBackendConfig c) : config(std::move(c)) {}
+
+  std::mutex mutex;
+  const MemoryBackendConfig config;
+  std::vector<GroupPtr> topic_groups;
+  std::unordered_map<std::string, std::vector<GroupPtr>> route_cache;
+  std::map<std::string, Stream> streams;
+  std::unordered_map<std::string, std::shared_ptr<RequestSlot>> inboxes;
+  std::uint64_t next_member = 1;
+  std::uint64_t next_tag = 1;
+
+  const std::vector<GroupPtr>& topic_targets(const std::string& subject) {
+    auto cached = route_cache.find(subject);
+    if (cached != route_cache.end()) return cached->second;
+    if (route_cache.size() >= kRouteCacheLimit) route_cache.clear();
+    std::vector<GroupPtr> targets;
+    for (const auto& group : topic_groups) {
+      if (subject::matches(group->subject, subject)) targets.push_back(group);
+    }
+    return route_cache.emplace(subject, std::move(targets)).first->second;
+  }
+
+  Stream& stream(const std::string& name) {
+    auto it = streams.find(name);
+    if (it != streams.end()) return it->second;
+    Stream created;
+    auto limits = config.streams.find(name);
+    created.limits = limits != config.streams.end() ? limits->second : config.stream_defaults;
+    return streams.emplace(name, std::move(created)).first->second;
+  }
+
+  // Hands the first deliverable entry to `member`, or returns entries.end(). Keeps per-key
+  // order: an entry waits while an earlier entry of its key waits for redelivery, or while
+  // another member holds its key. Drops expired entries on the way.
+  std::map<std::uint64_t, Entry>::iterator take(Group& group, std::uint64_t member,
+                                                SteadyClock::time_point now,
+                                                SteadyClock::time_point& next_ready) {
+    std::vector<const std::string*> blocked;
+    auto is_blocked = [&](const std::string& key) {
+      return std::any_of(blocked.begin(), blocked.end(),
+                         [&](const std::string* k) { return *k == key; });
+    };
+    const Clock::time_point wall_now = Clock::now();
+    for (auto it = group.entries.begin(); it != group.entries.end();) {
+      Entry& entry = it->second;
+      if (entry.tag != 0) {
+        ++it;
+        continue;
+      }
+      const std::string& key = entry.message.metadata().partition_key;
+      if (entry.message.expired(wall_now)) {
+        it = group.entries.erase(it);
+        group.notify_space();
+        continue;
+      }
+      if (!key.empty()) {
+        if (is_blocked(key)) {
+          ++it;
+          continue;
+        }
+        auto holder = group.key_holders.find(key);
+        if (holder != group.key_holders.end() && holder->second.first != member) {
+          blocked.push_back(&key);
+          ++it;
+          continue;
+        }
+      }
+      if (entry.not_before > now) {
+        next_ready = std::min(next_ready, entry.not_before);
+        if (!key.empty()) blocked.push_back(&key);
+        ++it;
+        continue;
+      }
+      entry.tag = next_tag++;
+      entry.holder = member;
+      ++entry.deliveries;
+      if (!key.empty()) {
+        auto& holder = group.key_holders[key];
+        holder.first = member;
+        ++holder.second;
+      }
+      return it;
+    }
+    return group.entries.end();
+  }
+
+  void enqueue(Group& group, std::uint64_t seq, const Message& message) {
+    group.entries.emplace(seq, Entry{message});
+    group.notify_members();
+  }
+
+  void remove_group(const GroupPtr& group) {
+    if (group->kind == DestinationKind::stream) {
+      auto& groups = stream(group->subject).groups;
+      groups.erase(std::remove(groups.begin(), groups.end(), group), groups.end());
+    } else {
+      topic_groups.erase(std::remove(topic_groups.begin(), topic_groups.end(), group),
+                         topic_groups.end());
+      route_cache.clear();
+    }
+    group->notify_space();  // publishers waiting on it must re-check their targets
+  }
+};
+
+namespace {
+
+using State = MemoryBroker;
+using StatePtr = std::shared_ptr<MemoryBroker>;
+
+class MemoryDelivery final : public Delivery {
+ public:
+  MemoryDelivery(StatePtr state, GroupPtr group, std::uint64_t seq, const Entry& entry)
+      : Delivery(entry.message, entry.deliveries, group->kind == DestinationKind::stream ? seq : 0),
+        state_(std::move(state)),
+        group_(std::move(group)),
+        seq_(seq),
+        tag_(entry.tag) {}
+
+  ~MemoryDelivery() override {
+    if (!settled_) (void)settle(Action::release, std::chrono::milliseconds(0));
+  }
+
+  asio::awaitable<Result<void>> ack() override {
+    co_return settle(Action::ack, std::chrono::milliseconds(0));
+  }
+  asio::awaitable<Result<void>> nack(std::chrono::milliseconds delay) override {
+    co_return settle(Action::release, delay);
+  }
+  asio::awaitable<Result<void>> term() override {
+    co_return settle(Action::ack, std::chrono::milliseconds(0));
+  }
+
+ private:
+  enum class Action { ack, release };
+
+  Result<void> settle(Action action, std::chrono::milliseconds delay) {
+    std::lock_guard lock(state_->mutex);
+    if (settled_) {
+      return memory_error(errc::failed_precondition, "delivery was already settled");
+    }
+    settled_ = true;
+    auto it = group_->entries.find(seq_);
+    if (it == group_->entries.end() || it->second.tag != tag_) {
+      return memory_error(errc::failed_precondition, "delivery is no longer held by this consumer");
+    }
+    Entry& entry = it->second;
+    const std::uint64_t holder = entry.holder;
+    group_->release_key(entry.message.metadata().partition_key);
+    if (action == Action::ack) {
+      group_->entries.erase(it);
+      group_->notify_space();
+      if (group_->members.size() > 1) group_->notify_members(holder);
+    } else {
+      entry.tag = 0;
+      entry.holder = 0;
+      entry.not_before = SteadyClock::now() + delay;
+      group_->notify_members();
+    }
+    return ok();
+  }
+
+  StatePtr state_;
+  GroupPtr group_;
+  std::uint64_t seq_;
+  std::uint64_t tag_;
+  bool settled_ = false;
+};
+
+class MemorySubscription final : public Subscription {
+ public:
+  MemorySubscription(StatePtr state, ConnectionPtr connection, GroupPtr group, std::uint64_t member,
+                     SignalPtr signal)
+      : state_(std::move(state)),
+        connection_(std::move(connection)),
+        group_(std::move(group)),
+        member_(member),
+        signal_(std::move(signal)) {}
+  ~MemorySubscription() override { close(); }
+
+  asio::awaitable<Result<std::unique_ptr<Delivery>>> receive(
+      std::optional<SteadyClock::time_point> deadline) override {
+    while (true) {
+      std::optional<SteadyClock::time_point> wake = deadline;
+      {
+        std::lock_guard lock(state_->mutex);
+        if (closed_ || connection_->closed) {
+          co_return memory_error(errc::cancelled,
+                                 "subscription to '" + group_->subject + "' is closed");
+        }
+        const auto now = SteadyClock::now();
+        auto next_ready = SteadyClock::time_point::max();
+        auto it = state_->take(*group_, member_, now, next_ready);
+        if (it != group_->entries.end()) {
+          co_return std::unique_ptr<Delivery>(
+              std::make_unique<MemoryDelivery>(state_, group_, it->first, it->second));
+        }
+        if (next_ready != SteadyClock::time_point::max()) {
+          wake = wake ? std::min(*wake, next_ready) : next_ready;
+        }
+      }
+      if (deadline && SteadyClock::now() >= *deadline) {
+        co_return memory_error(errc::deadline_exceeded, "no message before the deadline");
+      }
+      co_await signal_->wait(wake);
+    }
+  }
+
+  void close() override {
+    {
+      std::lock_guard lock(state_->mutex);
+      if (closed_) return;
+      closed_ = true;
+      group_->members.erase(member_);
+      if (group_->name.empty()) {
+        state_->remove_group(group_);
+      } else {
+        group_->notify_members();  // entries only this member could take are free again
+      }
+    }
+    signal_->notify();
+  }
+
+ private:
+  StatePtr state_;
+  ConnectionPtr connection_;
+  GroupPtr group_;
+  std::uint64_t member_;
+  SignalPtr signal_;
+  bool closed_ = false;  // guarded by state_->mutex
+};
+
+class MemoryBackend final : public Backend {
+ public:
+  explicit MemoryBackend(StatePtr broker)
+      : state_(std::move(broker)), connection_(std::make_shared<Connection>()) {
+    capabilities_.patterns = {MessagingPattern::pub_sub, MessagingPattern::point_to_point,
+                              MessagingPattern::request_response, MessagingPattern::streaming,
+                              MessagingPattern::broadcast};
+    capabilities_.delivery = DeliveryGuarantee::at_least_once;
+    capabilities_.ordering = Ordering::per_key;
+    capabilities_.persistent_replay = true;
+    capabilities_.durable_groups = true;
+    capabilities_.consumer_groups = true;
+    capabilities_.native_request_reply = state_->config.native_request_reply;
+    capabilities_.delayed_redelivery = true;
+    capabilities_.native_dead_letter = false;
+    capabilities_.headers = true;
+    capabilities_.wildcard_subscriptions = true;
+    capabilities_.max_payload_bytes = state_->config.max_payload_bytes;
+  }
+
+  ~MemoryBackend() override { shut_down(); }
+
+  std::string_view name() const noexcept override { return kName; }
+  const Capabilities& capabilities() const noexcept override { return capabilities_; }
+
+  asio::awaitable<Result<void>> connect() override {
+    std::lock_guard lock(state_->mutex);
+    connection_->closed = false;
+    co_return ok();
+  }
+
+  asio::awaitable<Result<void>> publish(Message message, PublishOptions options) override {
+    const std::size_t limit = state_->config.max_payload_bytes;
+    if (limit != 0 && message.bytes().size() > limit) {
+      co_return memory_error(errc::invalid_argument,
+                             "payload of " + std::to_string(message.bytes().size()) +
+                                 " bytes exceeds max_payload_bytes " + std::to_string(limit));
+    }
+    if (message.subject().starts_with(kInboxPrefix)) co_return deliver_reply(std::move(message));
+
+    SignalPtr space;
+    while (true) {
+      {
+        std::lock_guard lock(state_->mutex);
+        if (connection_->closed) co_return memory_error(errc::unavailable, "backend is closed");
+        const bool is_stream = options.kind == DestinationKind::stream;
+        Stream* stream = is_stream ? &state_->stream(message.subject()) : nullptr;
+        const std::vector<GroupPtr>& targets =
+            is_stream ? stream->groups : state_->topic_targets(message.subject());
+        if (targets.empty() && options.require_receiver) {
+          co_return memory_error(errc::not_found, "no consumer for '" + message.subject() + "'");
+        }
+        const auto full = std::find_if(targets.begin(), targets.end(), [&](const GroupPtr& g) {
+          return g->entries.size() >= state_->config.group_capacity;
+        });
+        if (full == targets.end()) {
+          if (is_stream) {
+            const auto now = Clock::now();
+            const std::uint64_t seq = stream->next_seq++;
+            stream->bytes += message.bytes().size();
+            stream->log.push_back(LogEntry{seq, now, message});
+            stream->trim(now);
+            for (const auto& group : targets) state_->enqueue(*group, seq, message);
+          } else {
+            for (const auto& group : targets) state_->enqueue(*group, group->next_seq++, message);
+          }
+          co_return ok();
+        }
+        if (!space) space = AsyncSignal::create();
+        (*full)->space_waiters.push_back(space);
+      }
+      if (!co_await space->wait(options.deadline)) {
+        co_return memory_error(errc::resource_exhausted,
+                               "subscribers of '" + message.subject() + "' hold " +
+                                   std::to_string(state_->config.group_capacity) +
+                                   " messages (group_capacity) and are not keeping up");
+      }
+    }
+  }
+
+  asio::awaitable<Result<std::shared_ptr<Subscription>>> subscribe(SubscriptionSpec spec) override {
+    std::lock_guard lock(state_->mutex);
+    if (connection_->closed) co_return memory_error(errc::unavailable, "backend is closed");
+    GroupPtr group;
+    if (spec.kind == DestinationKind::stream) {
+      if (subject::has_wildcard(spec.subject)) {
+        co_return memory_error(errc::invalid_argument,
+                               "stream name '" + spec.subject + "' cannot contain wildcards");
+      }
+      Stream& stream = state_->stream(spec.subject);
+      group = find_group(stream.groups, spec);
+      if (!group) {
+        group = make_group(spec);
+        replay(stream, *group, spec.start);
+        stream.groups.push_back(group);
+      }
+    } else {
+      group = find_group(state_->topic_groups, spec);
+      if (!group) {
+        group = make_group(spec);
+        state_->topic_groups.push_back(group);
+        state_->route_cache.clear();
+      }
+    }
+    const std::uint64_t member = state_->next_member++;
+    auto signal = AsyncSignal::create();
+    group->members.emplace(member, signal);
+    auto subscription =
+        std::make_shared<MemorySubscription>(state_, connection_, group, member, signal);
+    auto& subscriptions = connection_->subscriptions;
+    std::erase_if(subscriptions, [](const auto& weak) { return weak.expired(); });
+    subscriptions.push_back(subscription);
+    co_return std::shared_ptr<Subscription>(std::move(subscription));
+  }
+
+  asio::awaitable<Result<Message>> request(Message message,
+                                           std::chrono::milliseconds timeout) override {
+    if (!state_->config.native_request_reply) {
+      co_return memory_error(errc::unimplemented, "native request/reply is disabled");
+    }
+    const auto deadline = SteadyClock::now() + timeout;
+    const std::string inbox = std::string(kInboxPrefix) + make_uuid_v7();
+    auto slot = std::make_shared<RequestSlot>();
+    {
+      std::lock_guard lock(state_->mutex);
+      if (connection_->closed) co_return memory_error(errc::unavailable, "backend is closed");
+      state_->inboxes.emplace(inbox, slot);
+      connection_->inboxes.push_back(inbox);
+    }
+    const std::string subject = message.subject();
+    message.metadata().reply_to = inbox;
+    PublishOptions options;
+    options.pattern = MessagingPattern::request_response;
+    options.require_receiver = true;
+    options.deadline = deadline;
+    auto published = co_await publish(std::move(message), options);
+    if (!published) {
+      forget(inbox);
+      co_return std::move(published).error();
+    }
+    while (true) {
+      {
+        std::lock_guard lock(state_->mutex);
+        if (slot->reply) {
+          state_->inboxes.erase(inbox);
+          co_return std::move(*slot->reply);
+        }
+        if (slot->cancelled) {
+          co_return memory_error(errc::cancelled, "backend closed while waiting for a reply");
+        }
+      }
+      if (!co_await slot->signal->wait(deadline)) break;
+    }
+    forget(inbox);
+    {
+      // A reply may have landed between the timeout and the removal of the inbox.
+      std::lock_guard lock(state_->mutex);
+      if (slot->reply) co_return std::move(*slot->reply);
+    }
+    co_return memory_error(errc::deadline_exceeded, "no reply on '" + subject + "' within " +
+                                                        std::to_string(timeout.count()) + " ms");
+  }
+
+  asio::awaitable<Result<void>> close(SteadyClock::time_point /*deadline*/) override {
+    // Publishes complete synchronously here, so there is nothing left to flush.
+    shut_down();
+    co_return ok();
+  }
+
+ private:
+  Result<void> deliver_reply(Message message) {
+    std::lock_guard lock(state_->mutex);
+    auto it = state_->inboxes.find(message.subject());
+    // No inbox: the requester gave up (deadline); a late reply goes nowhere, as on NATS.
+    if (it != state_->inboxes.end() && !it->second->reply) {
+      it->second->reply = std::move(message);
+      it->second->signal->notify();
+    }
+    return ok();
+  }
+
+  void forget(const std::string& inbox) {
+    std::lock_guard lock(state_->mutex);
+    state_->inboxes.erase(inbox);
+    std::erase(connection_->inboxes, inbox);
+  }
+
+  // Ends this connection: its subscriptions close (waking their receivers) and its pending
+  // requests are cancelled. The broker and other connections are untouched.
+  void shut_down() {
+    std::vector<std::shared_ptr<MemorySubscription>> open;
+    {
+      std::lock_guard lock(state_->mutex);
+      connection_->closed = true;
+      for (auto& weak : connection_->subscriptions) {
+        if (auto subscription = weak.lock()) open.push_back(std::move(subscription));
+      }
+      connection_->subscriptions.clear();
+      for (const auto& inbox : connection_->inboxes) {
+        auto it = state_->inboxes.find(inbox);
+        if (it == state_->inboxes.end()) continue;
+        it->second->cancelled = true;
+        it->second->signal->notify();
+      }
+    }
+    for (auto& subscription : open) subscription->close();
+  }
+
+  static GroupPtr find_group(const std::vector<GroupPtr>& groups, const SubscriptionSpec& spec) {
+    if (spec.group.empty()) return nullptr;
+    for (const auto& group : groups) {
+      if (group->name == spec.group && group->subject == spec.subject) return group;
+    }
+    return nullptr;
+  }
+
+  static GroupPtr make_group(const SubscriptionSpec& spec) {
+    auto group = std::make_shared<Group>();
+    group->subject = spec.subject;
+    group->name = spec.group;
+    group->kind = spec.kind;
+    return group;
+  }
+
+  static void replay(Stream& stream, Group& group, const StartPosition& start) {
+    stream.trim(Clock::now());
+    for (const LogEntry& entry : stream.log) {
+      bool wanted = false;
+      switch (start.kind) {
+        case StartPosition::Kind::new_messages:
+          wanted = false;
+          break;
+        case StartPosition::Kind::earliest:
+          wanted = true;
+          break;
+        case StartPosition::Kind::sequence:
+          wanted = entry.seq >= start.sequence;
+          break;
+        case StartPosition::Kind::time:
+          wanted = entry.time >= start.time;
+          break;
+      }
+      if (wanted) group.entries.emplace(entry.seq, Entry{entry.message});
+    }
+  }
+
+  StatePtr state_;
+  ConnectionPtr connection_;
+  Capabilities capabilities_;
+};
+
+}  // namespace
+
+std::shared_ptr<MemoryBroker> make_memory_broker(MemoryBackendConfig config) {
+  return std::make_shared<MemoryBroker>(std::move(config));
+}
+
+std::shared_ptr<Backend> make_memory_backend(std::shared_ptr<MemoryBroker> broker) {
+  return std::make_shared<MemoryBackend>(std::move(broker));
+}
+
+std::shared_ptr<Backend> make_memory_backend(MemoryBackendConfig config) {
+  return make_memory_backend(make_memory_broker(std::move(config)));
+}
+
+}  // namespace marty::messaging

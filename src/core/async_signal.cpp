@@ -1,0 +1,98 @@
+#include "marty/messaging/detail/async_signal.hpp"
+
+#include <asio/associated_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+
+namespace marty::messaging::detail {
+
+namespace {
+
+template <class Handler>
+class WaiterImpl final : public AsyncSignal::Waiter {
+ public:
+  explicit WaiterImpl(Handler handler) : handler_(std::move(handler)) {}
+  void post(bool notified) override {
+    auto executor = asio::get_associated_executor(handler_);
+    asio::post(executor, [handler = std::move(handler_), notified]() mutable {
+      std::move(handler)(notified);
+    });
+  }
+
+ private:
+  Handler handler_;
+};
+
+}  // namespace
+
+void AsyncSignal::notify() {
+  std::unique_ptr<Waiter> waiter;
+  {
+    std::lock_guard lock(mutex_);
+    if (waiter_) {
+      waiter = std::move(waiter_);
+      ++generation_;
+    } else {
+      pending_ = true;
+    }
+  }
+  if (waiter) waiter->post(true);
+}
+
+void AsyncSignal::complete(std::uint64_t generation, bool notified) {
+  std::unique_ptr<Waiter> waiter;
+  {
+    std::lock_guard lock(mutex_);
+    if (generation != generation_ || !waiter_) return;  // already completed by notify()
+    waiter = std::move(waiter_);
+    ++generation_;
+  }
+  waiter->post(notified);
+}
+
+asio::awaitable<bool> AsyncSignal::wait(
+    std::optional<std::chrono::steady_clock::time_point> deadline) {
+  auto self = shared_from_this();
+  std::uint64_t generation = 0;
+  bool ready = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (pending_) {
+      pending_ = false;
+      ready = true;
+    }
+    generation = generation_;
+  }
+  if (ready) co_return true;
+  if (deadline && *deadline <= std::chrono::steady_clock::now()) co_return false;
+
+  auto executor = co_await asio::this_coro::executor;
+  std::optional<asio::steady_timer> timer;
+  if (deadline) {
+    timer.emplace(executor, *deadline);
+    timer->async_wait([self, generation](std::error_code ec) {
+      if (!ec) self->complete(generation, false);
+    });
+  }
+  auto initiate = [self, generation](auto handler) {
+    using Handler = decltype(handler);
+    std::unique_lock lock(self->mutex_);
+    if (self->pending_ || self->generation_ != generation) {
+      // notify() raced between the check above and here.
+      self->pending_ = false;
+      lock.unlock();
+      WaiterImpl<Handler>(std::move(handler)).post(true);
+      return;
+    }
+    self->waiter_ = std::make_unique<WaiterImpl<Handler>>(std::move(handler));
+  };
+  const bool notified = co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(bool)>(
+      std::move(initiate), asio::use_awaitable);
+  if (timer) timer->cancel();
+  co_return notified;
+}
+
+}  // namespace marty::messaging::detail

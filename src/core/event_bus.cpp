@@ -1,0 +1,976 @@
+#include "marty/messaging/event_bus.hpp"
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+
+#include <spdlog/spdlog.h>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "marty/messaging/detail/async_signal.hpp"
+#include "marty/messaging/memory_backend.hpp"
+#include "marty/messaging/subject.hpp"
+
+namespace marty::messaging {
+namespace {
+
+using detail::AsyncSignal;
+using SignalPtr = std::shared_ptr<AsyncSignal>;
+using std::chrono::milliseconds;
+
+constexpr milliseconds kBackendCloseGrace{5'000};
+constexpr milliseconds kReceiveErrorBackoff{200};
+
+spdlog::logger& logger() {
+  static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
+  return named ? *named : *spdlog::default_logger_raw();
+}
+
+asio::awaitable<void> sleep_for(milliseconds duration) {
+  asio::steady_timer timer(co_await asio::this_coro::executor, duration);
+  std::error_code ignored;
+  co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+}
+
+Error not_running(std::string_view operation) {
+  return Error(errc::failed_precondition,
+               std::string(operation) + ": the bus is not running (call start() first)");
+}
+
+// A reply waited for by query() over a backend without native request/reply.
+struct PendingReply {
+  SignalPtr signal = AsyncSignal::create();
+  std::optional<Message> reply;
+  bool cancelled = false;
+};
+
+// The bus's private reply subject on one backend, and the queries waiting on it.
+struct ReplyInbox {
+  std::string subject;
+  std::mutex mutex;
+  std::unordered_map<std::string, std::shared_ptr<PendingReply>> pending;  // by request id
+  bool closed = false;
+
+  void cancel_all() {
+    std::lock_guard lock(mutex);
+    closed = true;
+    for (auto& [id, waiter] : pending) {
+      waiter->cancelled = true;
+      waiter->signal->notify();
+    }
+  }
+};
+
+}  // namespace
+
+std::string dead_letter_subject(std::string_view subject) {
+  return "deadletter." + std::string(subject);
+}
+
+// One backend subscription and the coroutine that drains it.
+struct Worker {
+  std::shared_ptr<Backend> backend;
+  std::shared_ptr<Subscription> subscription;
+  std::string subject;
+  MessagingPatternConfig config;
+  SignalPtr registration_done;  // notified when this worker ends
+  std::atomic<bool> finished{false};
+};
+using WorkerPtr = std::shared_ptr<Worker>;
+
+struct Registration {
+  std::vector<WorkerPtr> workers;
+  SignalPtr done = AsyncSignal::create();
+};
+
+struct detail::EventBusState {
+  enum class State { configuring, starting, running, stopping };
+
+  asio::any_io_executor executor;
+  EventBusOptions options;
+  mutable std::mutex mutex;
+  State state = State::configuring;
+  std::vector<std::pair<MessageBackendType, std::shared_ptr<Backend>>> backends;
+  std::optional<MessageBackendType> default_backend;
+  std::map<MessagingPattern, MessagingPatternConfig> configs;
+  std::set<MessagingPattern> configured;  // patterns whose config the user set
+  Router router;
+  std::map<SubscriptionId, std::shared_ptr<Registration>> registrations;
+  SubscriptionId next_id = 1;
+  std::map<const Backend*, std::shared_ptr<ReplyInbox>> reply_inboxes;
+  std::vector<WorkerPtr> inbox_workers;
+  SignalPtr worker_finished = AsyncSignal::create();
+  std::string instance_id = make_uuid_v7();
+
+  EventBusState(asio::any_io_executor ex, EventBusOptions opts)
+      : executor(std::move(ex)), options(std::move(opts)) {
+    for (MessagingPattern pattern : kAllPatterns)
+      configs[pattern] = default_pattern_config(pattern);
+  }
+
+  BackendTable table() const {
+    BackendTable out;
+    for (const auto& [type, backend] : backends) out.emplace_back(type, &backend->capabilities());
+    return out;
+  }
+
+  std::shared_ptr<Backend> find_backend(MessageBackendType type) const {
+    for (const auto& [known, backend] : backends) {
+      if (known == type) return backend;
+    }
+    return nullptr;
+  }
+
+  struct Target {
+    std::shared_ptr<Backend> backend;
+    MessagingPatternConfig config;
+  };
+
+  // Resolves the backend for a message; fails when the bus is not running.
+  Result<Target> target(std::string_view operation, std::string_view message_type,
+                        MessagingPattern pattern) const {
+    std::lock_guard lock(mutex);
+    if (state != State::running) return not_running(operation);
+    const MessagingPatternConfig& config = configs.at(pattern);
+    auto type = router.select(message_type, config, table(), default_backend);
+    if (!type) return std::move(type).error();
+    return Target{find_backend(*type), config};
+  }
+
+  void fill_metadata(MessageMetadata& metadata, const std::string& type) const {
+    metadata.message_type = type;
+    if (metadata.message_id.empty()) metadata.message_id = make_uuid_v7();
+    if (!metadata.time) metadata.time = Clock::now();
+    if (metadata.source.empty()) metadata.source = options.service_name;
+  }
+
+  std::shared_ptr<ReplyInbox> inbox_for(const Backend* backend) const {
+    std::lock_guard lock(mutex);
+    auto it = reply_inboxes.find(backend);
+    return it == reply_inboxes.end() ? nullptr : it->second;
+  }
+
+  void worker_ended(Worker& worker) {
+    worker.finished = true;
+    if (worker.registration_done) worker.registration_done->notify();
+    worker_finished->notify();
+  }
+};
+
+namespace {
+
+using Impl = detail::EventBusState;
+using ImplPtr = std::shared_ptr<Impl>;
+
+// What to do with a message whose handling failed: retry later, or dead-letter it.
+asio::awaitable<void> settle_failure(WorkerPtr worker, Delivery& delivery, Error error) {
+  const MessagingPatternConfig& config = worker->config;
+  const bool bad_message = error.is(errc::invalid_argument) || error.is(errc::data_loss);
+  const int attempt = delivery.attempt();
+  if (!bad_message && attempt <= config.retry_count) {
+    const milliseconds delay = config.backoff_for(attempt);
+    logger().debug("handler for {} failed (attempt {}), redelivery in {} ms: {}", worker->subject,
+                   attempt, delay.count(), error.describe());
+    auto nacked = co_await delivery.nack(delay);
+    if (!nacked) logger().warn("nack on {} failed: {}", worker->subject, nacked.error().describe());
+    co_return;
+  }
+  if (config.dead_letter_enabled) {
+    Message dead = delivery.message();
+    dead.set_subject(dead_letter_subject(delivery.message().subject()));
+    auto& headers = dead.metadata().headers;
+    headers[std::string(headers::kDeadLetterReason)] = error.describe();
+    headers[std::string(headers::kDeadLetterSubject)] = delivery.message().subject();
+    headers[std::string(headers::kDeadLetterAttempts)] = std::to_string(attempt);
+    PublishOptions options;
+    // A stream keeps dead letters until someone reads them; a topic would drop them.
+    options.kind = worker->backend->capabilities().supports(MessagingPattern::streaming)
+                       ? DestinationKind::stream
+                       : DestinationKind::topic;
+    options.pattern = options.kind == DestinationKind::stream ? MessagingPattern::streaming
+                                                              : MessagingPattern::pub_sub;
+    options.deadline = SteadyClock::now() + config.timeout;
+    auto published = co_await worker->backend->publish(std::move(dead), options);
+    if (!published) {
+      logger().error("cannot dead-letter a message from {} ({}); it stays for redelivery: {}",
+                     worker->subject, error.describe(), published.error().describe());
+      auto nacked = co_await delivery.nack(config.max_backoff);
+      (void)nacked;
+      co_return;
+    }
+    logger().warn("message {} from {} dead-lettered to {} after {} attempt(s): {}",
+                  delivery.message().id(), worker->subject,
+                  dead_letter_subject(delivery.message().subject()), attempt, error.describe());
+  } else {
+    logger().error("message {} from {} dropped after {} attempt(s) (dead letters disabled): {}",
+                   delivery.message().id(), worker->subject, attempt, error.describe());
+  }
+  auto termed = co_await delivery.term();
+  (void)termed;
+}
+
+// Receives the next delivery; returns null when the subscription is closed. Transient errors
+// are logged and retried after a pause, so a flapping broker never ends a subscription.
+asio::awaitable<std::unique_ptr<Delivery>> next_delivery(WorkerPtr worker) {
+  while (true) {
+    auto received = co_await worker->subscription->receive();
+    if (received) co_return std::move(*received);
+    if (received.error().is(errc::cancelled)) co_return nullptr;
+    logger().warn("receive on {} failed, retrying: {}", worker->subject,
+                  received.error().describe());
+    co_await sleep_for(kReceiveErrorBackoff);
+  }
+}
+
+template <class Fn, class Arg>
+asio::awaitable<Result<void>> call_handler(Fn& handler, Arg argument) {
+  try {
+    co_return co_await handler(std::move(argument));
+  } catch (const MessagingException& e) {
+    co_return e.error();
+  } catch (const std::exception& e) {
+    co_return Error(errc::internal, std::string("handler threw: ") + e.what());
+  } catch (...) {
+    co_return Error(errc::internal, "handler threw a non-standard exception");
+  }
+}
+
+asio::awaitable<void> run_message_worker(ImplPtr impl, WorkerPtr worker,
+                                         std::shared_ptr<MessageHandler> handler) {
+  while (auto delivery = co_await next_delivery(worker)) {
+    auto outcome = co_await call_handler(*handler, delivery->message());
+    if (outcome) {
+      auto acked = co_await delivery->ack();
+      if (!acked) logger().warn("ack on {} failed: {}", worker->subject, acked.error().describe());
+    } else {
+      co_await settle_failure(worker, *delivery, std::move(outcome).error());
+    }
+  }
+  impl->worker_ended(*worker);
+}
+
+Message make_reply(const Message& request, Result<Json> outcome) {
+  MessageMetadata metadata;
+  metadata.message_id = make_uuid_v7();
+  metadata.message_type = request.type();
+  metadata.time = Clock::now();
+  metadata.source = request.metadata().source;
+  metadata.correlation_id =
+      request.metadata().correlation_id.empty() ? request.id() : request.metadata().correlation_id;
+  metadata.causation_id = request.id();
+  if (outcome) {
+    metadata.headers[std::string(headers::kReplyStatus)] = "ok";
+    return Message::from_json(std::move(*outcome), std::move(metadata));
+  }
+  const Error& error = outcome.error();
+  const std::string code = error.code().category() == messaging_category()
+                               ? std::string(to_string(static_cast<errc>(error.code().value())))
+                               : "internal";
+  metadata.headers[std::string(headers::kReplyStatus)] = "error";
+  metadata.headers[std::string(headers::kErrorCode)] = code;
+  return Message::from_json(Json{{"error", {{"code", code}, {"message", error.message()}}}},
+                            std::move(metadata));
+}
+
+asio::awaitable<Result<Json>> call_query_handler(QueryHandler& handler, Message message) {
+  try {
+    co_return co_await handler(std::move(message));
+  } catch (const MessagingException& e) {
+    co_return e.error();
+  } catch (const std::exception& e) {
+    co_return Error(errc::internal, std::string("query handler threw: ") + e.what());
+  } catch (...) {
+    co_return Error(errc::internal, "query handler threw a non-standard exception");
+  }
+}
+
+asio::awaitable<void> run_query_worker(ImplPtr impl, WorkerPtr worker,
+                                       std::shared_ptr<QueryHandler> handler) {
+  while (auto delivery = co_await next_delivery(worker)) {
+    const Message& request = delivery->message();
+    if (request.metadata().reply_to.empty()) {
+      co_await settle_failure(worker, *delivery,
+                              Error(errc::invalid_argument, "query has no reply_to address"));
+      continue;
+    }
+    auto outcome = co_await call_query_handler(*handler, request);
+    Message reply = make_reply(request, std::move(outcome));
+    reply.set_subject(request.metadata().reply_to);
+    PublishOptions options;
+    options.pattern = MessagingPattern::request_response;
+    options.deadline = SteadyClock::now() + worker->config.timeout;
+    auto sent = co_await worker->backend->publish(std::move(reply), options);
+    if (!sent) {
+      // The caller will see its deadline pass; redelivering would run the handler again.
+      logger().error("reply to {} on {} failed: {}", request.id(), worker->subject,
+                     sent.error().describe());
+    }
+    auto acked = co_await delivery->ack();
+    (void)acked;
+  }
+  impl->worker_ended(*worker);
+}
+
+asio::awaitable<void> run_batch_worker(ImplPtr impl, WorkerPtr worker,
+                                       std::shared_ptr<BatchProcessor> processor,
+                                       StreamOptions options) {
+  bool closing = false;
+  while (!closing) {
+    std::vector<std::unique_ptr<Delivery>> batch;
+    auto first = co_await next_delivery(worker);
+    if (!first) break;
+    batch.push_back(std::move(first));
+    const auto deadline = SteadyClock::now() + options.max_wait;
+    while (batch.size() < options.batch_size) {
+      auto next = co_await worker->subscription->receive(deadline);
+      if (next) {
+        batch.push_back(std::move(*next));
+        continue;
+      }
+      // Closed while collecting: hand over what we hold (that is the drain), then end.
+      closing = next.error().is(errc::cancelled);
+      if (!closing && !next.error().is(errc::deadline_exceeded)) {
+        logger().warn("receive on {} failed: {}", worker->subject, next.error().describe());
+      }
+      break;
+    }
+    std::vector<Message> messages;
+    messages.reserve(batch.size());
+    for (const auto& delivery : batch) messages.push_back(delivery->message());
+    auto outcome = co_await call_handler(*processor, std::move(messages));
+    for (auto& delivery : batch) {
+      if (outcome) {
+        auto acked = co_await delivery->ack();
+        if (!acked)
+          logger().warn("ack on {} failed: {}", worker->subject, acked.error().describe());
+      } else {
+        co_await settle_failure(worker, *delivery, outcome.error());
+      }
+    }
+  }
+  impl->worker_ended(*worker);
+}
+
+asio::awaitable<void> run_reply_worker(ImplPtr impl, WorkerPtr worker,
+                                       std::shared_ptr<ReplyInbox> inbox) {
+  while (auto delivery = co_await next_delivery(worker)) {
+    const std::string& request_id = delivery->message().metadata().causation_id;
+    {
+      std::lock_guard lock(inbox->mutex);
+      auto it = inbox->pending.find(request_id);
+      if (it != inbox->pending.end() && !it->second->reply) {
+        it->second->reply = delivery->message();
+        it->second->signal->notify();
+      }
+      // No waiter: the query already timed out; the late reply is dropped, as on NATS.
+    }
+    auto acked = co_await delivery->ack();
+    (void)acked;
+  }
+  impl->worker_ended(*worker);
+}
+
+// query() over a backend without native request/reply: publish with reply_to set to the bus's
+// inbox on that backend, and wait for the reply whose causation_id is the request's id.
+asio::awaitable<Result<Message>> request_via_inbox(std::shared_ptr<Backend> backend,
+                                                   std::shared_ptr<ReplyInbox> inbox,
+                                                   Message message, milliseconds timeout) {
+  const auto deadline = SteadyClock::now() + timeout;
+  auto waiter = std::make_shared<PendingReply>();
+  const std::string request_id = message.id();
+  {
+    std::lock_guard lock(inbox->mutex);
+    if (inbox->closed) co_return Error(errc::cancelled, "the bus is stopping");
+    inbox->pending.emplace(request_id, waiter);
+  }
+  message.metadata().reply_to = inbox->subject;
+  const std::string subject = message.subject();
+  PublishOptions options;
+  options.pattern = MessagingPattern::request_response;
+  options.require_receiver = true;
+  options.deadline = deadline;
+  auto published = co_await backend->publish(std::move(message), options);
+  while (published) {
+    {
+      std::lock_guard lock(inbox->mutex);
+      if (waiter->reply || waiter->cancelled) break;
+    }
+    if (!co_await waiter->signal->wait(deadline)) break;
+  }
+  std::lock_guard lock(inbox->mutex);
+  inbox->pending.erase(request_id);
+  if (!published) co_return std::move(published).error();
+  if (waiter->reply) co_return std::move(*waiter->reply);
+  if (waiter->cancelled) co_return Error(errc::cancelled, "the bus stopped while waiting");
+  co_return Error(errc::deadline_exceeded, "no reply on '" + subject + "' within " +
+                                               std::to_string(timeout.count()) + " ms");
+}
+
+Result<void> validate_names(const std::vector<std::string>& names, std::string_view what,
+                            bool allow_wildcards) {
+  if (names.empty()) return Error(errc::invalid_argument, "no " + std::string(what) + " given");
+  for (const auto& name : names) {
+    auto valid = allow_wildcards ? subject::validate_pattern(name, what)
+                                 : subject::validate_name(name, what);
+    if (!valid) return valid;
+  }
+  return ok();
+}
+
+}  // namespace
+
+UnifiedEventBus::UnifiedEventBus(asio::any_io_executor executor, EventBusOptions options)
+    : impl_(std::make_shared<detail::EventBusState>(executor, std::move(options))),
+      executor_(executor) {}
+
+UnifiedEventBus::~UnifiedEventBus() {
+  // Never block in a destructor: close intake so workers end; they hold the Impl alive.
+  std::vector<std::shared_ptr<Subscription>> open;
+  std::vector<std::shared_ptr<ReplyInbox>> inboxes;
+  {
+    std::lock_guard lock(impl_->mutex);
+    for (auto& [id, registration] : impl_->registrations) {
+      for (auto& worker : registration->workers) open.push_back(worker->subscription);
+    }
+    for (auto& worker : impl_->inbox_workers) open.push_back(worker->subscription);
+    for (auto& [backend, inbox] : impl_->reply_inboxes) inboxes.push_back(inbox);
+  }
+  for (auto& subscription : open) subscription->close();
+  for (auto& inbox : inboxes) inbox->cancel_all();
+}
+
+std::shared_ptr<UnifiedEventBus> create_unified_event_bus(asio::any_io_executor executor,
+                                                          EventBusOptions options) {
+  return std::make_shared<UnifiedEventBus>(std::move(executor), std::move(options));
+}
+
+Result<void> UnifiedEventBus::register_backend(MessageBackendType type,
+                                               std::shared_ptr<Backend> backend) {
+  if (!backend) return Error(errc::invalid_argument, "register_backend: backend is null");
+  std::lock_guard lock(impl_->mutex);
+  if (impl_->state != Impl::State::configuring) {
+    return Error(errc::failed_precondition, "register_backend: only before start()");
+  }
+  for (auto& [known, registered] : impl_->backends) {
+    if (known == type) {
+      registered = std::move(backend);
+      return ok();
+    }
+  }
+  impl_->backends.emplace_back(type, std::move(backend));
+  return ok();
+}
+
+Result<void> UnifiedEventBus::set_default_backend(MessageBackendType type) {
+  std::lock_guard lock(impl_->mutex);
+  if (!impl_->find_backend(type)) {
+    return Error(errc::not_found, "set_default_backend: backend " + std::string(to_string(type)) +
+                                      " is not registered");
+  }
+  impl_->default_backend = type;
+  return ok();
+}
+
+Result<void> UnifiedEventBus::update_pattern_config(MessagingPattern pattern,
+                                                    MessagingPatternConfig config) {
+  if (config.retry_count < 0) {
+    return Error(errc::invalid_argument, "update_pattern_config: retry_count must be >= 0");
+  }
+  if (config.timeout.count() <= 0) {
+    return Error(errc::invalid_argument, "update_pattern_config: timeout must be positive");
+  }
+  config.pattern = pattern;
+  std::lock_guard lock(impl_->mutex);
+  if (impl_->state != Impl::State::configuring) {
+    return Error(errc::failed_precondition, "update_pattern_config: only before start()");
+  }
+  impl_->configs[pattern] = std::move(config);
+  impl_->configured.insert(pattern);
+  return ok();
+}
+
+Result<void> UnifiedEventBus::route(std::string type_glob, MessageBackendType backend,
+                                    std::set<MessagingPattern> patterns) {
+  if (type_glob.empty()) return Error(errc::invalid_argument, "route: type glob is empty");
+  std::lock_guard lock(impl_->mutex);
+  if (impl_->state != Impl::State::configuring) {
+    return Error(errc::failed_precondition, "route: only before start()");
+  }
+  impl_->router.add(Route{std::move(type_glob), backend, std::move(patterns)});
+  return ok();
+}
+
+MessagingPatternConfig UnifiedEventBus::pattern_config(MessagingPattern pattern) const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->configs.at(pattern);
+}
+
+Result<MessageBackendType> UnifiedEventBus::backend_for(std::string_view message_type,
+                                                        MessagingPattern pattern) const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->router.select(message_type, impl_->configs.at(pattern), impl_->table(),
+                              impl_->default_backend);
+}
+
+std::shared_ptr<Backend> UnifiedEventBus::backend(MessageBackendType type) const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->find_backend(type);
+}
+
+bool UnifiedEventBus::running() const noexcept {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->state == Impl::State::running;
+}
+
+asio::awaitable<Result<void>> UnifiedEventBus::start() {
+  ImplPtr impl = impl_;
+  std::vector<std::pair<MessageBackendType, std::shared_ptr<Backend>>> backends;
+  {
+    std::lock_guard lock(impl->mutex);
+    if (impl->state != Impl::State::configuring) {
+      co_return Error(errc::failed_precondition, "start: the bus is already started");
+    }
+    if (impl->backends.empty()) {
+      impl->backends.emplace_back(MessageBackendType::memory, make_memory_backend());
+    }
+    std::vector<MessagingPatternConfig> required;
+    for (MessagingPattern pattern : impl->configured) required.push_back(impl->configs[pattern]);
+    if (auto valid = impl->router.validate(impl->table(), required); !valid) {
+      co_return std::move(valid).error().with_context("start");
+    }
+    impl->state = Impl::State::starting;
+    backends = impl->backends;
+  }
+  std::vector<std::shared_ptr<Backend>> connected;
+  Result<void> outcome;
+  for (auto& [type, backend] : backends) {
+    auto result = co_await backend->connect();
+    if (!result) {
+      outcome = std::move(result).error().with_context(
+          "start: backend " + std::string(to_string(type)) + " failed to connect");
+      break;
+    }
+    connected.push_back(backend);
+  }
+  // Each backend without native request/reply gets a private reply subject for query().
+  for (auto& backend : connected) {
+    if (!outcome) break;
+    const auto& caps = backend->capabilities();
+    if (caps.native_request_reply || !caps.supports(MessagingPattern::request_response)) continue;
+    auto inbox = std::make_shared<ReplyInbox>();
+    inbox->subject = "_replies." + impl->instance_id + "." + std::string(backend->name());
+    SubscriptionSpec spec;
+    spec.subject = inbox->subject;
+    spec.pattern = MessagingPattern::request_response;
+    auto subscription = co_await backend->subscribe(spec);
+    if (!subscription) {
+      outcome = std::move(subscription)
+                    .error()
+                    .with_context("start: reply subject on " + std::string(backend->name()));
+      break;
+    }
+    auto worker = std::make_shared<Worker>();
+    worker->backend = backend;
+    worker->subscription = std::move(*subscription);
+    worker->subject = inbox->subject;
+    {
+      std::lock_guard lock(impl->mutex);
+      worker->config = impl->configs[MessagingPattern::request_response];
+      impl->reply_inboxes[backend.get()] = inbox;
+      impl->inbox_workers.push_back(worker);
+    }
+    asio::co_spawn(impl->executor, run_reply_worker(impl, worker, inbox), asio::detached);
+  }
+  if (!outcome) {
+    std::vector<WorkerPtr> workers;
+    {
+      std::lock_guard lock(impl->mutex);
+      workers = std::move(impl->inbox_workers);
+      impl->inbox_workers.clear();
+      impl->reply_inboxes.clear();
+    }
+    for (auto& worker : workers) worker->subscription->close();
+    const auto deadline = SteadyClock::now() + kBackendCloseGrace;
+    for (auto& backend : connected) {
+      auto closed = co_await backend->close(deadline);
+      (void)closed;
+    }
+    std::lock_guard lock(impl->mutex);
+    impl->state = Impl::State::configuring;
+    co_return outcome;
+  }
+  std::lock_guard lock(impl->mutex);
+  impl->state = Impl::State::running;
+  co_return ok();
+}
+
+asio::awaitable<Result<void>> UnifiedEventBus::stop(std::optional<milliseconds> drain_timeout) {
+  ImplPtr impl = impl_;
+  std::vector<WorkerPtr> workers;
+  std::vector<std::shared_ptr<ReplyInbox>> inboxes;
+  std::vector<std::shared_ptr<Backend>> backends;
+  {
+    std::lock_guard lock(impl->mutex);
+    if (impl->state != Impl::State::running) {
+      co_return Error(errc::failed_precondition, "stop: the bus is not running");
+    }
+    impl->state = Impl::State::stopping;
+    for (auto& [id, registration] : impl->registrations) {
+      workers.insert(workers.end(), registration->workers.begin(), registration->workers.end());
+    }
+    impl->registrations.clear();
+    workers.insert(workers.end(), impl->inbox_workers.begin(), impl->inbox_workers.end());
+    impl->inbox_workers.clear();
+    for (auto& [backend, inbox] : impl->reply_inboxes) inboxes.push_back(inbox);
+    impl->reply_inboxes.clear();
+    for (auto& [type, backend] : impl->backends) backends.push_back(backend);
+  }
+  for (auto& worker : workers) worker->subscription->close();
+  for (auto& inbox : inboxes) inbox->cancel_all();
+
+  const auto deadline = SteadyClock::now() + drain_timeout.value_or(impl->options.drain_timeout);
+  std::size_t still_running = 0;
+  while (true) {
+    still_running = static_cast<std::size_t>(std::count_if(
+        workers.begin(), workers.end(), [](const WorkerPtr& w) { return !w->finished.load(); }));
+    if (still_running == 0) break;
+    if (!co_await impl->worker_finished->wait(deadline)) break;
+  }
+  const auto close_deadline = std::max(deadline, SteadyClock::now() + kBackendCloseGrace);
+  Result<void> outcome;
+  for (auto& backend : backends) {
+    auto closed = co_await backend->close(close_deadline);
+    if (!closed && outcome) outcome = std::move(closed).error().with_context("stop: close");
+  }
+  {
+    std::lock_guard lock(impl->mutex);
+    impl->state = Impl::State::configuring;
+  }
+  if (still_running != 0) {
+    co_return Error(errc::deadline_exceeded,
+                    "stop: " + std::to_string(still_running) +
+                        " handler(s) still running at the drain deadline; their messages stay "
+                        "unacknowledged and will be redelivered");
+  }
+  co_return outcome;
+}
+
+asio::awaitable<Result<void>> UnifiedEventBus::publish_event(std::string event_type, Json data,
+                                                             MessageMetadata metadata) {
+  co_return co_await publish_event(std::move(event_type),
+                                   Message::from_json(std::move(data), std::move(metadata)));
+}
+
+asio::awaitable<Result<void>> UnifiedEventBus::publish_event(std::string event_type,
+                                                             Message message) {
+  if (auto valid = subject::validate_name(event_type, "event type"); !valid) co_return valid;
+  auto target = impl_->target("publish_event", event_type, MessagingPattern::pub_sub);
+  if (!target) co_return std::move(target).error();
+  impl_->fill_metadata(message.metadata(), event_type);
+  message.set_subject(subject::for_event(event_type));
+  PublishOptions options;
+  options.pattern = MessagingPattern::pub_sub;
+  options.guarantee = target->config.delivery_guarantee;
+  options.deadline = SteadyClock::now() + target->config.timeout;
+  auto published = co_await target->backend->publish(std::move(message), options);
+  if (!published) co_return published.error().with_context("publish_event " + event_type);
+  co_return ok();
+}
+
+asio::awaitable<Result<void>> UnifiedEventBus::send_command(std::string command_type, Json data,
+                                                            std::string target_service,
+                                                            MessageMetadata metadata) {
+  if (auto valid = subject::validate_name(command_type, "command type"); !valid) co_return valid;
+  if (auto valid = subject::validate_name(target_service, "target service"); !valid) {
+    co_return valid;
+  }
+  auto target = impl_->target("send_command", command_type, MessagingPattern::point_to_point);
+  if (!target) co_return std::move(target).error();
+  Message message = Message::from_json(std::move(data), std::move(metadata));
+  impl_->fill_metadata(message.metadata(), command_type);
+  message.set_subject(subject::for_command(target_service, command_type));
+  PublishOptions options;
+  options.pattern = MessagingPattern::point_to_point;
+  options.guarantee = target->config.delivery_guarantee;
+  options.require_receiver = true;
+  options.deadline = SteadyClock::now() + target->config.timeout;
+  auto published = co_await target->backend->publish(std::move(message), options);
+  if (!published) {
+    co_return published.error().with_context("send_command " + command_type + " to " +
+                                             target_service);
+  }
+  co_return ok();
+}
+
+asio::awaitable<Result<Json>> UnifiedEventBus::query(std::string query_type, Json data,
+                                                     std::string target_service,
+                                                     std::optional<milliseconds> timeout,
+                                                     MessageMetadata metadata) {
+  if (auto valid = subject::validate_name(query_type, "query type"); !valid) {
+    co_return std::move(valid).error();
+  }
+  if (auto valid = subject::validate_name(target_service, "target service"); !valid) {
+    co_return std::move(valid).error();
+  }
+  if (timeout && timeout->count() <= 0) {
+    co_return Error(errc::invalid_argument, "query: timeout must be positive");
+  }
+  auto target = impl_->target("query", query_type, MessagingPattern::request_response);
+  if (!target) co_return std::move(target).error();
+  Message message = Message::from_json(std::move(data), std::move(metadata));
+  impl_->fill_metadata(message.metadata(), query_type);
+  if (message.metadata().correlation_id.empty()) {
+    message.metadata().correlation_id = message.id();
+  }
+  message.set_subject(subject::for_query(target_service, query_type));
+  const milliseconds wait = timeout.value_or(target->config.timeout);
+  const std::string context = "query " + query_type + " to " + target_service;
+
+  Result<Message> reply = Error(errc::internal, "unreachable");
+  if (target->backend->capabilities().native_request_reply) {
+    reply = co_await target->backend->request(std::move(message), wait);
+  } else {
+    auto inbox = impl_->inbox_for(target->backend.get());
+    if (!inbox) co_return Error(errc::failed_precondition, context + ": no reply subject");
+    reply = co_await request_via_inbox(target->backend, inbox, std::move(message), wait);
+  }
+  if (!reply) co_return reply.error().with_context(context);
+  const auto& reply_headers = reply->metadata().headers;
+  auto status = reply_headers.find(std::string(headers::kReplyStatus));
+  if (status != reply_headers.end() && status->second == "error") {
+    auto code = reply_headers.find(std::string(headers::kErrorCode));
+    std::string message_text = "the handler failed";
+    if (auto body = reply->try_json(); body && body->get().contains("error")) {
+      message_text = body->get()["error"].value("message", message_text);
+    }
+    co_return Error(errc_from_string(code != reply_headers.end() ? code->second : "internal"),
+                    message_text)
+        .with_context(context);
+  }
+  auto body = reply->try_json();
+  if (!body) co_return body.error().with_context(context + ": reply");
+  co_return body->get();
+}
+
+asio::awaitable<Result<void>> UnifiedEventBus::stream_events(std::string stream,
+                                                             std::vector<Json> events,
+                                                             std::string partition_key) {
+  std::vector<Message> messages;
+  messages.reserve(events.size());
+  for (auto& event : events) {
+    MessageMetadata metadata;
+    metadata.partition_key = partition_key;
+    messages.push_back(Message::from_json(std::move(event), std::move(metadata)));
+  }
+  co_return co_await stream_events(std::move(stream), std::move(messages));
+}
+
+asio::awaitable<Result<void>> UnifiedEventBus::stream_events(std::string stream,
+                                                             std::vector<Message> events) {
+  if (auto valid = subject::validate_name(stream, "stream name"); !valid) co_return valid;
+  auto target = impl_->target("stream_events", stream, MessagingPattern::streaming);
+  if (!target) co_return std::move(target).error();
+  std::size_t appended = 0;
+  for (auto& message : events) {
+    if (message.type().empty()) message.metadata().message_type = stream;
+    const std::string type = message.type();
+    impl_->fill_metadata(message.metadata(), type);
+    message.set_subject(stream);
+    PublishOptions options;
+    options.kind = DestinationKind::stream;
+    options.pattern = MessagingPattern::streaming;
+    options.guarantee = target->config.delivery_guarantee;
+    options.deadline = SteadyClock::now() + target->config.timeout;
+    auto published = co_await target->backend->publish(std::move(message), options);
+    if (!published) {
+      co_return published.error().with_context(
+          "stream_events " + stream + ": event " + std::to_string(appended + 1) + " of " +
+          std::to_string(events.size()) + " (" + std::to_string(appended) + " appended)");
+    }
+    ++appended;
+  }
+  co_return ok();
+}
+
+namespace {
+
+// Subscribes one worker per subject; closes the ones already made if a later one fails.
+asio::awaitable<Result<std::shared_ptr<Registration>>> open_workers(
+    ImplPtr impl, std::vector<std::pair<std::string, std::string>> subjects_and_types,
+    MessagingPattern pattern, std::string group, DestinationKind kind, StartPosition start) {
+  auto registration = std::make_shared<Registration>();
+  for (auto& [subject_name, type] : subjects_and_types) {
+    auto target = impl->target("subscribe", type, pattern);
+    Result<std::shared_ptr<Subscription>> subscription = Error(errc::internal, "not subscribed");
+    if (target) {
+      SubscriptionSpec spec;
+      spec.subject = subject_name;
+      spec.group = group;
+      spec.kind = kind;
+      spec.pattern = pattern;
+      spec.start = start;
+      if (subject::has_wildcard(subject_name) &&
+          !target->backend->capabilities().wildcard_subscriptions) {
+        subscription =
+            Error(errc::invalid_argument, "backend " + std::string(target->backend->name()) +
+                                              " does not support wildcard subscriptions");
+      } else {
+        subscription = co_await target->backend->subscribe(spec);
+      }
+    }
+    if (!target || !subscription) {
+      for (auto& worker : registration->workers) worker->subscription->close();
+      Error error = target ? std::move(subscription).error() : std::move(target).error();
+      co_return error.with_context("subscribe " + subject_name);
+    }
+    auto worker = std::make_shared<Worker>();
+    worker->backend = target->backend;
+    worker->subscription = std::move(*subscription);
+    worker->subject = subject_name;
+    worker->config = target->config;
+    worker->registration_done = registration->done;
+    registration->workers.push_back(std::move(worker));
+  }
+  co_return registration;
+}
+
+SubscriptionId add_registration(Impl& impl, std::shared_ptr<Registration> registration) {
+  std::lock_guard lock(impl.mutex);
+  const SubscriptionId id = impl.next_id++;
+  impl.registrations.emplace(id, std::move(registration));
+  return id;
+}
+
+}  // namespace
+
+asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::subscribe_to_events(
+    std::vector<std::string> event_types, MessageHandler handler, std::string consumer_group) {
+  if (!handler) co_return Error(errc::invalid_argument, "subscribe_to_events: handler is empty");
+  if (auto valid = validate_names(event_types, "event type", true); !valid) {
+    co_return std::move(valid).error();
+  }
+  if (!consumer_group.empty()) {
+    if (auto valid = subject::validate_name(consumer_group, "consumer group"); !valid) {
+      co_return std::move(valid).error();
+    }
+  }
+  std::vector<std::pair<std::string, std::string>> subjects;
+  for (auto& type : event_types) subjects.emplace_back(subject::for_event(type), type);
+  auto registration = co_await open_workers(impl_, std::move(subjects), MessagingPattern::pub_sub,
+                                            consumer_group, DestinationKind::topic, {});
+  if (!registration) co_return std::move(registration).error();
+  auto shared = std::make_shared<MessageHandler>(std::move(handler));
+  for (auto& worker : (*registration)->workers) {
+    asio::co_spawn(impl_->executor, run_message_worker(impl_, worker, shared), asio::detached);
+  }
+  co_return add_registration(*impl_, std::move(*registration));
+}
+
+asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::handle_commands(
+    std::vector<std::string> command_types, MessageHandler handler, std::string service_name) {
+  if (!handler) co_return Error(errc::invalid_argument, "handle_commands: handler is empty");
+  if (auto valid = validate_names(command_types, "command type", true); !valid) {
+    co_return std::move(valid).error();
+  }
+  if (auto valid = subject::validate_name(service_name, "service name"); !valid) {
+    co_return std::move(valid).error();
+  }
+  std::vector<std::pair<std::string, std::string>> subjects;
+  for (auto& type : command_types) {
+    subjects.emplace_back(subject::for_command(service_name, type), type);
+  }
+  auto registration =
+      co_await open_workers(impl_, std::move(subjects), MessagingPattern::point_to_point,
+                            service_name, DestinationKind::topic, {});
+  if (!registration) co_return std::move(registration).error();
+  auto shared = std::make_shared<MessageHandler>(std::move(handler));
+  for (auto& worker : (*registration)->workers) {
+    asio::co_spawn(impl_->executor, run_message_worker(impl_, worker, shared), asio::detached);
+  }
+  co_return add_registration(*impl_, std::move(*registration));
+}
+
+asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::handle_queries(
+    std::vector<std::string> query_types, QueryHandler handler, std::string service_name) {
+  if (!handler) co_return Error(errc::invalid_argument, "handle_queries: handler is empty");
+  if (auto valid = validate_names(query_types, "query type", true); !valid) {
+    co_return std::move(valid).error();
+  }
+  if (auto valid = subject::validate_name(service_name, "service name"); !valid) {
+    co_return std::move(valid).error();
+  }
+  std::vector<std::pair<std::string, std::string>> subjects;
+  for (auto& type : query_types)
+    subjects.emplace_back(subject::for_query(service_name, type), type);
+  auto registration =
+      co_await open_workers(impl_, std::move(subjects), MessagingPattern::request_response,
+                            service_name, DestinationKind::topic, {});
+  if (!registration) co_return std::move(registration).error();
+  auto shared = std::make_shared<QueryHandler>(std::move(handler));
+  for (auto& worker : (*registration)->workers) {
+    asio::co_spawn(impl_->executor, run_query_worker(impl_, worker, shared), asio::detached);
+  }
+  co_return add_registration(*impl_, std::move(*registration));
+}
+
+asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::process_stream(std::string stream,
+                                                                        BatchProcessor processor,
+                                                                        std::string consumer_group,
+                                                                        StreamOptions options) {
+  if (!processor) co_return Error(errc::invalid_argument, "process_stream: processor is empty");
+  if (auto valid = subject::validate_name(stream, "stream name"); !valid) {
+    co_return std::move(valid).error();
+  }
+  if (auto valid = subject::validate_name(consumer_group, "consumer group"); !valid) {
+    co_return std::move(valid).error();
+  }
+  if (options.batch_size == 0) {
+    co_return Error(errc::invalid_argument, "process_stream: batch_size must be at least 1");
+  }
+  if (options.max_wait.count() <= 0) {
+    co_return Error(errc::invalid_argument, "process_stream: max_wait must be positive");
+  }
+  std::vector<std::pair<std::string, std::string>> subjects{{stream, stream}};
+  auto registration = co_await open_workers(impl_, std::move(subjects), MessagingPattern::streaming,
+                                            consumer_group, DestinationKind::stream, options.start);
+  if (!registration) co_return std::move(registration).error();
+  auto shared = std::make_shared<BatchProcessor>(std::move(processor));
+  for (auto& worker : (*registration)->workers) {
+    asio::co_spawn(impl_->executor, run_batch_worker(impl_, worker, shared, options),
+                   asio::detached);
+  }
+  co_return add_registration(*impl_, std::move(*registration));
+}
+
+asio::awaitable<Result<void>> UnifiedEventBus::unsubscribe(SubscriptionId id) {
+  std::shared_ptr<Registration> registration;
+  milliseconds drain{};
+  {
+    std::lock_guard lock(impl_->mutex);
+    auto it = impl_->registrations.find(id);
+    if (it == impl_->registrations.end()) {
+      co_return Error(errc::not_found, "unsubscribe: no subscription " + std::to_string(id));
+    }
+    registration = std::move(it->second);
+    impl_->registrations.erase(it);
+    drain = impl_->options.drain_timeout;
+  }
+  for (auto& worker : registration->workers) worker->subscription->close();
+  const auto deadline = SteadyClock::now() + drain;
+  while (!std::all_of(registration->workers.begin(), registration->workers.end(),
+                      [](const WorkerPtr& w) { return w->finished.load(); })) {
+    if (!co_await registration->done->wait(deadline)) {
+      co_return Error(errc::deadline_exceeded,
+                      "unsubscribe: handlers still running at the drain deadline");
+    }
+  }
+  co_return ok();
+}
+
+}  // namespace marty::messaging

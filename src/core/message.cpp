@@ -1,0 +1,206 @@
+#include "marty/messaging/message.hpp"
+
+#include <array>
+#include <charconv>
+#include <cstdio>
+#include <ctime>
+#include <mutex>
+#include <random>
+
+namespace marty::messaging {
+
+struct Payload::Parsed {
+  std::once_flag once;
+  Json value;
+  std::string error;  // non-empty when the bytes are not JSON
+};
+
+Payload::Payload(std::string bytes)
+    : bytes_(std::move(bytes)), parsed_(std::make_unique<Parsed>()) {}
+
+Payload::Payload(std::string bytes, Json value)
+    : bytes_(std::move(bytes)), parsed_(std::make_unique<Parsed>()) {
+  // Mark the once_flag as done so json() returns the given value without parsing.
+  std::call_once(parsed_->once, [&] { parsed_->value = std::move(value); });
+}
+
+Payload::~Payload() = default;
+
+Result<std::reference_wrapper<const Json>> Payload::json() const {
+  Parsed& parsed = *parsed_;
+  std::call_once(parsed.once, [&] {
+    try {
+      parsed.value = Json::parse(bytes_);
+    } catch (const Json::exception& e) {
+      parsed.error = std::string("payload is not valid JSON: ") + e.what();
+    }
+  });
+  if (!parsed.error.empty()) return Error(errc::invalid_argument, parsed.error);
+  return std::cref(parsed.value);
+}
+
+namespace {
+
+std::shared_ptr<const Payload> make_payload(std::string bytes) {
+  return std::make_shared<const Payload>(std::move(bytes));
+}
+
+}  // namespace
+
+const Json& Message::json() const {
+  auto parsed = payload_->json();
+  if (!parsed) throw MessagingException(parsed.error());
+  return parsed->get();
+}
+
+bool Message::expired(Clock::time_point now) const noexcept {
+  if (!metadata_.ttl || !metadata_.time) return false;
+  return *metadata_.time + *metadata_.ttl <= now;
+}
+
+std::shared_ptr<const Payload> Message::empty_payload() {
+  static const std::shared_ptr<const Payload> empty = make_payload({});
+  return empty;
+}
+
+Message Message::from_json(Json data, MessageMetadata metadata) {
+  std::string bytes = data.dump();
+  metadata.content_type = "application/json";
+  return Message(std::move(metadata),
+                 std::make_shared<const Payload>(std::move(bytes), std::move(data)));
+}
+
+Message Message::from_bytes(std::string bytes, MessageMetadata metadata) {
+  return Message(std::move(metadata), make_payload(std::move(bytes)));
+}
+
+std::string make_uuid_v7() {
+  thread_local std::mt19937_64 random = [] {
+    std::random_device device;
+    std::seed_seq seed{device(), device(), device(), device()};
+    return std::mt19937_64(seed);
+  }();
+  const auto ms = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
+          .count());
+  std::array<std::uint8_t, 16> b{};
+  const std::uint64_t r1 = random();
+  const std::uint64_t r2 = random();
+  for (int i = 0; i < 6; ++i)
+    b[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(ms >> (40 - 8 * i));
+  for (std::size_t i = 6; i < 16; ++i) {
+    b[i] = static_cast<std::uint8_t>((i < 11 ? r1 : r2) >> (8 * (i % 8)));
+  }
+  b[6] = static_cast<std::uint8_t>(0x70 | (b[6] & 0x0F));  // version 7
+  b[8] = static_cast<std::uint8_t>(0x80 | (b[8] & 0x3F));  // RFC 9562 variant
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(36);
+  for (std::size_t i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
+    out.push_back(kHex[b[i] >> 4]);
+    out.push_back(kHex[b[i] & 0x0F]);
+  }
+  return out;
+}
+
+std::string format_rfc3339(Clock::time_point time) {
+  const auto micros =
+      std::chrono::duration_cast<std::chrono::microseconds>(time.time_since_epoch()).count();
+  auto seconds = micros / 1'000'000;
+  auto fraction = micros % 1'000'000;
+  if (fraction < 0) {
+    fraction += 1'000'000;
+    --seconds;
+  }
+  const std::time_t t = static_cast<std::time_t>(seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<long long>(fraction));
+  return buf;
+}
+
+namespace {
+
+// Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar (H. Hinnant's algorithm).
+long long days_from_civil(long long y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const long long era = (y >= 0 ? y : y - 399) / 400;
+  const auto yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<long long>(doe) - 719468;
+}
+
+// Reads exactly `len` decimal digits (no sign, no spaces).
+bool read_int(std::string_view text, std::size_t pos, std::size_t len, int& out) {
+  if (pos + len > text.size()) return false;
+  for (std::size_t i = pos; i < pos + len; ++i) {
+    if (text[i] < '0' || text[i] > '9') return false;
+  }
+  const char* first = text.data() + pos;
+  auto [ptr, ec] = std::from_chars(first, first + len, out);
+  return ec == std::errc{} && ptr == first + len;
+}
+
+}  // namespace
+
+Result<Clock::time_point> parse_rfc3339(std::string_view text) {
+  auto bad = [&](std::string_view why) {
+    return Error(errc::invalid_argument,
+                 "time '" + std::string(text) + "' is not RFC 3339: " + std::string(why));
+  };
+  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
+  if (text.size() < 19 || !read_int(text, 0, 4, year) || text[4] != '-' ||
+      !read_int(text, 5, 2, month) || text[7] != '-' || !read_int(text, 8, 2, day) ||
+      (text[10] != 'T' && text[10] != 't' && text[10] != ' ') || !read_int(text, 11, 2, hour) ||
+      text[13] != ':' || !read_int(text, 14, 2, minute) || text[16] != ':' ||
+      !read_int(text, 17, 2, second)) {
+    return bad("expected YYYY-MM-DDTHH:MM:SS");
+  }
+  static constexpr int kDaysInMonth[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  if (month < 1 || month > 12 || day < 1 || day > kDaysInMonth[month - 1] ||
+      (month == 2 && day == 29 && !leap) || hour > 23 || minute > 59 || second > 60) {
+    return bad("a field is out of range");
+  }
+  std::size_t pos = 19;
+  long long micros = 0;
+  if (pos < text.size() && text[pos] == '.') {
+    ++pos;
+    int digits = 0;
+    while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') {
+      if (digits < 6) micros = micros * 10 + (text[pos] - '0');
+      ++digits;
+      ++pos;
+    }
+    if (digits == 0) return bad("empty fraction");
+    for (int i = digits; i < 6; ++i) micros *= 10;
+  }
+  long long offset_seconds = 0;
+  if (pos == text.size()) {
+    // No offset: the Python original writes naive UTC timestamps; read them as UTC.
+  } else if (text[pos] == 'Z' || text[pos] == 'z') {
+    ++pos;
+  } else if (text[pos] == '+' || text[pos] == '-') {
+    int oh = 0, om = 0;
+    if (!read_int(text, pos + 1, 2, oh) || text.size() <= pos + 3 || text[pos + 3] != ':' ||
+        !read_int(text, pos + 4, 2, om)) {
+      return bad("bad UTC offset");
+    }
+    if (oh > 23 || om > 59) return bad("UTC offset out of range");
+    offset_seconds = (oh * 3600LL + om * 60LL) * (text[pos] == '+' ? 1 : -1);
+    pos += 6;
+  }
+  if (pos != text.size()) return bad("unexpected trailing characters");
+  const long long days =
+      days_from_civil(year, static_cast<unsigned>(month), static_cast<unsigned>(day));
+  const long long secs = days * 86400 + hour * 3600LL + minute * 60LL + second - offset_seconds;
+  return Clock::time_point(std::chrono::duration_cast<Clock::duration>(
+      std::chrono::microseconds(secs * 1'000'000 + micros)));
+}
+
+}  // namespace marty::messaging

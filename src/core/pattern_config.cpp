@@ -1,0 +1,44 @@
+#include "marty/messaging/pattern_config.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace marty::messaging {
+
+std::chrono::milliseconds MessagingPatternConfig::backoff_for(int attempt) const {
+  if (attempt <= 1) return std::min(initial_backoff, max_backoff);
+  const double factor = std::pow(std::max(backoff_multiplier, 1.0), attempt - 1);
+  const double ms = static_cast<double>(initial_backoff.count()) * factor;
+  if (!std::isfinite(ms) || ms >= static_cast<double>(max_backoff.count())) return max_backoff;
+  return std::chrono::milliseconds(static_cast<long long>(ms));
+}
+
+MessagingPatternConfig default_pattern_config(MessagingPattern pattern) {
+  using std::chrono::milliseconds;
+  MessagingPatternConfig config;
+  config.pattern = pattern;
+  switch (pattern) {
+    case MessagingPattern::pub_sub:
+      break;
+    case MessagingPattern::request_response:
+      config.dead_letter_enabled = false;
+      break;
+    case MessagingPattern::streaming:
+      config.timeout = milliseconds(300'000);
+      config.retry_count = 5;
+      config.ordering_enabled = true;
+      break;
+    case MessagingPattern::point_to_point:
+      config.timeout = milliseconds(60'000);
+      break;
+    case MessagingPattern::broadcast:
+      config.delivery_guarantee = DeliveryGuarantee::at_most_once;
+      config.timeout = milliseconds(10'000);
+      config.retry_count = 1;
+      config.dead_letter_enabled = false;
+      break;
+  }
+  return config;
+}
+
+}  // namespace marty::messaging

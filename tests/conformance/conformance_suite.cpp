@@ -1,0 +1,645 @@
+// The conformance suite: one set of behaviours every backend must show through the bus.
+// Modelled on Watermill's universal pub/sub tests; skips only what a backend's declared
+// capabilities exclude, and says so in the report.
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "../support/test_loop.hpp"
+#include "conformance.hpp"
+
+namespace marty::messaging::conformance {
+namespace {
+
+using namespace std::chrono_literals;
+using marty::messaging::testing::eventually;
+
+#define REQUIRE_CAPABILITY(condition, what)                             \
+  do {                                                                  \
+    if (!(condition)) GTEST_SKIP() << "backend does not declare " what; \
+  } while (false)
+
+// Thread-safe record of what a handler saw.
+class Recorder {
+ public:
+  void add(const Message& message) {
+    std::lock_guard lock(mutex_);
+    messages_.push_back(message);
+  }
+  std::size_t size() const {
+    std::lock_guard lock(mutex_);
+    return messages_.size();
+  }
+  std::vector<Message> snapshot() const {
+    std::lock_guard lock(mutex_);
+    return messages_;
+  }
+  std::set<std::string> ids() const {
+    std::set<std::string> out;
+    for (const auto& m : snapshot()) out.insert(m.id());
+    return out;
+  }
+  MessageHandler handler(std::chrono::milliseconds work = 0ms) {
+    return sync_handler([this, work](const Message& message) -> Result<void> {
+      if (work.count() > 0) std::this_thread::sleep_for(work);
+      add(message);
+      return ok();
+    });
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<Message> messages_;
+};
+
+}  // namespace
+
+void Conformance::SetUp() {
+  if (GetParam().reset) GetParam().reset();
+  const std::string id = make_uuid_v7();
+  uid_ = id.substr(id.size() - 12);
+  caps_ = GetParam().connect()->capabilities();
+}
+
+std::unique_ptr<BlockingEventBus> Conformance::make_bus(std::string service) {
+  EventBusOptions options;
+  options.service_name = std::move(service);
+  options.drain_timeout = 10s;
+  auto bus = std::make_unique<BlockingEventBus>(options);
+  EXPECT_TRUE(bus->bus().register_backend(GetParam().type, GetParam().connect()));
+  for (MessagingPattern pattern : kAllPatterns) {
+    if (!caps_.supports(pattern)) continue;
+    auto config = default_pattern_config(pattern);
+    config.initial_backoff = 5ms;
+    config.max_backoff = 50ms;
+    EXPECT_TRUE(bus->bus().update_pattern_config(pattern, config));
+  }
+  auto started = bus->start();
+  EXPECT_TRUE(started) << started.error().describe();
+  return bus;
+}
+
+TEST_P(Conformance, RoundTripKeepsPayloadAndMetadata) {
+  auto consumer = make_bus("consumer");
+  auto producer = make_bus("producer");
+  Recorder got;
+  const std::string type = unique("round_trip");
+  ASSERT_TRUE(consumer->subscribe_to_events({type}, got.handler()));
+
+  MessageMetadata metadata;
+  metadata.message_id = make_uuid_v7();
+  metadata.correlation_id = "corr-1";
+  metadata.causation_id = "cause-1";
+  metadata.partition_key = "key-1";
+  metadata.priority = 5;
+  metadata.ttl = 60s;
+  metadata.source = "urn:test:producer";
+  metadata.headers = {{"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+                      {"x-tenant", "acme"}};
+  const Json data = {{"order_id", 42},
+                     {"note", "h\u00e9llo \u2713"},
+                     {"items", {1, 2, 3}},
+                     {"nested", {{"ok", true}, {"ratio", 0.25}}}};
+  const auto before = Clock::now();
+  auto published = producer->publish_event(type, data, metadata);
+  ASSERT_TRUE(published) << published.error().describe();
+  ASSERT_TRUE(eventually([&] { return got.size() == 1; }));
+
+  const Message m = got.snapshot()[0];
+  EXPECT_EQ(m.json(), data);
+  EXPECT_EQ(m.type(), type);
+  EXPECT_EQ(m.subject(), "events." + type);
+  EXPECT_EQ(m.id(), metadata.message_id);
+  EXPECT_EQ(m.metadata().correlation_id, "corr-1");
+  EXPECT_EQ(m.metadata().causation_id, "cause-1");
+  EXPECT_EQ(m.metadata().partition_key, "key-1");
+  EXPECT_EQ(m.metadata().priority, 5);
+  ASSERT_TRUE(m.metadata().ttl.has_value());
+  EXPECT_EQ(*m.metadata().ttl, 60s);
+  EXPECT_EQ(m.metadata().source, "urn:test:producer");
+  EXPECT_EQ(m.metadata().content_type, "application/json");
+  ASSERT_TRUE(m.metadata().time.has_value());
+  EXPECT_LE(std::chrono::abs(*m.metadata().time - before), 60s);
+  if (caps().headers) {
+    EXPECT_EQ(m.metadata().headers.at("traceparent"), metadata.headers.at("traceparent"));
+    EXPECT_EQ(m.metadata().headers.at("x-tenant"), "acme");
+  }
+
+  // Raw bytes, including NUL and non-UTF-8 bytes, travel unchanged.
+  const std::string raw("\x00\x01\xff\xfe binary\n", 13);
+  MessageMetadata raw_metadata;
+  raw_metadata.content_type = "application/octet-stream";
+  auto raw_published =
+      producer->run(producer->bus().publish_event(type, Message::from_bytes(raw, raw_metadata)));
+  ASSERT_TRUE(raw_published) << raw_published.error().describe();
+  ASSERT_TRUE(eventually([&] { return got.size() == 2; }));
+  const Message r = got.snapshot()[1];
+  EXPECT_EQ(r.bytes(), raw);
+  EXPECT_EQ(r.metadata().content_type, "application/octet-stream");
+  EXPECT_FALSE(r.try_json());
+}
+
+TEST_P(Conformance, ManyPublishersAndSubscribersLoseNothing) {
+  constexpr int kPublishers = 4;
+  constexpr int kPerPublisher = 250;
+  constexpr int kSubscribers = 3;
+  const std::string type = unique("fan_out");
+  std::vector<std::unique_ptr<BlockingEventBus>> subscribers;
+  std::vector<std::unique_ptr<Recorder>> received;
+  for (int i = 0; i < kSubscribers; ++i) {
+    subscribers.push_back(make_bus("subscriber"));
+    received.push_back(std::make_unique<Recorder>());
+    ASSERT_TRUE(subscribers.back()->subscribe_to_events({type}, received.back()->handler()));
+  }
+  auto producer = make_bus("producer");
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int p = 0; p < kPublishers; ++p) {
+    threads.emplace_back([&, p] {
+      for (int i = 0; i < kPerPublisher; ++i) {
+        if (!producer->publish_event(type, {{"publisher", p}, {"n", i}})) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  for (const auto& recorder : received) {
+    EXPECT_TRUE(eventually([&] { return recorder->size() >= kPublishers * kPerPublisher; }, 30s));
+    EXPECT_EQ(recorder->ids().size(), static_cast<std::size_t>(kPublishers * kPerPublisher));
+  }
+}
+
+TEST_P(Conformance, ManyTopicsAtOnce) {
+  constexpr int kTopics = 40;
+  constexpr int kEach = 5;
+  auto consumer = make_bus();
+  auto producer = make_bus();
+  std::vector<std::string> types;
+  for (int i = 0; i < kTopics; ++i) types.push_back(unique("topic" + std::to_string(i)));
+  Recorder got;
+  ASSERT_TRUE(consumer->subscribe_to_events(types, got.handler()));
+  for (int n = 0; n < kEach; ++n) {
+    for (const auto& type : types) ASSERT_TRUE(producer->publish_event(type, {{"n", n}}));
+  }
+  ASSERT_TRUE(eventually([&] { return got.size() >= kTopics * kEach; }, 30s));
+  std::map<std::string, int> per_type;
+  for (const auto& m : got.snapshot()) {
+    EXPECT_EQ(m.subject(), "events." + m.type());
+    ++per_type[m.type()];
+  }
+  for (const auto& type : types) EXPECT_EQ(per_type[type], kEach) << type;
+}
+
+TEST_P(Conformance, TopicsAreIsolated) {
+  auto consumer = make_bus();
+  auto producer = make_bus();
+  const std::string wanted = unique("isolated_a");
+  Recorder got;
+  ASSERT_TRUE(consumer->subscribe_to_events({wanted}, got.handler()));
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(producer->publish_event(unique("isolated_b"), {{"n", i}}));
+    ASSERT_TRUE(producer->publish_event(wanted + ".child", {{"n", i}}));
+  }
+  ASSERT_TRUE(producer->publish_event(wanted, {{"n", 99}}));
+  ASSERT_TRUE(eventually([&] { return got.size() == 1; }));
+  std::this_thread::sleep_for(100ms);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got.snapshot()[0].json()["n"], 99);
+}
+
+TEST_P(Conformance, FailedHandlerGetsTheMessageAgain) {
+  auto consumer = make_bus();
+  auto producer = make_bus();
+  const std::string type = unique("redelivery");
+  std::mutex mutex;
+  std::map<std::string, int> attempts;
+  std::atomic<int> succeeded{0};
+  auto handler = sync_handler([&](const Message& m) -> Result<void> {
+    std::lock_guard lock(mutex);
+    if (++attempts[m.id()] == 1) return Error(errc::unavailable, "first attempt fails");
+    ++succeeded;
+    return ok();
+  });
+  ASSERT_TRUE(consumer->subscribe_to_events({type}, handler));
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(producer->publish_event(type, {{"n", i}}));
+  ASSERT_TRUE(eventually([&] { return succeeded.load() == 20; }));
+  std::lock_guard lock(mutex);
+  for (const auto& [id, count] : attempts) EXPECT_EQ(count, 2) << id;
+}
+
+TEST_P(Conformance, NackStormDoesNotWedgeDelivery) {
+  auto consumer = make_bus();
+  auto producer = make_bus();
+  const std::string stormy = unique("storm");
+  const std::string calm = unique("calm");
+  std::mutex mutex;
+  std::map<std::string, int> attempts;
+  std::atomic<int> storm_done{0};
+  auto failing_twice = sync_handler([&](const Message& m) -> Result<void> {
+    std::lock_guard lock(mutex);
+    if (++attempts[m.id()] <= 2) return Error(errc::unavailable, "injected failure");
+    ++storm_done;
+    return ok();
+  });
+  Recorder calm_got;
+  ASSERT_TRUE(consumer->subscribe_to_events({stormy}, failing_twice));
+  ASSERT_TRUE(consumer->subscribe_to_events({calm}, calm_got.handler()));
+  for (int i = 0; i < 200; ++i) ASSERT_TRUE(producer->publish_event(stormy, {{"n", i}}));
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(producer->publish_event(calm, {{"n", i}}));
+  EXPECT_TRUE(eventually([&] { return calm_got.size() == 50; }, 20s));
+  EXPECT_TRUE(eventually([&] { return storm_done.load() == 200; }, 30s));
+}
+
+TEST_P(Conformance, OrderIsKeptPerKey) {
+  REQUIRE_CAPABILITY(caps().ordering != Ordering::none, "ordering");
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::streaming), "the streaming pattern");
+  constexpr int kKeys = 4;
+  constexpr int kPerKey = 50;
+  auto consumer = make_bus();
+  auto producer = make_bus();
+  const std::string stream = unique("ordered");
+  std::mutex mutex;
+  std::map<std::string, std::vector<int>> seen;
+  int calls = 0;
+  auto processor = sync_batch_processor([&](const std::vector<Message>& batch) -> Result<void> {
+    std::lock_guard lock(mutex);
+    if (++calls % 4 == 0) return Error(errc::unavailable, "injected batch failure");
+    for (const auto& m : batch) seen[m.metadata().partition_key].push_back(m.json()["n"]);
+    return ok();
+  });
+  StreamOptions options;
+  options.batch_size = 10;
+  options.max_wait = 20ms;
+  options.start = StartPosition::earliest();
+  ASSERT_TRUE(consumer->process_stream(stream, processor, "ordered_readers", options));
+  for (int n = 0; n < kPerKey; ++n) {
+    for (int k = 0; k < kKeys; ++k) {
+      ASSERT_TRUE(producer->stream_events(stream, {{{"n", n}}}, "key" + std::to_string(k)));
+    }
+  }
+  ASSERT_TRUE(eventually(
+      [&] {
+        std::lock_guard lock(mutex);
+        std::size_t total = 0;
+        for (const auto& [key, values] : seen) total += values.size();
+        return total >= kKeys * kPerKey;
+      },
+      30s));
+  std::lock_guard lock(mutex);
+  std::vector<int> expected(kPerKey);
+  for (int n = 0; n < kPerKey; ++n) expected[static_cast<std::size_t>(n)] = n;
+  for (int k = 0; k < kKeys; ++k) EXPECT_EQ(seen["key" + std::to_string(k)], expected) << k;
+}
+
+TEST_P(Conformance, ConsumerGroupsShareWithinAndFanOutAcross) {
+  REQUIRE_CAPABILITY(caps().consumer_groups, "consumer_groups");
+  constexpr int kEvents = 100;
+  const std::string type = unique("grouped");
+  auto member_a = make_bus("a");
+  auto member_b = make_bus("b");
+  auto other_group = make_bus("c");
+  Recorder got_a, got_b, got_other;
+  ASSERT_TRUE(member_a->subscribe_to_events({type}, got_a.handler(2ms), "group_one"));
+  ASSERT_TRUE(member_b->subscribe_to_events({type}, got_b.handler(2ms), "group_one"));
+  ASSERT_TRUE(other_group->subscribe_to_events({type}, got_other.handler(), "group_two"));
+  auto producer = make_bus();
+  for (int i = 0; i < kEvents; ++i) ASSERT_TRUE(producer->publish_event(type, {{"n", i}}));
+  ASSERT_TRUE(eventually([&] { return got_a.size() + got_b.size() >= kEvents; }, 20s));
+  ASSERT_TRUE(eventually([&] { return got_other.size() >= kEvents; }, 20s));
+  std::this_thread::sleep_for(50ms);
+  std::set<std::string> ids = got_a.ids();
+  for (const auto& id : got_b.ids())
+    EXPECT_TRUE(ids.insert(id).second) << "delivered twice: " << id;
+  EXPECT_EQ(ids.size(), static_cast<std::size_t>(kEvents));
+  EXPECT_EQ(got_a.size() + got_b.size(), static_cast<std::size_t>(kEvents));
+  EXPECT_GT(got_a.size(), 0u);
+  EXPECT_GT(got_b.size(), 0u);
+  EXPECT_EQ(got_other.ids().size(), static_cast<std::size_t>(kEvents));
+}
+
+TEST_P(Conformance, EachCommandIsHandledByOneInstance) {
+  constexpr int kCommands = 60;
+  const std::string service = unique("billing");
+  auto instance_1 = make_bus(service);
+  auto instance_2 = make_bus(service);
+  Recorder got_1, got_2;
+  ASSERT_TRUE(instance_1->handle_commands({"charge"}, got_1.handler(1ms), service));
+  ASSERT_TRUE(instance_2->handle_commands({"charge"}, got_2.handler(1ms), service));
+  auto sender = make_bus("orders");
+  for (int i = 0; i < kCommands; ++i) {
+    auto sent = sender->send_command("charge", {{"order", i}}, service);
+    ASSERT_TRUE(sent) << sent.error().describe();
+  }
+  ASSERT_TRUE(eventually([&] { return got_1.size() + got_2.size() >= kCommands; }, 20s));
+  std::this_thread::sleep_for(50ms);
+  std::set<std::string> ids = got_1.ids();
+  for (const auto& id : got_2.ids()) EXPECT_TRUE(ids.insert(id).second) << "handled twice: " << id;
+  EXPECT_EQ(ids.size(), static_cast<std::size_t>(kCommands));
+  EXPECT_GT(got_1.size(), 0u);
+  EXPECT_GT(got_2.size(), 0u);
+  for (const auto& m : got_1.snapshot()) EXPECT_EQ(m.subject(), "commands." + service + ".charge");
+}
+
+TEST_P(Conformance, NothingIsLostAcrossSubscriberRestarts) {
+  REQUIRE_CAPABILITY(caps().durable_groups, "durable_groups");
+  const std::string service = unique("shipping");
+  auto sender = make_bus("orders");
+  Recorder first_run, second_run;
+  {
+    auto instance = make_bus(service);
+    ASSERT_TRUE(instance->handle_commands({"ship"}, first_run.handler(), service));
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE(sender->send_command("ship", {{"n", i}}, service));
+    ASSERT_TRUE(eventually([&] { return first_run.size() == 10; }));
+    ASSERT_TRUE(instance->stop());
+  }
+  // Nobody is running now: the group holds the commands for the next instance.
+  for (int i = 10; i < 20; ++i) {
+    auto sent = sender->send_command("ship", {{"n", i}}, service);
+    ASSERT_TRUE(sent) << sent.error().describe();
+  }
+  auto restarted = make_bus(service);
+  ASSERT_TRUE(restarted->handle_commands({"ship"}, second_run.handler(), service));
+  ASSERT_TRUE(eventually([&] { return second_run.size() == 10; }));
+  std::set<int> numbers;
+  for (const auto& m : first_run.snapshot()) numbers.insert(m.json()["n"].get<int>());
+  for (const auto& m : second_run.snapshot()) numbers.insert(m.json()["n"].get<int>());
+  EXPECT_EQ(numbers.size(), 20u);
+}
+
+TEST_P(Conformance, LateJoinersReplayHistory) {
+  REQUIRE_CAPABILITY(caps().persistent_replay, "persistent_replay");
+  auto producer = make_bus();
+  const std::string stream = unique("history");
+  std::vector<Json> first, second;
+  for (int n = 0; n < 10; ++n) first.push_back({{"n", n}});
+  for (int n = 10; n < 20; ++n) second.push_back({{"n", n}});
+  ASSERT_TRUE(producer->stream_events(stream, first));
+  std::this_thread::sleep_for(30ms);
+  const auto between = Clock::now();
+  std::this_thread::sleep_for(30ms);
+  ASSERT_TRUE(producer->stream_events(stream, second));
+
+  auto consumer = make_bus();
+  auto collect = [&](std::string group, StartPosition start, Recorder& into) {
+    StreamOptions options;
+    options.batch_size = 7;
+    options.max_wait = 20ms;
+    options.start = start;
+    auto processor = sync_batch_processor([&into](const std::vector<Message>& batch) {
+      for (const auto& m : batch) into.add(m);
+      return ok();
+    });
+    return consumer->process_stream(stream, processor, std::move(group), options);
+  };
+  Recorder from_start, from_time, only_new;
+  ASSERT_TRUE(collect("from_start", StartPosition::earliest(), from_start));
+  ASSERT_TRUE(collect("from_time", StartPosition::from_time(between), from_time));
+  ASSERT_TRUE(collect("only_new", StartPosition::new_messages(), only_new));
+  ASSERT_TRUE(eventually([&] { return from_start.size() == 20 && from_time.size() == 10; }));
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(only_new.size(), 0u);
+  ASSERT_TRUE(producer->stream_events(stream, {{{"n", 20}}}));
+  ASSERT_TRUE(eventually([&] {
+    return only_new.size() == 1 && from_start.size() == 21 && from_time.size() == 11;
+  }));
+
+  auto numbers = [](const Recorder& r) {
+    std::vector<int> out;
+    for (const auto& m : r.snapshot()) out.push_back(m.json()["n"].get<int>());
+    return out;
+  };
+  std::vector<int> all(21);
+  for (int n = 0; n < 21; ++n) all[static_cast<std::size_t>(n)] = n;
+  EXPECT_EQ(numbers(from_start), all);
+  EXPECT_EQ(numbers(from_time), std::vector<int>(all.begin() + 10, all.end()));
+  EXPECT_EQ(numbers(only_new), std::vector<int>{20});
+}
+
+TEST_P(Conformance, CloseFlushesPendingPublishes) {
+  REQUIRE_CAPABILITY(caps().persistent_replay, "persistent_replay");
+  const std::string stream = unique("flushed");
+  {
+    auto producer = make_bus();
+    std::vector<Json> events;
+    for (int n = 0; n < 200; ++n) events.push_back({{"n", n}});
+    ASSERT_TRUE(producer->stream_events(stream, events));
+    auto stopped = producer->stop();
+    ASSERT_TRUE(stopped) << stopped.error().describe();
+  }
+  auto consumer = make_bus();
+  Recorder got;
+  StreamOptions options;
+  options.start = StartPosition::earliest();
+  options.max_wait = 20ms;
+  auto processor = sync_batch_processor([&got](const std::vector<Message>& batch) {
+    for (const auto& m : batch) got.add(m);
+    return ok();
+  });
+  ASSERT_TRUE(consumer->process_stream(stream, processor, "after_close", options));
+  ASSERT_TRUE(eventually([&] { return got.size() == 200; }));
+}
+
+TEST_P(Conformance, ConcurrentCloseIsSafe) {
+  auto bus = make_bus();
+  const std::string type = unique("closing");
+  Recorder got;
+  ASSERT_TRUE(bus->subscribe_to_events({type}, got.handler()));
+  std::atomic<bool> stop_publishing{false};
+  std::atomic<int> unexpected{0};
+  std::vector<std::thread> publishers;
+  for (int p = 0; p < 2; ++p) {
+    publishers.emplace_back([&] {
+      while (!stop_publishing) {
+        auto published = bus->publish_event(type, {{"x", 1}});
+        if (published) continue;
+        const auto& e = published.error();
+        if (!e.is(errc::failed_precondition) && !e.is(errc::unavailable) &&
+            !e.is(errc::cancelled)) {
+          ++unexpected;
+        }
+        return;
+      }
+    });
+  }
+  std::this_thread::sleep_for(20ms);
+  std::atomic<int> stops_ok{0}, stops_refused{0};
+  std::vector<std::thread> stoppers;
+  for (int s = 0; s < 2; ++s) {
+    stoppers.emplace_back([&] {
+      auto stopped = bus->stop();
+      if (stopped) {
+        ++stops_ok;
+      } else if (stopped.error().is(errc::failed_precondition)) {
+        ++stops_refused;
+      }
+    });
+  }
+  for (auto& t : stoppers) t.join();
+  stop_publishing = true;
+  for (auto& t : publishers) t.join();
+  EXPECT_EQ(stops_ok.load(), 1);
+  EXPECT_EQ(stops_refused.load(), 1);
+  EXPECT_EQ(unexpected.load(), 0);
+}
+
+TEST_P(Conformance, QueryReturnsTheHandlersReply) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::request_response), "request_response");
+  const std::string service = unique("inventory");
+  auto responder = make_bus(service);
+  auto handler = sync_query_handler([](const Message& q) -> Result<Json> {
+    return Json{
+        {"sku", q.json()["sku"]}, {"available", 3}, {"correlation", q.metadata().correlation_id}};
+  });
+  ASSERT_TRUE(responder->handle_queries({"check_stock"}, handler, service));
+  auto requester = make_bus("orders");
+  MessageMetadata metadata;
+  metadata.correlation_id = "order-77";
+  auto reply = requester->run(
+      requester->bus().query("check_stock", {{"sku", "A-1"}}, service, 5s, metadata));
+  ASSERT_TRUE(reply) << reply.error().describe();
+  EXPECT_EQ((*reply)["sku"], "A-1");
+  EXPECT_EQ((*reply)["available"], 3);
+  EXPECT_EQ((*reply)["correlation"], "order-77");
+  for (int i = 0; i < 20; ++i) {
+    auto again = requester->query("check_stock", {{"sku", "B-" + std::to_string(i)}}, service, 5s);
+    ASSERT_TRUE(again) << again.error().describe();
+    EXPECT_EQ((*again)["sku"], "B-" + std::to_string(i));
+  }
+}
+
+TEST_P(Conformance, QueryDeadlineIsHonoured) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::request_response), "request_response");
+  const std::string service = unique("slow");
+  auto responder = make_bus(service);
+  auto slow = sync_query_handler([](const Message&) -> Result<Json> {
+    std::this_thread::sleep_for(400ms);
+    return Json{{"late", true}};
+  });
+  ASSERT_TRUE(responder->handle_queries({"compute"}, slow, service));
+  auto requester = make_bus();
+  const auto start = SteadyClock::now();
+  auto reply = requester->query("compute", {{"x", 1}}, service, 100ms);
+  const auto elapsed = SteadyClock::now() - start;
+  ASSERT_FALSE(reply);
+  EXPECT_TRUE(reply.error().is(errc::deadline_exceeded)) << reply.error().describe();
+  EXPECT_GE(elapsed, 100ms);
+  EXPECT_LT(elapsed, 380ms);
+}
+
+TEST_P(Conformance, QueryHandlerErrorsReachTheCaller) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::request_response), "request_response");
+  const std::string service = unique("catalog");
+  auto responder = make_bus(service);
+  auto failing = sync_query_handler([](const Message& q) -> Result<Json> {
+    if (q.json()["sku"] == "boom") throw std::runtime_error("boom happened");
+    return Error(errc::not_found, "sku " + q.json()["sku"].get<std::string>() + " is unknown");
+  });
+  ASSERT_TRUE(responder->handle_queries({"lookup"}, failing, service));
+  auto requester = make_bus();
+  const auto start = SteadyClock::now();
+  auto reply = requester->query("lookup", {{"sku", "X-9"}}, service, 5s);
+  ASSERT_FALSE(reply);
+  EXPECT_TRUE(reply.error().is(errc::not_found)) << reply.error().describe();
+  EXPECT_NE(reply.error().message().find("sku X-9 is unknown"), std::string::npos);
+  auto thrown = requester->query("lookup", {{"sku", "boom"}}, service, 5s);
+  ASSERT_FALSE(thrown);
+  EXPECT_TRUE(thrown.error().is(errc::internal)) << thrown.error().describe();
+  EXPECT_NE(thrown.error().message().find("boom happened"), std::string::npos);
+  EXPECT_LT(SteadyClock::now() - start, 2s) << "errors must not look like timeouts";
+}
+
+TEST_P(Conformance, QueryWithoutResponderFails) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::request_response), "request_response");
+  auto requester = make_bus();
+  const auto start = SteadyClock::now();
+  auto reply = requester->query("nobody_home", {{"x", 1}}, unique("absent"), 300ms);
+  ASSERT_FALSE(reply);
+  EXPECT_TRUE(reply.error().is(errc::not_found) || reply.error().is(errc::deadline_exceeded))
+      << reply.error().describe();
+  EXPECT_LT(SteadyClock::now() - start, 1300ms);
+}
+
+TEST_P(Conformance, StopDrainsInFlightHandlers) {
+  auto consumer = make_bus();
+  auto producer = make_bus();
+  const std::string type = unique("draining");
+  std::atomic<bool> started{false}, finished{false};
+  auto slow = sync_handler([&](const Message&) -> Result<void> {
+    started = true;
+    std::this_thread::sleep_for(300ms);
+    finished = true;
+    return ok();
+  });
+  ASSERT_TRUE(consumer->subscribe_to_events({type}, slow));
+  ASSERT_TRUE(producer->publish_event(type, {{"n", 1}}));
+  ASSERT_TRUE(eventually([&] { return started.load(); }));
+  auto stopped = consumer->stop(5s);
+  EXPECT_TRUE(stopped) << stopped.error().describe();
+  EXPECT_TRUE(finished.load()) << "stop() returned before the in-flight handler finished";
+  // After stop the bus refuses new work with a clear error.
+  auto late = consumer->publish_event(type, {{"n", 2}});
+  ASSERT_FALSE(late);
+  EXPECT_TRUE(late.error().is(errc::failed_precondition));
+}
+
+TEST_P(Conformance, WildcardSubscriptions) {
+  REQUIRE_CAPABILITY(caps().wildcard_subscriptions, "wildcard_subscriptions");
+  auto consumer = make_bus();
+  auto producer = make_bus();
+  const std::string base = unique("wild");
+  Recorder one_token, tail;
+  ASSERT_TRUE(consumer->subscribe_to_events({base + ".*"}, one_token.handler()));
+  ASSERT_TRUE(consumer->subscribe_to_events({base + ".>"}, tail.handler()));
+  ASSERT_TRUE(producer->publish_event(base + ".created", {{"n", 1}}));
+  ASSERT_TRUE(producer->publish_event(base + ".eu.created", {{"n", 2}}));
+  ASSERT_TRUE(producer->publish_event(base, {{"n", 3}}));
+  ASSERT_TRUE(eventually([&] { return tail.size() == 2 && one_token.size() == 1; }));
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(one_token.size(), 1u);
+  EXPECT_EQ(tail.size(), 2u);
+  EXPECT_EQ(one_token.snapshot()[0].type(), base + ".created");
+}
+
+TEST_P(Conformance, ExhaustedRetriesEndInTheDeadLetterStream) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::streaming), "the streaming pattern");
+  auto consumer = make_bus();
+  auto producer = make_bus();
+  const std::string type = unique("poison");
+  std::atomic<int> calls{0};
+  auto always_down = sync_handler([&](const Message& m) -> Result<void> {
+    ++calls;
+    if (m.json()["kind"] == "bad") return Error(errc::invalid_argument, "field 'amount' missing");
+    return Error(errc::unavailable, "payment gateway down");
+  });
+  ASSERT_TRUE(consumer->subscribe_to_events({type}, always_down));
+  ASSERT_TRUE(producer->publish_event(type, {{"kind", "transient"}}));
+  ASSERT_TRUE(producer->publish_event(type, {{"kind", "bad"}}));
+
+  Recorder dead;
+  StreamOptions options;
+  options.start = StartPosition::earliest();
+  options.max_wait = 20ms;
+  auto reader = sync_batch_processor([&dead](const std::vector<Message>& batch) {
+    for (const auto& m : batch) dead.add(m);
+    return ok();
+  });
+  ASSERT_TRUE(consumer->process_stream(dead_letter_subject("events." + type), reader,
+                                       "dead_letter_readers", options));
+  ASSERT_TRUE(eventually([&] { return dead.size() == 2; }));
+  const int retries = consumer->bus().pattern_config(MessagingPattern::pub_sub).retry_count;
+  EXPECT_EQ(calls.load(), retries + 1 + 1);  // transient: every retry; bad input: once
+  for (const auto& m : dead.snapshot()) {
+    const auto& h = m.metadata().headers;
+    EXPECT_EQ(h.at(std::string(headers::kDeadLetterSubject)), "events." + type);
+    const bool bad = m.json()["kind"] == "bad";
+    EXPECT_EQ(h.at(std::string(headers::kDeadLetterAttempts)),
+              bad ? "1" : std::to_string(retries + 1));
+    EXPECT_NE(h.at(std::string(headers::kDeadLetterReason))
+                  .find(bad ? "field 'amount' missing" : "payment gateway down"),
+              std::string::npos);
+  }
+}
+
+}  // namespace marty::messaging::conformance

@@ -46,7 +46,7 @@ void AsyncSignal::complete(std::uint64_t generation, bool notified) {
   std::unique_ptr<Waiter> waiter;
   {
     std::lock_guard lock(mutex_);
-    if (generation != generation_ || !waiter_) return;  // already completed by notify()
+    if (generation != generation_ || !waiter_) return;  // that wait already ended
     waiter = std::move(waiter_);
     ++generation_;
   }
@@ -56,38 +56,36 @@ void AsyncSignal::complete(std::uint64_t generation, bool notified) {
 asio::awaitable<bool> AsyncSignal::wait(
     std::optional<std::chrono::steady_clock::time_point> deadline) {
   auto self = shared_from_this();
-  std::uint64_t generation = 0;
-  bool ready = false;
   {
     std::lock_guard lock(mutex_);
     if (pending_) {
       pending_ = false;
-      ready = true;
+      co_return true;
     }
-    generation = generation_;
   }
-  if (ready) co_return true;
   if (deadline && *deadline <= std::chrono::steady_clock::now()) co_return false;
 
   auto executor = co_await asio::this_coro::executor;
   std::optional<asio::steady_timer> timer;
-  if (deadline) {
-    timer.emplace(executor, *deadline);
-    timer->async_wait([self, generation](std::error_code ec) {
-      if (!ec) self->complete(generation, false);
-    });
-  }
-  auto initiate = [self, generation](auto handler) {
+  if (deadline) timer.emplace(executor, *deadline);
+  // Registers the waiter and only then arms the timer, both under the mutex: the timer cannot
+  // fire before there is a waiter to complete, and notify() cannot complete the waiter (and so
+  // resume this coroutine, which destroys the timer) before the timer is armed.
+  auto initiate = [self, timer = timer ? &*timer : nullptr](auto handler) {
     using Handler = decltype(handler);
     std::unique_lock lock(self->mutex_);
-    if (self->pending_ || self->generation_ != generation) {
-      // notify() raced between the check above and here.
+    if (self->pending_) {
       self->pending_ = false;
       lock.unlock();
       WaiterImpl<Handler>(std::move(handler)).post(true);
       return;
     }
     self->waiter_ = std::make_unique<WaiterImpl<Handler>>(std::move(handler));
+    if (timer) {
+      timer->async_wait([self, generation = self->generation_](std::error_code ec) {
+        if (!ec) self->complete(generation, false);
+      });
+    }
   };
   const bool notified = co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(bool)>(
       std::move(initiate), asio::use_awaitable);

@@ -43,6 +43,10 @@ Error not_running(std::string_view operation) {
                std::string(operation) + ": the bus is not running (call start() first)");
 }
 
+// Header carrying the token that matches a reply to its query on the generic (reply subject)
+// path; responders copy it into the reply.
+constexpr std::string_view kReplyToken = "marty-reply-token";
+
 // A reply waited for by query() over a backend without native request/reply.
 struct PendingReply {
   SignalPtr signal = AsyncSignal::create();
@@ -54,7 +58,7 @@ struct PendingReply {
 struct ReplyInbox {
   std::string subject;
   std::mutex mutex;
-  std::unordered_map<std::string, std::shared_ptr<PendingReply>> pending;  // by request id
+  std::unordered_map<std::string, std::shared_ptr<PendingReply>> pending;  // by reply token
   bool closed = false;
 
   void cancel_all() {
@@ -132,11 +136,15 @@ struct detail::EventBusState {
     MessagingPatternConfig config;
   };
 
-  // Resolves the backend for a message; fails when the bus is not running.
+  enum class Use { send, subscribe };
+
+  // Resolves the backend for a message. Sending is allowed while stop() drains, so that
+  // handlers finishing their work can still publish and query; subscribing is not.
   Result<Target> target(std::string_view operation, std::string_view message_type,
-                        MessagingPattern pattern) const {
+                        MessagingPattern pattern, Use use = Use::send) const {
     std::lock_guard lock(mutex);
-    if (state != State::running) return not_running(operation);
+    const bool open = state == State::running || (use == Use::send && state == State::stopping);
+    if (!open) return not_running(operation);
     const MessagingPatternConfig& config = configs.at(pattern);
     auto type = router.select(message_type, config, table(), default_backend);
     if (!type) return std::move(type).error();
@@ -264,6 +272,10 @@ Message make_reply(const Message& request, Result<Json> outcome) {
   metadata.correlation_id =
       request.metadata().correlation_id.empty() ? request.id() : request.metadata().correlation_id;
   metadata.causation_id = request.id();
+  const auto& request_headers = request.metadata().headers;
+  if (auto token = request_headers.find(std::string(kReplyToken)); token != request_headers.end()) {
+    metadata.headers.emplace(token->first, token->second);
+  }
   if (outcome) {
     metadata.headers[std::string(headers::kReplyStatus)] = "ok";
     return Message::from_json(std::move(*outcome), std::move(metadata));
@@ -360,10 +372,11 @@ asio::awaitable<void> run_batch_worker(ImplPtr impl, WorkerPtr worker,
 asio::awaitable<void> run_reply_worker(ImplPtr impl, WorkerPtr worker,
                                        std::shared_ptr<ReplyInbox> inbox) {
   while (auto delivery = co_await next_delivery(worker)) {
-    const std::string& request_id = delivery->message().metadata().causation_id;
-    {
+    const auto& reply_headers = delivery->message().metadata().headers;
+    const auto token = reply_headers.find(std::string(kReplyToken));
+    if (token != reply_headers.end()) {
       std::lock_guard lock(inbox->mutex);
-      auto it = inbox->pending.find(request_id);
+      auto it = inbox->pending.find(token->second);
       if (it != inbox->pending.end() && !it->second->reply) {
         it->second->reply = delivery->message();
         it->second->signal->notify();
@@ -377,19 +390,21 @@ asio::awaitable<void> run_reply_worker(ImplPtr impl, WorkerPtr worker,
 }
 
 // query() over a backend without native request/reply: publish with reply_to set to the bus's
-// inbox on that backend, and wait for the reply whose causation_id is the request's id.
+// inbox on that backend and a fresh token, and wait for the reply carrying the token. (The
+// token is ours, never the caller's message id, which callers may reuse.)
 asio::awaitable<Result<Message>> request_via_inbox(std::shared_ptr<Backend> backend,
                                                    std::shared_ptr<ReplyInbox> inbox,
                                                    Message message, milliseconds timeout) {
   const auto deadline = SteadyClock::now() + timeout;
   auto waiter = std::make_shared<PendingReply>();
-  const std::string request_id = message.id();
+  const std::string token = make_uuid_v7();
   {
     std::lock_guard lock(inbox->mutex);
     if (inbox->closed) co_return Error(errc::cancelled, "the bus is stopping");
-    inbox->pending.emplace(request_id, waiter);
+    inbox->pending.emplace(token, waiter);
   }
   message.metadata().reply_to = inbox->subject;
+  message.metadata().headers[std::string(kReplyToken)] = token;
   const std::string subject = message.subject();
   PublishOptions options;
   options.pattern = MessagingPattern::request_response;
@@ -404,7 +419,7 @@ asio::awaitable<Result<Message>> request_via_inbox(std::shared_ptr<Backend> back
     if (!co_await waiter->signal->wait(deadline)) break;
   }
   std::lock_guard lock(inbox->mutex);
-  inbox->pending.erase(request_id);
+  inbox->pending.erase(token);
   if (!published) co_return std::move(published).error();
   if (waiter->reply) co_return std::move(*waiter->reply);
   if (waiter->cancelled) co_return Error(errc::cancelled, "the bus stopped while waiting");
@@ -656,7 +671,8 @@ asio::awaitable<Result<void>> UnifiedEventBus::stop(std::optional<milliseconds> 
     co_return Error(errc::deadline_exceeded,
                     "stop: " + std::to_string(still_running) +
                         " handler(s) still running at the drain deadline; their messages stay "
-                        "unacknowledged and will be redelivered");
+                        "unacknowledged, and the closed connection lets the broker redeliver "
+                        "them");
   }
   co_return outcome;
 }
@@ -806,7 +822,7 @@ asio::awaitable<Result<std::shared_ptr<Registration>>> open_workers(
     MessagingPattern pattern, std::string group, DestinationKind kind, StartPosition start) {
   auto registration = std::make_shared<Registration>();
   for (auto& [subject_name, type] : subjects_and_types) {
-    auto target = impl->target("subscribe", type, pattern);
+    auto target = impl->target("subscribe", type, pattern, Impl::Use::subscribe);
     Result<std::shared_ptr<Subscription>> subscription = Error(errc::internal, "not subscribed");
     if (target) {
       SubscriptionSpec spec;
@@ -840,11 +856,21 @@ asio::awaitable<Result<std::shared_ptr<Registration>>> open_workers(
   co_return registration;
 }
 
-SubscriptionId add_registration(Impl& impl, std::shared_ptr<Registration> registration) {
-  std::lock_guard lock(impl.mutex);
-  const SubscriptionId id = impl.next_id++;
-  impl.registrations.emplace(id, std::move(registration));
-  return id;
+// Records the registration if the bus is still running (stop() may have begun while the
+// subscriptions were being opened); otherwise closes them. Workers start only once recorded,
+// so stop() always sees and drains every worker that runs.
+Result<SubscriptionId> add_registration(Impl& impl,
+                                        const std::shared_ptr<Registration>& registration) {
+  {
+    std::lock_guard lock(impl.mutex);
+    if (impl.state == Impl::State::running) {
+      const SubscriptionId id = impl.next_id++;
+      impl.registrations.emplace(id, registration);
+      return id;
+    }
+  }
+  for (auto& worker : registration->workers) worker->subscription->close();
+  return not_running("subscribe");
 }
 
 }  // namespace
@@ -865,11 +891,13 @@ asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::subscribe_to_events(
   auto registration = co_await open_workers(impl_, std::move(subjects), MessagingPattern::pub_sub,
                                             consumer_group, DestinationKind::topic, {});
   if (!registration) co_return std::move(registration).error();
+  auto id = add_registration(*impl_, *registration);
+  if (!id) co_return id;
   auto shared = std::make_shared<MessageHandler>(std::move(handler));
   for (auto& worker : (*registration)->workers) {
     asio::co_spawn(impl_->executor, run_message_worker(impl_, worker, shared), asio::detached);
   }
-  co_return add_registration(*impl_, std::move(*registration));
+  co_return id;
 }
 
 asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::handle_commands(
@@ -889,11 +917,13 @@ asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::handle_commands(
       co_await open_workers(impl_, std::move(subjects), MessagingPattern::point_to_point,
                             service_name, DestinationKind::topic, {});
   if (!registration) co_return std::move(registration).error();
+  auto id = add_registration(*impl_, *registration);
+  if (!id) co_return id;
   auto shared = std::make_shared<MessageHandler>(std::move(handler));
   for (auto& worker : (*registration)->workers) {
     asio::co_spawn(impl_->executor, run_message_worker(impl_, worker, shared), asio::detached);
   }
-  co_return add_registration(*impl_, std::move(*registration));
+  co_return id;
 }
 
 asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::handle_queries(
@@ -912,11 +942,13 @@ asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::handle_queries(
       co_await open_workers(impl_, std::move(subjects), MessagingPattern::request_response,
                             service_name, DestinationKind::topic, {});
   if (!registration) co_return std::move(registration).error();
+  auto id = add_registration(*impl_, *registration);
+  if (!id) co_return id;
   auto shared = std::make_shared<QueryHandler>(std::move(handler));
   for (auto& worker : (*registration)->workers) {
     asio::co_spawn(impl_->executor, run_query_worker(impl_, worker, shared), asio::detached);
   }
-  co_return add_registration(*impl_, std::move(*registration));
+  co_return id;
 }
 
 asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::process_stream(std::string stream,
@@ -940,12 +972,14 @@ asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::process_stream(std::str
   auto registration = co_await open_workers(impl_, std::move(subjects), MessagingPattern::streaming,
                                             consumer_group, DestinationKind::stream, options.start);
   if (!registration) co_return std::move(registration).error();
+  auto id = add_registration(*impl_, *registration);
+  if (!id) co_return id;
   auto shared = std::make_shared<BatchProcessor>(std::move(processor));
   for (auto& worker : (*registration)->workers) {
     asio::co_spawn(impl_->executor, run_batch_worker(impl_, worker, shared, options),
                    asio::detached);
   }
-  co_return add_registration(*impl_, std::move(*registration));
+  co_return id;
 }
 
 asio::awaitable<Result<void>> UnifiedEventBus::unsubscribe(SubscriptionId id) {

@@ -401,9 +401,8 @@ TEST_P(Conformance, LateJoinersReplayHistory) {
   std::this_thread::sleep_for(50ms);
   EXPECT_EQ(only_new.size(), 0u);
   ASSERT_TRUE(producer->stream_events(stream, {{{"n", 20}}}));
-  ASSERT_TRUE(eventually([&] {
-    return only_new.size() == 1 && from_start.size() == 21 && from_time.size() == 11;
-  }));
+  ASSERT_TRUE(eventually(
+      [&] { return only_new.size() == 1 && from_start.size() == 21 && from_time.size() == 11; }));
 
   auto numbers = [](const Recorder& r) {
     std::vector<int> out;

@@ -350,6 +350,85 @@ TEST(EventBusTest, CoroutineCallersMayPassTemporaries) {
   EXPECT_TRUE(eventually([&] { return events.load() == 2; }));
 }
 
+TEST(EventBusTest, GenericRepliesMatchTheirQueryEvenWhenCallersReuseIds) {
+  MemoryBackendConfig config;
+  config.native_request_reply = false;
+  auto broker = make_memory_broker(config);
+  BlockingEventBus responder, requester(EventBusOptions(), 2);
+  ASSERT_TRUE(
+      responder.bus().register_backend(MessageBackendType::memory, make_memory_backend(broker)));
+  ASSERT_TRUE(
+      requester.bus().register_backend(MessageBackendType::memory, make_memory_backend(broker)));
+  ASSERT_TRUE(responder.start());
+  ASSERT_TRUE(requester.start());
+  ASSERT_TRUE(responder.handle_queries({"echo"},
+                                       sync_query_handler([](const Message& q) -> Result<Json> {
+                                         if (q.json() == "slow") std::this_thread::sleep_for(50ms);
+                                         return q.json();
+                                       }),
+                                       "echo_service"));
+  MessageMetadata same_id;
+  same_id.message_id = "caller-chosen-id";
+  std::thread other([&] {
+    auto slow =
+        requester.run(requester.bus().query("echo", Json("slow"), "echo_service", 2s, same_id));
+    ASSERT_TRUE(slow) << slow.error().describe();
+    EXPECT_EQ(*slow, "slow");
+  });
+  std::this_thread::sleep_for(10ms);
+  auto fast =
+      requester.run(requester.bus().query("echo", Json("fast"), "echo_service", 2s, same_id));
+  other.join();
+  ASSERT_TRUE(fast) << fast.error().describe();
+  EXPECT_EQ(*fast, "fast");
+}
+
+TEST(EventBusTest, QueryToAServiceThatLeftFailsAtOnce) {
+  BlockingEventBus bus;
+  ASSERT_TRUE(bus.start());
+  auto id = bus.handle_queries(
+      {"ping"}, sync_query_handler([](const Message&) -> Result<Json> { return Json("pong"); }),
+      "pinger");
+  ASSERT_TRUE(id);
+  ASSERT_TRUE(bus.query("ping", {}, "pinger", 2s));
+  ASSERT_TRUE(bus.unsubscribe(*id));
+  const auto start = SteadyClock::now();
+  auto gone = bus.query("ping", {}, "pinger", 2s);
+  ASSERT_FALSE(gone);
+  EXPECT_TRUE(gone.error().is(errc::not_found)) << gone.error().describe();
+  EXPECT_LT(SteadyClock::now() - start, 500ms);
+}
+
+TEST(EventBusTest, HandlersMayStillPublishWhileStopDrains) {
+  auto broker = make_memory_broker();
+  BlockingEventBus bus, observer;
+  ASSERT_TRUE(bus.bus().register_backend(MessageBackendType::memory, make_memory_backend(broker)));
+  ASSERT_TRUE(
+      observer.bus().register_backend(MessageBackendType::memory, make_memory_backend(broker)));
+  ASSERT_TRUE(bus.start());
+  ASSERT_TRUE(observer.start());
+  std::atomic<int> followups{0};
+  ASSERT_TRUE(observer.subscribe_to_events({"followup"}, sync_handler([&](const Message&) {
+                                             ++followups;
+                                             return ok();
+                                           })));
+  std::atomic<bool> started{false};
+  std::atomic<bool> publish_ok{false};
+  auto handler = [&](Message) -> asio::awaitable<Result<void>> {
+    started = true;
+    co_await testing::async_sleep(100ms);
+    auto sent = co_await bus.bus().publish_event("followup", Json(1));
+    publish_ok = sent.has_value();
+    co_return sent;
+  };
+  ASSERT_TRUE(bus.subscribe_to_events({"work"}, handler));
+  ASSERT_TRUE(bus.publish_event("work", 1));
+  ASSERT_TRUE(eventually([&] { return started.load(); }));
+  ASSERT_TRUE(bus.stop(5s));
+  EXPECT_TRUE(publish_ok.load()) << "a draining handler could not publish";
+  EXPECT_TRUE(eventually([&] { return followups.load() == 1; }));
+}
+
 TEST(EventBusTest, WildcardsNeedABackendThatSupportsThem) {
   BlockingEventBus bus;
   ASSERT_TRUE(bus.bus().register_backend(

@@ -176,6 +176,61 @@ TEST_F(MemoryBackendTest, UnsettledDeliveryOfAClosedMemberGoesToTheNextMember) {
   EXPECT_EQ(again->attempt(), 2);
 }
 
+TEST_F(MemoryBackendTest, AckWakesAMemberWaitingBehindTheKeyEvenAfterTheHolderLeft) {
+  auto a = subscribe(spec("events.k", "g"));
+  auto b = subscribe(spec("events.k", "g"));
+  publish(message_on("events.k", 1, "key"));
+  publish(message_on("events.k", 2, "key"));
+  auto held = receive(*a);
+  ASSERT_TRUE(held);
+  std::thread closer_and_acker([&] {
+    std::this_thread::sleep_for(30ms);
+    a->close();  // the holder leaves (stop intake), then its handler finishes
+    (void)run(held->ack());
+  });
+  auto next = receive(*b, 2000ms);  // parked: key held by a
+  closer_and_acker.join();
+  ASSERT_TRUE(next) << "b was never woken after a acked";
+  EXPECT_EQ(next->message().json(), 2);
+}
+
+TEST_F(MemoryBackendTest, ClosingTheConnectionReleasesWhatItsHandlersStillHold) {
+  auto doomed = make_memory_backend(broker_);
+  ASSERT_TRUE(run(doomed->connect()));
+  auto a = *run(doomed->subscribe(spec("commands.s.c", "s")));
+  auto b = subscribe(spec("commands.s.c", "s"));
+  publish(message_on("commands.s.c", 1));
+  auto held = run(a->receive(std::nullopt));
+  ASSERT_TRUE(held);
+  a->close();
+  EXPECT_FALSE(receive(*b, 30ms)) << "a closed subscription's in-flight message moved early";
+  ASSERT_TRUE(run(doomed->close(SteadyClock::now() + 1s)));
+  auto moved = receive(*b);
+  ASSERT_TRUE(moved) << "closing the connection did not release the held message";
+  EXPECT_EQ(moved->attempt(), 2);
+  auto late = run((*held)->ack());
+  ASSERT_FALSE(late);
+  EXPECT_TRUE(late.error().is(errc::failed_precondition));
+}
+
+TEST_F(MemoryBackendTest, QueriesNeedALiveReceiverCommandsOnlyAGroup) {
+  auto instance = subscribe(spec("queries.svc.q", "svc"));
+  auto commands = subscribe(spec("commands.svc.c", "svc"));
+  instance->close();
+  commands->close();
+  PublishOptions query;
+  query.pattern = MessagingPattern::request_response;
+  query.require_receiver = true;
+  auto refused = run(backend_->publish(message_on("queries.svc.q", 1), query));
+  ASSERT_FALSE(refused);
+  EXPECT_TRUE(refused.error().is(errc::not_found));
+  PublishOptions command;
+  command.pattern = MessagingPattern::point_to_point;
+  command.require_receiver = true;
+  EXPECT_TRUE(run(backend_->publish(message_on("commands.svc.c", 1), command)))
+      << "a durable group keeps commands for the next instance";
+}
+
 TEST_F(MemoryBackendTest, FullGroupAppliesBackpressureThenFails) {
   MemoryBackendConfig small;
   small.group_capacity = 2;

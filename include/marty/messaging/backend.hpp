@@ -42,8 +42,10 @@ struct PublishOptions {
   DestinationKind kind = DestinationKind::topic;
   MessagingPattern pattern = MessagingPattern::pub_sub;
   DeliveryGuarantee guarantee = DeliveryGuarantee::at_least_once;
-  /// Fail with `not_found` rather than drop the message when nobody can receive it (commands,
-  /// queries). Events to a subject nobody listens on are not an error.
+  /// Fail with `not_found` rather than drop the message when nobody can receive it: for
+  /// commands, no consumer group (a durable group keeps commands for the service's next
+  /// instance); for queries (pattern request_response), no subscriber running now. Events to a
+  /// subject nobody listens on are not an error.
   bool require_receiver = false;
   /// How long publish may wait (for buffer space, a broker ack) before `deadline_exceeded`
   /// or `resource_exhausted`.
@@ -62,8 +64,9 @@ struct SubscriptionSpec {
   StartPosition start;
 };
 
-/// One received message. Settle it exactly once with ack, nack or term; a delivery dropped
-/// unsettled counts as a nack without delay when its subscription closes.
+/// One received message. Settle it exactly once with ack, nack or term. A delivery destroyed
+/// unsettled is released for redelivery at once; so are the unsettled deliveries of a backend
+/// that closes (as a broker does when a consumer's connection drops).
 /// Thread-safety: a Delivery is used by one coroutine at a time.
 class Delivery {
  public:
@@ -103,8 +106,8 @@ class Subscription {
   /// with nothing to deliver; other errors are the backend's (usually transient).
   virtual asio::awaitable<Result<std::unique_ptr<Delivery>>> receive(
       std::optional<SteadyClock::time_point> deadline = std::nullopt) = 0;
-  /// Stops intake at once and wakes a pending receive(). Unsettled deliveries go back to the
-  /// group for redelivery.
+  /// Stops intake at once and wakes a pending receive(). Deliveries already received stay
+  /// valid and may still be settled: that is how the bus drains in-flight handlers.
   virtual void close() = 0;
 };
 

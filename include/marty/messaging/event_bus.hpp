@@ -69,6 +69,10 @@ struct StreamOptions {
 /// Threading: every member may be called from any thread. Handlers run on the bus's executor,
 /// never on a client library's thread; a subscription runs one handler call at a time, so
 /// messages of a key are handled in order. The handler object lives until its last call ends.
+///
+/// A handler must not await stop() or the unsubscribe() of its own subscription: both wait for
+/// that very handler, so they would return `deadline_exceeded` only after the drain timeout.
+/// co_spawn them instead. While stop() drains, handlers may still publish, send and query.
 class UnifiedEventBus : public std::enable_shared_from_this<UnifiedEventBus> {
  public:
   /// Use create_unified_event_bus().

@@ -260,7 +260,7 @@ class MemoryDelivery final : public Delivery {
     if (action == Action::ack) {
       group_->entries.erase(it);
       group_->notify_space();
-      if (group_->members.size() > 1) group_->notify_members(holder);
+      group_->notify_members(holder);  // a key it held may have blocked other members
     } else {
       entry.tag = 0;
       entry.holder = 0;
@@ -319,14 +319,27 @@ class MemorySubscription final : public Subscription {
   void close() override {
     {
       std::lock_guard lock(state_->mutex);
-      if (closed_) return;
-      closed_ = true;
-      group_->members.erase(member_);
-      if (group_->name.empty()) {
-        state_->remove_group(group_);
-      } else {
-        group_->notify_members();  // entries only this member could take are free again
+      close_locked();
+    }
+    signal_->notify();
+  }
+
+  // The connection is going away: like a broker that loses a consumer's connection, put the
+  // deliveries this member still holds back in the group. A late settle of one of them fails
+  // with failed_precondition; the message goes to another member.
+  void abandon() {
+    {
+      std::lock_guard lock(state_->mutex);
+      close_locked();
+      bool released = false;
+      for (auto& [seq, entry] : group_->entries) {
+        if (entry.tag == 0 || entry.holder != member_) continue;
+        group_->release_key(entry.message.metadata().partition_key);
+        entry.tag = 0;
+        entry.holder = 0;
+        released = true;
       }
+      if (released) group_->notify_members();
     }
     signal_->notify();
   }
@@ -338,6 +351,17 @@ class MemorySubscription final : public Subscription {
   std::uint64_t member_;
   SignalPtr signal_;
   bool closed_ = false;  // guarded by state_->mutex
+
+  void close_locked() {
+    if (closed_) return;
+    closed_ = true;
+    group_->members.erase(member_);
+    if (group_->name.empty()) {
+      state_->remove_group(group_);
+    } else {
+      group_->notify_members();  // entries only this member could take are free again
+    }
+  }
 };
 
 class MemoryBackend final : public Backend {
@@ -389,7 +413,13 @@ class MemoryBackend final : public Backend {
         Stream* stream = is_stream ? &state_->stream(message.subject()) : nullptr;
         const std::vector<GroupPtr>& targets =
             is_stream ? stream->groups : state_->topic_targets(message.subject());
-        if (targets.empty() && options.require_receiver) {
+        // A query must reach someone running now; a command may wait in a durable group for
+        // the next instance of its service.
+        const bool live_only = options.pattern == MessagingPattern::request_response;
+        const bool reachable = std::any_of(targets.begin(), targets.end(), [&](const GroupPtr& g) {
+          return !live_only || !g->members.empty();
+        });
+        if (!reachable && options.require_receiver) {
           co_return memory_error(errc::not_found, "no consumer for '" + message.subject() + "'");
         }
         const auto full = std::find_if(targets.begin(), targets.end(), [&](const GroupPtr& g) {
@@ -483,21 +513,16 @@ class MemoryBackend final : public Backend {
     while (true) {
       {
         std::lock_guard lock(state_->mutex);
-        if (slot->reply) {
-          state_->inboxes.erase(inbox);
-          co_return std::move(*slot->reply);
-        }
-        if (slot->cancelled) {
-          co_return memory_error(errc::cancelled, "backend closed while waiting for a reply");
-        }
+        if (slot->reply || slot->cancelled) break;
       }
       if (!co_await slot->signal->wait(deadline)) break;
     }
-    forget(inbox);
-    {
-      // A reply may have landed between the timeout and the removal of the inbox.
-      std::lock_guard lock(state_->mutex);
-      if (slot->reply) co_return std::move(*slot->reply);
+    std::lock_guard lock(state_->mutex);
+    forget_locked(inbox);
+    // A reply may have landed between the deadline and the removal of the inbox.
+    if (slot->reply) co_return std::move(*slot->reply);
+    if (slot->cancelled) {
+      co_return memory_error(errc::cancelled, "backend closed while waiting for a reply");
     }
     co_return memory_error(errc::deadline_exceeded, "no reply on '" + subject + "' within " +
                                                         std::to_string(timeout.count()) + " ms");
@@ -523,6 +548,10 @@ class MemoryBackend final : public Backend {
 
   void forget(const std::string& inbox) {
     std::lock_guard lock(state_->mutex);
+    forget_locked(inbox);
+  }
+
+  void forget_locked(const std::string& inbox) {
     state_->inboxes.erase(inbox);
     std::erase(connection_->inboxes, inbox);
   }
@@ -545,7 +574,7 @@ class MemoryBackend final : public Backend {
         it->second->signal->notify();
       }
     }
-    for (auto& subscription : open) subscription->close();
+    for (auto& subscription : open) subscription->abandon();
   }
 
   static GroupPtr find_group(const std::vector<GroupPtr>& groups, const SubscriptionSpec& spec) {

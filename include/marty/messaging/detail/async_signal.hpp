@@ -40,6 +40,7 @@ class AsyncSignal : public std::enable_shared_from_this<AsyncSignal> {
 
   std::mutex mutex_;
   bool pending_ = false;
+  // Counts completed waits, so a timer of an earlier wait cannot end a later one.
   std::uint64_t generation_ = 0;
   std::unique_ptr<Waiter> waiter_;
 };

@@ -105,6 +105,17 @@ struct detail::EventBusState {
   std::map<MessagingPattern, MessagingPatternConfig> configs;
   std::set<MessagingPattern> configured;  // patterns whose config the user set
   Router router;
+  // Backend chosen per (pattern, message type); configuration is frozen while running, so the
+  // cache is filled lazily and cleared at start(). Guarded by `mutex`.
+  struct TransparentHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view text) const noexcept {
+      return std::hash<std::string_view>{}(text);
+    }
+  };
+  mutable std::map<MessagingPattern, std::unordered_map<std::string, MessageBackendType,
+                                                        TransparentHash, std::equal_to<>>>
+      selections;
   std::map<SubscriptionId, std::shared_ptr<Registration>> registrations;
   SubscriptionId next_id = 1;
   std::map<const Backend*, std::shared_ptr<ReplyInbox>> reply_inboxes;
@@ -146,8 +157,14 @@ struct detail::EventBusState {
     const bool open = state == State::running || (use == Use::send && state == State::stopping);
     if (!open) return not_running(operation);
     const MessagingPatternConfig& config = configs.at(pattern);
+    auto& cache = selections[pattern];
+    if (auto hit = cache.find(message_type); hit != cache.end()) {
+      return Target{find_backend(hit->second), config};
+    }
     auto type = router.select(message_type, config, table(), default_backend);
     if (!type) return std::move(type).error();
+    if (cache.size() >= 10'000) cache.clear();  // types are open-ended; keep the cache bounded
+    cache.emplace(std::string(message_type), *type);
     return Target{find_backend(*type), config};
   }
 
@@ -192,7 +209,7 @@ asio::awaitable<void> settle_failure(WorkerPtr worker, Delivery& delivery, Error
   if (config.dead_letter_enabled) {
     Message dead = delivery.message();
     dead.set_subject(dead_letter_subject(delivery.message().subject()));
-    auto& headers = dead.metadata().headers;
+    auto& headers = dead.mutable_metadata().headers;
     headers[std::string(headers::kDeadLetterReason)] = error.describe();
     headers[std::string(headers::kDeadLetterSubject)] = delivery.message().subject();
     headers[std::string(headers::kDeadLetterAttempts)] = std::to_string(attempt);
@@ -249,10 +266,30 @@ asio::awaitable<Result<void>> call_handler(Fn& handler, Arg argument) {
   }
 }
 
+// The hot path: receive, handle, settle. Written without helper coroutines (each would cost a
+// frame per message).
 asio::awaitable<void> run_message_worker(ImplPtr impl, WorkerPtr worker,
                                          std::shared_ptr<MessageHandler> handler) {
-  while (auto delivery = co_await next_delivery(worker)) {
-    auto outcome = co_await call_handler(*handler, delivery->message());
+  while (true) {
+    auto received = co_await worker->subscription->receive();
+    if (!received) {
+      if (received.error().is(errc::cancelled)) break;
+      logger().warn("receive on {} failed, retrying: {}", worker->subject,
+                    received.error().describe());
+      co_await sleep_for(kReceiveErrorBackoff);
+      continue;
+    }
+    std::unique_ptr<Delivery> delivery = std::move(*received);
+    Result<void> outcome;
+    try {
+      outcome = co_await (*handler)(delivery->message());
+    } catch (const MessagingException& e) {
+      outcome = e.error();
+    } catch (const std::exception& e) {
+      outcome = Error(errc::internal, std::string("handler threw: ") + e.what());
+    } catch (...) {
+      outcome = Error(errc::internal, "handler threw a non-standard exception");
+    }
     if (outcome) {
       auto acked = co_await delivery->ack();
       if (!acked) logger().warn("ack on {} failed: {}", worker->subject, acked.error().describe());
@@ -403,8 +440,8 @@ asio::awaitable<Result<Message>> request_via_inbox(std::shared_ptr<Backend> back
     if (inbox->closed) co_return Error(errc::cancelled, "the bus is stopping");
     inbox->pending.emplace(token, waiter);
   }
-  message.metadata().reply_to = inbox->subject;
-  message.metadata().headers[std::string(kReplyToken)] = token;
+  message.mutable_metadata().reply_to = inbox->subject;
+  message.mutable_metadata().headers[std::string(kReplyToken)] = token;
   const std::string subject = message.subject();
   PublishOptions options;
   options.pattern = MessagingPattern::request_response;
@@ -560,6 +597,7 @@ asio::awaitable<Result<void>> UnifiedEventBus::start() {
       co_return std::move(valid).error().with_context("start");
     }
     impl->state = Impl::State::starting;
+    impl->selections.clear();
     backends = impl->backends;
   }
   std::vector<std::shared_ptr<Backend>> connected;
@@ -688,7 +726,7 @@ asio::awaitable<Result<void>> UnifiedEventBus::publish_event(std::string event_t
   if (auto valid = subject::validate_name(event_type, "event type"); !valid) co_return valid;
   auto target = impl_->target("publish_event", event_type, MessagingPattern::pub_sub);
   if (!target) co_return std::move(target).error();
-  impl_->fill_metadata(message.metadata(), event_type);
+  impl_->fill_metadata(message.mutable_metadata(), event_type);
   message.set_subject(subject::for_event(event_type));
   PublishOptions options;
   options.pattern = MessagingPattern::pub_sub;
@@ -709,7 +747,7 @@ asio::awaitable<Result<void>> UnifiedEventBus::send_command(std::string command_
   auto target = impl_->target("send_command", command_type, MessagingPattern::point_to_point);
   if (!target) co_return std::move(target).error();
   Message message = Message::from_json(std::move(data), std::move(metadata));
-  impl_->fill_metadata(message.metadata(), command_type);
+  impl_->fill_metadata(message.mutable_metadata(), command_type);
   message.set_subject(subject::for_command(target_service, command_type));
   PublishOptions options;
   options.pattern = MessagingPattern::point_to_point;
@@ -740,9 +778,9 @@ asio::awaitable<Result<Json>> UnifiedEventBus::query(std::string query_type, Jso
   auto target = impl_->target("query", query_type, MessagingPattern::request_response);
   if (!target) co_return std::move(target).error();
   Message message = Message::from_json(std::move(data), std::move(metadata));
-  impl_->fill_metadata(message.metadata(), query_type);
+  impl_->fill_metadata(message.mutable_metadata(), query_type);
   if (message.metadata().correlation_id.empty()) {
-    message.metadata().correlation_id = message.id();
+    message.mutable_metadata().correlation_id = message.id();
   }
   message.set_subject(subject::for_query(target_service, query_type));
   const milliseconds wait = timeout.value_or(target->config.timeout);
@@ -794,9 +832,9 @@ asio::awaitable<Result<void>> UnifiedEventBus::stream_events(std::string stream,
   if (!target) co_return std::move(target).error();
   std::size_t appended = 0;
   for (auto& message : events) {
-    if (message.type().empty()) message.metadata().message_type = stream;
+    if (message.type().empty()) message.mutable_metadata().message_type = stream;
     const std::string type = message.type();
-    impl_->fill_metadata(message.metadata(), type);
+    impl_->fill_metadata(message.mutable_metadata(), type);
     message.set_subject(stream);
     PublishOptions options;
     options.kind = DestinationKind::stream;

@@ -47,6 +47,24 @@ std::shared_ptr<const Payload> make_payload(std::string bytes) {
 
 }  // namespace
 
+Message::Message()
+    : header_(std::make_shared<Header>()), payload_([] {
+        static const auto empty = make_payload({});
+        return empty;
+      }()) {}
+
+Message::Message(MessageMetadata metadata, std::shared_ptr<const Payload> payload,
+                 std::string subject)
+    : header_(std::make_shared<Header>(Header{std::move(metadata), std::move(subject)})),
+      payload_(std::move(payload)) {}
+
+Message::Header& Message::own_header() {
+  // use_count() == 1 means no other Message shares it; another thread cannot be copying this
+  // object at the same time (that would be a data race on the object itself).
+  if (header_.use_count() != 1) header_ = std::make_shared<Header>(*header_);
+  return *header_;
+}
+
 const Json& Message::json() const {
   auto parsed = payload_->json();
   if (!parsed) throw MessagingException(parsed.error());
@@ -54,13 +72,9 @@ const Json& Message::json() const {
 }
 
 bool Message::expired(Clock::time_point now) const noexcept {
-  if (!metadata_.ttl || !metadata_.time) return false;
-  return *metadata_.time + *metadata_.ttl <= now;
-}
-
-std::shared_ptr<const Payload> Message::empty_payload() {
-  static const std::shared_ptr<const Payload> empty = make_payload({});
-  return empty;
+  const MessageMetadata& md = metadata();
+  if (!md.ttl || !md.time) return false;
+  return *md.time + *md.ttl <= now;
 }
 
 Message Message::from_json(Json data, MessageMetadata metadata) {
@@ -75,32 +89,47 @@ Message Message::from_bytes(std::string bytes, MessageMetadata metadata) {
 }
 
 std::string make_uuid_v7() {
-  thread_local std::mt19937_64 random = [] {
-    std::random_device device;
-    std::seed_seq seed{device(), device(), device(), device()};
-    return std::mt19937_64(seed);
-  }();
+  // 74 random bits per id from a per-thread xoshiro256** seeded by the OS: ids need to be
+  // unique and unguessable enough for dedup keys, not cryptographic secrets.
+  struct Generator {
+    std::uint64_t s[4];
+    Generator() {
+      std::random_device device;
+      for (auto& word : s) word = (std::uint64_t{device()} << 32) ^ device();
+    }
+    static std::uint64_t rotl(std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+    std::uint64_t next() {
+      const std::uint64_t result = rotl(s[1] * 5, 7) * 9;
+      const std::uint64_t t = s[1] << 17;
+      s[2] ^= s[0];
+      s[3] ^= s[1];
+      s[1] ^= s[2];
+      s[0] ^= s[3];
+      s[2] ^= t;
+      s[3] = rotl(s[3], 45);
+      return result;
+    }
+  };
+  thread_local Generator random;
   const auto ms = static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
           .count());
-  std::array<std::uint8_t, 16> b{};
-  const std::uint64_t r1 = random();
-  const std::uint64_t r2 = random();
-  for (int i = 0; i < 6; ++i)
-    b[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(ms >> (40 - 8 * i));
-  for (std::size_t i = 6; i < 16; ++i) {
-    b[i] = static_cast<std::uint8_t>((i < 11 ? r1 : r2) >> (8 * (i % 8)));
-  }
-  b[6] = static_cast<std::uint8_t>(0x70 | (b[6] & 0x0F));  // version 7
-  b[8] = static_cast<std::uint8_t>(0x80 | (b[8] & 0x3F));  // RFC 9562 variant
+  const std::uint64_t r1 = random.next();
+  const std::uint64_t r2 = random.next();
+  // 48-bit time | version 7 | 12 random bits | variant 10 | 62 random bits (RFC 9562).
+  const std::uint64_t high = (ms << 16) | 0x7000 | (r1 & 0x0FFF);
+  const std::uint64_t low = (r2 & 0x3FFFFFFFFFFFFFFFULL) | 0x8000000000000000ULL;
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(36);
-  for (std::size_t i = 0; i < 16; ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
-    out.push_back(kHex[b[i] >> 4]);
-    out.push_back(kHex[b[i] & 0x0F]);
-  }
+  std::string out(36, '-');
+  int pos = 0;
+  auto put = [&](std::uint64_t word, int nibbles) {
+    for (int shift = 4 * (nibbles - 1); shift >= 0; shift -= 4) {
+      if (pos == 8 || pos == 13 || pos == 18 || pos == 23) ++pos;
+      out[static_cast<std::size_t>(pos++)] = kHex[(word >> shift) & 0xF];
+    }
+  };
+  put(high, 16);
+  put(low, 16);
   return out;
 }
 

@@ -78,29 +78,32 @@ class Payload {
 };
 
 /// A message: metadata, the subject it travels on, and a shared immutable payload.
-/// Copying a Message copies the metadata and shares the payload.
+///
+/// Copies are cheap: the payload is shared, and so are metadata and subject until a copy is
+/// changed (copy-on-write), so fan-out and redelivery never copy what they do not change.
+/// Thread-safety: like a std::string; distinct Message objects (even copies of one another) may
+/// be used from different threads; one object must not be changed while another thread uses it.
 class Message {
  public:
-  Message() : payload_(empty_payload()) {}
+  Message();
   Message(MessageMetadata metadata, std::shared_ptr<const Payload> payload,
-          std::string subject = {})
-      : metadata_(std::move(metadata)),
-        payload_(std::move(payload)),
-        subject_(std::move(subject)) {}
+          std::string subject = {});
 
   /// A JSON message: the value is serialized once; content_type is application/json.
   static Message from_json(Json data, MessageMetadata metadata = {});
   /// A message with raw bytes; set `content_type` to describe them.
   static Message from_bytes(std::string bytes, MessageMetadata metadata = {});
 
-  const MessageMetadata& metadata() const noexcept { return metadata_; }
-  MessageMetadata& metadata() noexcept { return metadata_; }
-  const std::string& type() const noexcept { return metadata_.message_type; }
-  const std::string& id() const noexcept { return metadata_.message_id; }
+  const MessageMetadata& metadata() const noexcept { return header_->metadata; }
+  /// For changing the metadata; unshares it first if another copy still uses it. (A separate
+  /// name, so that reading through a non-const Message never unshares.)
+  MessageMetadata& mutable_metadata() { return own_header().metadata; }
+  const std::string& type() const noexcept { return header_->metadata.message_type; }
+  const std::string& id() const noexcept { return header_->metadata.message_id; }
 
   /// The transport subject ("events.order_placed"), set by the bus.
-  const std::string& subject() const noexcept { return subject_; }
-  void set_subject(std::string subject) { subject_ = std::move(subject); }
+  const std::string& subject() const noexcept { return header_->subject; }
+  void set_subject(std::string subject) { own_header().subject = std::move(subject); }
 
   std::string_view bytes() const noexcept { return payload_->bytes(); }
   const std::shared_ptr<const Payload>& payload() const noexcept { return payload_; }
@@ -115,11 +118,14 @@ class Message {
   bool expired(Clock::time_point now = Clock::now()) const noexcept;
 
  private:
-  static std::shared_ptr<const Payload> empty_payload();
+  struct Header {
+    MessageMetadata metadata;
+    std::string subject;
+  };
+  Header& own_header();
 
-  MessageMetadata metadata_;
+  std::shared_ptr<Header> header_;  // never null; shared between copies until one changes
   std::shared_ptr<const Payload> payload_;
-  std::string subject_;
 };
 
 /// Thrown only where a value cannot carry an error: `Message::json()` and the blocking facade.

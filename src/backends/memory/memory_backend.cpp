@@ -500,7 +500,7 @@ class MemoryBackend final : public Backend {
       connection_->inboxes.push_back(inbox);
     }
     const std::string subject = message.subject();
-    message.metadata().reply_to = inbox;
+    message.mutable_metadata().reply_to = inbox;
     PublishOptions options;
     options.pattern = MessagingPattern::request_response;
     options.require_receiver = true;

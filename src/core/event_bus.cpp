@@ -913,6 +913,43 @@ Result<SubscriptionId> add_registration(Impl& impl,
 
 }  // namespace
 
+namespace {
+
+using Subjects = std::vector<std::pair<std::string, std::string>>;  // (subject, message type)
+using WorkerRunner = std::function<asio::awaitable<void>(WorkerPtr)>;
+
+// What every registration does once its arguments are checked: one worker per subject, the
+// registration recorded (only while running), then `run` started on each worker.
+asio::awaitable<Result<SubscriptionId>> register_workers(ImplPtr impl, Subjects subjects,
+                                                         MessagingPattern pattern,
+                                                         std::string group, DestinationKind kind,
+                                                         StartPosition start, WorkerRunner run) {
+  auto registration =
+      co_await open_workers(impl, std::move(subjects), pattern, std::move(group), kind, start);
+  if (!registration) co_return std::move(registration).error();
+  auto id = add_registration(*impl, *registration);
+  if (!id) co_return id;
+  for (auto& worker : (*registration)->workers) {
+    asio::co_spawn(impl->executor, run(worker), asio::detached);
+  }
+  co_return id;
+}
+
+// Subjects of commands or queries of one service, after checking the names.
+Result<Subjects> service_subjects(const std::vector<std::string>& types, std::string_view what,
+                                  const std::string& service,
+                                  std::string (*subject_of)(std::string_view, std::string_view)) {
+  if (auto valid = validate_names(types, what, true); !valid) return std::move(valid).error();
+  if (auto valid = subject::validate_name(service, "service name"); !valid) {
+    return std::move(valid).error();
+  }
+  Subjects subjects;
+  for (const auto& type : types) subjects.emplace_back(subject_of(service, type), type);
+  return subjects;
+}
+
+}  // namespace
+
 asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::subscribe_to_events(
     std::vector<std::string> event_types, MessageHandler handler, std::string consumer_group) {
   if (!handler) co_return Error(errc::invalid_argument, "subscribe_to_events: handler is empty");
@@ -924,69 +961,44 @@ asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::subscribe_to_events(
       co_return std::move(valid).error();
     }
   }
-  std::vector<std::pair<std::string, std::string>> subjects;
+  Subjects subjects;
   for (auto& type : event_types) subjects.emplace_back(subject::for_event(type), type);
-  auto registration = co_await open_workers(impl_, std::move(subjects), MessagingPattern::pub_sub,
-                                            consumer_group, DestinationKind::topic, {});
-  if (!registration) co_return std::move(registration).error();
-  auto id = add_registration(*impl_, *registration);
-  if (!id) co_return id;
   auto shared = std::make_shared<MessageHandler>(std::move(handler));
-  for (auto& worker : (*registration)->workers) {
-    asio::co_spawn(impl_->executor, run_message_worker(impl_, worker, shared), asio::detached);
-  }
-  co_return id;
+  WorkerRunner run = [impl = impl_, shared](WorkerPtr worker) {
+    return run_message_worker(impl, std::move(worker), shared);
+  };
+  co_return co_await register_workers(impl_, std::move(subjects), MessagingPattern::pub_sub,
+                                      std::move(consumer_group), DestinationKind::topic,
+                                      StartPosition(), std::move(run));
 }
 
 asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::handle_commands(
     std::vector<std::string> command_types, MessageHandler handler, std::string service_name) {
   if (!handler) co_return Error(errc::invalid_argument, "handle_commands: handler is empty");
-  if (auto valid = validate_names(command_types, "command type", true); !valid) {
-    co_return std::move(valid).error();
-  }
-  if (auto valid = subject::validate_name(service_name, "service name"); !valid) {
-    co_return std::move(valid).error();
-  }
-  std::vector<std::pair<std::string, std::string>> subjects;
-  for (auto& type : command_types) {
-    subjects.emplace_back(subject::for_command(service_name, type), type);
-  }
-  auto registration =
-      co_await open_workers(impl_, std::move(subjects), MessagingPattern::point_to_point,
-                            service_name, DestinationKind::topic, {});
-  if (!registration) co_return std::move(registration).error();
-  auto id = add_registration(*impl_, *registration);
-  if (!id) co_return id;
+  auto subjects =
+      service_subjects(command_types, "command type", service_name, &subject::for_command);
+  if (!subjects) co_return std::move(subjects).error();
   auto shared = std::make_shared<MessageHandler>(std::move(handler));
-  for (auto& worker : (*registration)->workers) {
-    asio::co_spawn(impl_->executor, run_message_worker(impl_, worker, shared), asio::detached);
-  }
-  co_return id;
+  WorkerRunner run = [impl = impl_, shared](WorkerPtr worker) {
+    return run_message_worker(impl, std::move(worker), shared);
+  };
+  co_return co_await register_workers(impl_, std::move(*subjects), MessagingPattern::point_to_point,
+                                      std::move(service_name), DestinationKind::topic,
+                                      StartPosition(), std::move(run));
 }
 
 asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::handle_queries(
     std::vector<std::string> query_types, QueryHandler handler, std::string service_name) {
   if (!handler) co_return Error(errc::invalid_argument, "handle_queries: handler is empty");
-  if (auto valid = validate_names(query_types, "query type", true); !valid) {
-    co_return std::move(valid).error();
-  }
-  if (auto valid = subject::validate_name(service_name, "service name"); !valid) {
-    co_return std::move(valid).error();
-  }
-  std::vector<std::pair<std::string, std::string>> subjects;
-  for (auto& type : query_types)
-    subjects.emplace_back(subject::for_query(service_name, type), type);
-  auto registration =
-      co_await open_workers(impl_, std::move(subjects), MessagingPattern::request_response,
-                            service_name, DestinationKind::topic, {});
-  if (!registration) co_return std::move(registration).error();
-  auto id = add_registration(*impl_, *registration);
-  if (!id) co_return id;
+  auto subjects = service_subjects(query_types, "query type", service_name, &subject::for_query);
+  if (!subjects) co_return std::move(subjects).error();
   auto shared = std::make_shared<QueryHandler>(std::move(handler));
-  for (auto& worker : (*registration)->workers) {
-    asio::co_spawn(impl_->executor, run_query_worker(impl_, worker, shared), asio::detached);
-  }
-  co_return id;
+  WorkerRunner run = [impl = impl_, shared](WorkerPtr worker) {
+    return run_query_worker(impl, std::move(worker), shared);
+  };
+  co_return co_await register_workers(impl_, std::move(*subjects),
+                                      MessagingPattern::request_response, std::move(service_name),
+                                      DestinationKind::topic, StartPosition(), std::move(run));
 }
 
 asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::process_stream(std::string stream,
@@ -1006,18 +1018,14 @@ asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::process_stream(std::str
   if (options.max_wait.count() <= 0) {
     co_return Error(errc::invalid_argument, "process_stream: max_wait must be positive");
   }
-  std::vector<std::pair<std::string, std::string>> subjects{{stream, stream}};
-  auto registration = co_await open_workers(impl_, std::move(subjects), MessagingPattern::streaming,
-                                            consumer_group, DestinationKind::stream, options.start);
-  if (!registration) co_return std::move(registration).error();
-  auto id = add_registration(*impl_, *registration);
-  if (!id) co_return id;
+  Subjects subjects{{stream, stream}};
   auto shared = std::make_shared<BatchProcessor>(std::move(processor));
-  for (auto& worker : (*registration)->workers) {
-    asio::co_spawn(impl_->executor, run_batch_worker(impl_, worker, shared, options),
-                   asio::detached);
-  }
-  co_return id;
+  WorkerRunner run = [impl = impl_, shared, options](WorkerPtr worker) {
+    return run_batch_worker(impl, std::move(worker), shared, options);
+  };
+  co_return co_await register_workers(impl_, std::move(subjects), MessagingPattern::streaming,
+                                      std::move(consumer_group), DestinationKind::stream,
+                                      options.start, std::move(run));
 }
 
 asio::awaitable<Result<void>> UnifiedEventBus::unsubscribe(SubscriptionId id) {

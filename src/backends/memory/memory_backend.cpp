@@ -25,11 +25,49 @@ Error memory_error(errc code, std::string message) {
 
 // A message held by a group: queued, in flight (tag != 0) or waiting for redelivery.
 struct Entry {
-  Message message;
+  std::optional<Message> message;  // empty once settled (a slot waiting to be trimmed)
   int deliveries = 0;
   std::uint64_t tag = 0;     // non-zero while handed out; changes on every hand-out
   std::uint64_t holder = 0;  // member holding it while in flight
   SteadyClock::time_point not_before{};
+};
+
+// A group's messages in delivery order. Sequence numbers in a group are contiguous (a topic
+// group numbers its own; a stream group follows the log), so an entry is found by index and
+// appending allocates no node per message. Settled entries stay as empty slots until they
+// reach the front.
+class Entries {
+ public:
+  void push(std::uint64_t seq, const Message& message) {
+    if (slots_.empty()) base_ = seq;
+    while (base_ + slots_.size() < seq) slots_.emplace_back();  // a gap: nothing to deliver
+    slots_.emplace_back();
+    slots_.back().message = message;
+    ++live_;
+  }
+  Entry* find(std::uint64_t seq) {
+    if (seq < base_ || seq - base_ >= slots_.size()) return nullptr;
+    Entry& entry = slots_[seq - base_];
+    return entry.message ? &entry : nullptr;
+  }
+  void remove(Entry& entry) {
+    entry.message.reset();
+    --live_;
+    while (!slots_.empty() && !slots_.front().message) {
+      slots_.pop_front();
+      ++base_;
+    }
+  }
+  /// Messages held (queued, in flight or delayed).
+  std::size_t size() const noexcept { return live_; }
+  std::size_t slots() const noexcept { return slots_.size(); }
+  Entry& slot(std::size_t index) { return slots_[index]; }
+  std::uint64_t seq_of(std::size_t index) const noexcept { return base_ + index; }
+
+ private:
+  std::deque<Entry> slots_;
+  std::uint64_t base_ = 0;  // sequence of slots_.front()
+  std::size_t live_ = 0;
 };
 
 // Subscribers that share a name (or one group-less subscriber) and the messages they share.
@@ -37,8 +75,8 @@ struct Group {
   std::string subject;  // subscription pattern (topics) or stream name
   std::string name;     // empty: private to one subscriber, removed when it closes
   DestinationKind kind = DestinationKind::topic;
-  std::map<std::uint64_t, Entry> entries;  // by sequence: the order of delivery
-  std::uint64_t next_seq = 1;              // topics only; streams use the log's sequence
+  Entries entries;
+  std::uint64_t next_seq = 1;  // topics only; streams use the log's sequence
   std::map<std::uint64_t, SignalPtr> members;
   // Keys with messages in flight, and who holds them: per-key order across members.
   std::unordered_map<std::string, std::pair<std::uint64_t, int>> key_holders;
@@ -140,47 +178,49 @@ class MemoryBroker {
     return streams.emplace(name, std::move(created)).first->second;
   }
 
-  // Hands the first deliverable entry to `member`, or returns entries.end(). Keeps per-key
+  // Hands the first deliverable entry to `member` and returns its sequence, or 0. Keeps per-key
   // order: an entry waits while an earlier entry of its key waits for redelivery, or while
-  // another member holds its key. Drops expired entries on the way.
-  std::map<std::uint64_t, Entry>::iterator take(Group& group, std::uint64_t member,
-                                                SteadyClock::time_point now,
-                                                SteadyClock::time_point& next_ready) {
+  // another member holds its key. Drops expired entries on the way. Reads the clocks only when
+  // an entry has a ttl or a redelivery time (clock reads are costly on virtual machines).
+  std::uint64_t take(Group& group, std::uint64_t member, SteadyClock::time_point& next_ready) {
     std::vector<const std::string*> blocked;
     auto is_blocked = [&](const std::string& key) {
       return std::any_of(blocked.begin(), blocked.end(),
                          [&](const std::string* k) { return *k == key; });
     };
-    const Clock::time_point wall_now = Clock::now();
-    for (auto it = group.entries.begin(); it != group.entries.end();) {
-      Entry& entry = it->second;
-      if (entry.tag != 0) {
-        ++it;
-        continue;
-      }
-      const std::string& key = entry.message.metadata().partition_key;
-      if (entry.message.expired(wall_now)) {
-        it = group.entries.erase(it);
-        group.notify_space();
-        continue;
-      }
-      if (!key.empty()) {
-        if (is_blocked(key)) {
-          ++it;
+    std::optional<Clock::time_point> wall_now;
+    std::optional<SteadyClock::time_point> now;
+    Entries& entries = group.entries;
+    for (std::size_t i = 0; i < entries.slots(); ++i) {
+      Entry& entry = entries.slot(i);
+      if (!entry.message || entry.tag != 0) continue;
+      const MessageMetadata& metadata = entry.message->metadata();
+      if (metadata.ttl) {
+        if (!wall_now) wall_now = Clock::now();
+        if (entry.message->expired(*wall_now)) {
+          entries.remove(entry);  // may trim the front: restart the scan
+          group.notify_space();
+          i = static_cast<std::size_t>(-1);
+          blocked.clear();
           continue;
         }
+      }
+      const std::string& key = metadata.partition_key;
+      if (!key.empty()) {
+        if (is_blocked(key)) continue;
         auto holder = group.key_holders.find(key);
         if (holder != group.key_holders.end() && holder->second.first != member) {
           blocked.push_back(&key);
-          ++it;
           continue;
         }
       }
-      if (entry.not_before > now) {
-        next_ready = std::min(next_ready, entry.not_before);
-        if (!key.empty()) blocked.push_back(&key);
-        ++it;
-        continue;
+      if (entry.not_before != SteadyClock::time_point{}) {
+        if (!now) now = SteadyClock::now();
+        if (entry.not_before > *now) {
+          next_ready = std::min(next_ready, entry.not_before);
+          if (!key.empty()) blocked.push_back(&key);
+          continue;
+        }
       }
       entry.tag = next_tag++;
       entry.holder = member;
@@ -190,13 +230,13 @@ class MemoryBroker {
         holder.first = member;
         ++holder.second;
       }
-      return it;
+      return entries.seq_of(i);
     }
-    return group.entries.end();
+    return 0;
   }
 
   void enqueue(Group& group, std::uint64_t seq, const Message& message) {
-    group.entries.emplace(seq, Entry{message});
+    group.entries.push(seq, message);
     group.notify_members();
   }
 
@@ -221,7 +261,8 @@ using StatePtr = std::shared_ptr<MemoryBroker>;
 class MemoryDelivery final : public Delivery {
  public:
   MemoryDelivery(StatePtr state, GroupPtr group, std::uint64_t seq, const Entry& entry)
-      : Delivery(entry.message, entry.deliveries, group->kind == DestinationKind::stream ? seq : 0),
+      : Delivery(*entry.message, entry.deliveries,
+                 group->kind == DestinationKind::stream ? seq : 0),
         state_(std::move(state)),
         group_(std::move(group)),
         seq_(seq),
@@ -250,15 +291,15 @@ class MemoryDelivery final : public Delivery {
       return memory_error(errc::failed_precondition, "delivery was already settled");
     }
     settled_ = true;
-    auto it = group_->entries.find(seq_);
-    if (it == group_->entries.end() || it->second.tag != tag_) {
+    Entry* found = group_->entries.find(seq_);
+    if (!found || found->tag != tag_) {
       return memory_error(errc::failed_precondition, "delivery is no longer held by this consumer");
     }
-    Entry& entry = it->second;
+    Entry& entry = *found;
     const std::uint64_t holder = entry.holder;
-    group_->release_key(entry.message.metadata().partition_key);
+    group_->release_key(entry.message->metadata().partition_key);
     if (action == Action::ack) {
-      group_->entries.erase(it);
+      group_->entries.remove(entry);
       group_->notify_space();
       group_->notify_members(holder);  // a key it held may have blocked other members
     } else {
@@ -298,12 +339,10 @@ class MemorySubscription final : public Subscription {
           co_return memory_error(errc::cancelled,
                                  "subscription to '" + group_->subject + "' is closed");
         }
-        const auto now = SteadyClock::now();
         auto next_ready = SteadyClock::time_point::max();
-        auto it = state_->take(*group_, member_, now, next_ready);
-        if (it != group_->entries.end()) {
+        if (const std::uint64_t seq = state_->take(*group_, member_, next_ready); seq != 0) {
           co_return std::unique_ptr<Delivery>(
-              std::make_unique<MemoryDelivery>(state_, group_, it->first, it->second));
+              std::make_unique<MemoryDelivery>(state_, group_, seq, *group_->entries.find(seq)));
         }
         if (next_ready != SteadyClock::time_point::max()) {
           wake = wake ? std::min(*wake, next_ready) : next_ready;
@@ -332,9 +371,10 @@ class MemorySubscription final : public Subscription {
       std::lock_guard lock(state_->mutex);
       close_locked();
       bool released = false;
-      for (auto& [seq, entry] : group_->entries) {
-        if (entry.tag == 0 || entry.holder != member_) continue;
-        group_->release_key(entry.message.metadata().partition_key);
+      for (std::size_t i = 0; i < group_->entries.slots(); ++i) {
+        Entry& entry = group_->entries.slot(i);
+        if (!entry.message || entry.tag == 0 || entry.holder != member_) continue;
+        group_->release_key(entry.message->metadata().partition_key);
         entry.tag = 0;
         entry.holder = 0;
         released = true;
@@ -611,7 +651,7 @@ class MemoryBackend final : public Backend {
           wanted = entry.time >= start.time;
           break;
       }
-      if (wanted) group.entries.emplace(entry.seq, Entry{entry.message});
+      if (wanted) group.entries.push(entry.seq, entry.message);
     }
   }
 

@@ -32,6 +32,12 @@ spdlog::logger& logger() {
   return named ? *named : *spdlog::default_logger_raw();
 }
 
+// Settling (ack, nack, term) can fail when the broker connection dropped meanwhile; the broker
+// then redelivers, so the failure is reported, not retried.
+void warn_if_failed(const Result<void>& result, std::string_view what, const std::string& subject) {
+  if (!result) logger().warn("{} on {} failed: {}", what, subject, result.error().describe());
+}
+
 asio::awaitable<void> sleep_for(milliseconds duration) {
   asio::steady_timer timer(co_await asio::this_coro::executor, duration);
   std::error_code ignored;
@@ -203,7 +209,7 @@ asio::awaitable<void> settle_failure(WorkerPtr worker, Delivery& delivery, Error
     logger().debug("handler for {} failed (attempt {}), redelivery in {} ms: {}", worker->subject,
                    attempt, delay.count(), error.describe());
     auto nacked = co_await delivery.nack(delay);
-    if (!nacked) logger().warn("nack on {} failed: {}", worker->subject, nacked.error().describe());
+    warn_if_failed(nacked, "nack", worker->subject);
     co_return;
   }
   if (config.dead_letter_enabled) {
@@ -226,7 +232,7 @@ asio::awaitable<void> settle_failure(WorkerPtr worker, Delivery& delivery, Error
       logger().error("cannot dead-letter a message from {} ({}); it stays for redelivery: {}",
                      worker->subject, error.describe(), published.error().describe());
       auto nacked = co_await delivery.nack(config.max_backoff);
-      (void)nacked;
+      warn_if_failed(nacked, "nack", worker->subject);
       co_return;
     }
     logger().warn("message {} from {} dead-lettered to {} after {} attempt(s): {}",
@@ -237,7 +243,7 @@ asio::awaitable<void> settle_failure(WorkerPtr worker, Delivery& delivery, Error
                    delivery.message().id(), worker->subject, attempt, error.describe());
   }
   auto termed = co_await delivery.term();
-  (void)termed;
+  warn_if_failed(termed, "term", worker->subject);
 }
 
 // Receives the next delivery; returns null when the subscription is closed. Transient errors
@@ -292,7 +298,7 @@ asio::awaitable<void> run_message_worker(ImplPtr impl, WorkerPtr worker,
     }
     if (outcome) {
       auto acked = co_await delivery->ack();
-      if (!acked) logger().warn("ack on {} failed: {}", worker->subject, acked.error().describe());
+      warn_if_failed(acked, "ack", worker->subject);
     } else {
       co_await settle_failure(worker, *delivery, std::move(outcome).error());
     }
@@ -361,7 +367,7 @@ asio::awaitable<void> run_query_worker(ImplPtr impl, WorkerPtr worker,
                      sent.error().describe());
     }
     auto acked = co_await delivery->ack();
-    (void)acked;
+    warn_if_failed(acked, "ack", worker->subject);
   }
   impl->worker_ended(*worker);
 }
@@ -396,8 +402,7 @@ asio::awaitable<void> run_batch_worker(ImplPtr impl, WorkerPtr worker,
     for (auto& delivery : batch) {
       if (outcome) {
         auto acked = co_await delivery->ack();
-        if (!acked)
-          logger().warn("ack on {} failed: {}", worker->subject, acked.error().describe());
+        warn_if_failed(acked, "ack", worker->subject);
       } else {
         co_await settle_failure(worker, *delivery, outcome.error());
       }
@@ -421,7 +426,7 @@ asio::awaitable<void> run_reply_worker(ImplPtr impl, WorkerPtr worker,
       // No waiter: the query already timed out; the late reply is dropped, as on NATS.
     }
     auto acked = co_await delivery->ack();
-    (void)acked;
+    warn_if_failed(acked, "ack", worker->subject);
   }
   impl->worker_ended(*worker);
 }
@@ -652,7 +657,7 @@ asio::awaitable<Result<void>> UnifiedEventBus::start() {
     const auto deadline = SteadyClock::now() + kBackendCloseGrace;
     for (auto& backend : connected) {
       auto closed = co_await backend->close(deadline);
-      (void)closed;
+      warn_if_failed(closed, "close after a failed start", std::string(backend->name()));
     }
     std::lock_guard lock(impl->mutex);
     impl->state = Impl::State::configuring;

@@ -21,11 +21,14 @@ class [[nodiscard]] Result {
   Result() requires std::is_default_constructible_v<T> : state_(std::in_place_index<0>) {}
   Result(T value) : state_(std::in_place_index<0>, std::move(value)) {}      // NOLINT: implicit
   Result(Error error) : state_(std::in_place_index<1>, std::move(error)) {}  // NOLINT: implicit
+  // Converts anything T can be built from. Constrained to exclude Result itself, so it cannot
+  // hide the copy and move constructors (the check below does not read constraints).
   template <class U>
   requires(std::is_constructible_v<T, U&&> && !std::is_same_v<std::decay_t<U>, T> &&
            !std::is_same_v<std::decay_t<U>, Error> && !std::is_same_v<std::decay_t<U>, Result<T>>)
+      // NOLINTNEXTLINE(bugprone-forwarding-reference-overload)
       Result(U&& value)
-      : state_(std::in_place_index<0>, T(std::forward<U>(value))) {}  // NOLINT
+      : state_(std::in_place_index<0>, T(std::forward<U>(value))) {}
 
   bool has_value() const noexcept { return state_.index() == 0; }
   explicit operator bool() const noexcept { return has_value(); }

@@ -1,6 +1,7 @@
 #include "marty/messaging/message.hpp"
 
 #include <array>
+#include <atomic>
 #include <charconv>
 #include <cstdio>
 #include <ctime>
@@ -59,14 +60,31 @@ Message::Message(MessageMetadata metadata, std::shared_ptr<const Payload> payloa
       payload_(std::move(payload)) {}
 
 Message::Header& Message::own_header() {
-  // use_count() == 1 means no other Message shares it; another thread cannot be copying this
-  // object at the same time (that would be a data race on the object itself).
-  if (header_.use_count() != 1) header_ = std::make_shared<Header>(*header_);
+  // use_count() == 1 means no other Message shares it (another thread cannot be copying this
+  // object meanwhile: that would be a race on the object itself). The count is read relaxed, so
+  // the fence orders our writes after the reads other copies made before they let go.
+  if (!header_) {
+    header_ = std::make_shared<Header>();
+  } else if (header_.use_count() == 1) {
+    std::atomic_thread_fence(std::memory_order_acquire);
+  } else {
+    header_ = std::make_shared<Header>(*header_);
+  }
   return *header_;
 }
 
+const Message::Header& Message::header() const noexcept {
+  static const Header empty;
+  return header_ ? *header_ : empty;
+}
+
+Result<std::reference_wrapper<const Json>> Message::try_json() const {
+  if (!payload_) return Error(errc::invalid_argument, "message has no payload (moved from)");
+  return payload_->json();
+}
+
 const Json& Message::json() const {
-  auto parsed = payload_->json();
+  auto parsed = try_json();
   if (!parsed) throw MessagingException(parsed.error());
   return parsed->get();
 }

@@ -231,6 +231,34 @@ TEST_F(MemoryBackendTest, QueriesNeedALiveReceiverCommandsOnlyAGroup) {
       << "a durable group keeps commands for the next instance";
 }
 
+// An old message held at the front while thousands behind it are acked: the settled slots are
+// compacted away, and the held one can still be settled and redelivered (found by search).
+TEST_F(MemoryBackendTest, AckedMessagesBehindAHeldOneAreCompacted) {
+  auto a = subscribe(spec("events.burst", "g"));
+  auto b = subscribe(spec("events.burst", "g"));
+  constexpr int kBehind = 5000;
+  for (int i = 0; i <= kBehind; ++i) publish(message_on("events.burst", i));
+  auto held = receive(*a);
+  ASSERT_TRUE(held);
+  ASSERT_EQ(held->message().json(), 0);
+  for (int i = 1; i <= kBehind; ++i) {
+    auto d = receive(*b);
+    ASSERT_TRUE(d) << i;
+    ASSERT_EQ(d->message().json(), i);
+    ASSERT_TRUE(run(d->ack()));
+  }
+  ASSERT_TRUE(run(held->nack(0ms)));
+  auto again = receive(*b);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->message().json(), 0);
+  EXPECT_EQ(again->attempt(), 2);
+  ASSERT_TRUE(run(again->ack()));
+  publish(message_on("events.burst", "after"));
+  auto after = receive(*a);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->message().json(), "after");
+}
+
 TEST_F(MemoryBackendTest, FullGroupAppliesBackpressureThenFails) {
   MemoryBackendConfig small;
   small.group_capacity = 2;

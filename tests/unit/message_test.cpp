@@ -22,6 +22,31 @@ TEST(MessageTest, CopiesSharePayload) {
   EXPECT_EQ(copy.bytes().data(), m.bytes().data());
 }
 
+TEST(MessageTest, ChangingACopyLeavesTheOriginal) {
+  MessageMetadata md;
+  md.correlation_id = "original";
+  Message original = Message::from_json(1, md);
+  Message copy = original;
+  copy.mutable_metadata().correlation_id = "changed";
+  copy.set_subject("events.copy");
+  EXPECT_EQ(original.metadata().correlation_id, "original");
+  EXPECT_EQ(original.subject(), "");
+  EXPECT_EQ(copy.metadata().correlation_id, "changed");
+  EXPECT_EQ(copy.payload().get(), original.payload().get());  // the payload stays shared
+}
+
+TEST(MessageTest, MovedFromMessageIsEmptyAndUsable) {
+  Message source = Message::from_json(Json{{"a", 1}});
+  source.set_subject("events.a");
+  Message target = std::move(source);
+  EXPECT_EQ(target.subject(), "events.a");
+  EXPECT_EQ(source.subject(), "");  // NOLINT(bugprone-use-after-move): the contract under test
+  EXPECT_EQ(source.bytes(), "");
+  EXPECT_FALSE(source.try_json());
+  source.set_subject("events.reused");
+  EXPECT_EQ(source.subject(), "events.reused");
+}
+
 TEST(MessageTest, InvalidJsonIsAClearError) {
   Message m = Message::from_bytes("{not json");
   auto parsed = m.try_json();

@@ -83,6 +83,9 @@ class Payload {
 /// changed (copy-on-write), so fan-out and redelivery never copy what they do not change.
 /// Thread-safety: like a std::string; distinct Message objects (even copies of one another) may
 /// be used from different threads; one object must not be changed while another thread uses it.
+/// References: a reference from metadata(), id(), type() or subject() is valid until this
+/// Message is next changed; one from mutable_metadata() until this Message is next copied or
+/// changed (a copy taken meanwhile would share the changes). A moved-from Message is empty.
 class Message {
  public:
   Message();
@@ -94,25 +97,27 @@ class Message {
   /// A message with raw bytes; set `content_type` to describe them.
   static Message from_bytes(std::string bytes, MessageMetadata metadata = {});
 
-  const MessageMetadata& metadata() const noexcept { return header_->metadata; }
+  const MessageMetadata& metadata() const noexcept { return header().metadata; }
   /// For changing the metadata; unshares it first if another copy still uses it. (A separate
   /// name, so that reading through a non-const Message never unshares.)
   MessageMetadata& mutable_metadata() { return own_header().metadata; }
-  const std::string& type() const noexcept { return header_->metadata.message_type; }
-  const std::string& id() const noexcept { return header_->metadata.message_id; }
+  const std::string& type() const noexcept { return header().metadata.message_type; }
+  const std::string& id() const noexcept { return header().metadata.message_id; }
 
   /// The transport subject ("events.order_placed"), set by the bus.
-  const std::string& subject() const noexcept { return header_->subject; }
+  const std::string& subject() const noexcept { return header().subject; }
   void set_subject(std::string subject) { own_header().subject = std::move(subject); }
 
-  std::string_view bytes() const noexcept { return payload_->bytes(); }
+  std::string_view bytes() const noexcept {
+    return payload_ ? payload_->bytes() : std::string_view();
+  }
   const std::shared_ptr<const Payload>& payload() const noexcept { return payload_; }
 
   /// The payload as JSON. Throws `MessagingException` (invalid_argument) when the payload is
   /// not JSON, so a handler that assumes JSON fails (and the message is nacked) rather than
   /// reading garbage. Use `try_json()` to branch instead.
   const Json& json() const;
-  Result<std::reference_wrapper<const Json>> try_json() const { return payload_->json(); }
+  Result<std::reference_wrapper<const Json>> try_json() const;
 
   /// True when the message's ttl has passed at `now`.
   bool expired(Clock::time_point now = Clock::now()) const noexcept;
@@ -123,9 +128,10 @@ class Message {
     std::string subject;
   };
   Header& own_header();
+  const Header& header() const noexcept;
 
-  std::shared_ptr<Header> header_;  // never null; shared between copies until one changes
-  std::shared_ptr<const Payload> payload_;
+  std::shared_ptr<Header> header_;  // shared between copies until one changes; null if moved from
+  std::shared_ptr<const Payload> payload_;  // null only if moved from
 };
 
 /// Thrown only where a value cannot carry an error: `Message::json()` and the blocking facade.

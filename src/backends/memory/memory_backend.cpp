@@ -25,48 +25,59 @@ Error memory_error(errc code, std::string message) {
 
 // A message held by a group: queued, in flight (tag != 0) or waiting for redelivery.
 struct Entry {
-  std::optional<Message> message;  // empty once settled (a slot waiting to be trimmed)
+  std::uint64_t seq = 0;
+  std::optional<Message> message;  // empty once settled (a slot waiting to be dropped)
   int deliveries = 0;
   std::uint64_t tag = 0;     // non-zero while handed out; changes on every hand-out
   std::uint64_t holder = 0;  // member holding it while in flight
   SteadyClock::time_point not_before{};
 };
 
-// A group's messages in delivery order. Sequence numbers in a group are contiguous (a topic
-// group numbers its own; a stream group follows the log), so an entry is found by index and
-// appending allocates no node per message. Settled entries stay as empty slots until they
-// reach the front.
+// A group's messages in delivery order, in a deque sorted by sequence: appending allocates no
+// node per message, and an entry is found by its index while sequences are contiguous (the
+// usual case), by binary search otherwise. Settled entries leave empty slots, dropped when they
+// reach the front or, if an old message stays unsettled at the front, compacted once they
+// outnumber the live ones, so memory and scans stay proportional to the messages held.
 class Entries {
  public:
   void push(std::uint64_t seq, const Message& message) {
-    if (slots_.empty()) base_ = seq;
-    while (base_ + slots_.size() < seq) slots_.emplace_back();  // a gap: nothing to deliver
-    slots_.emplace_back();
-    slots_.back().message = message;
+    Entry& entry = slots_.emplace_back();
+    entry.seq = seq;
+    entry.message = message;
     ++live_;
   }
   Entry* find(std::uint64_t seq) {
-    if (seq < base_ || seq - base_ >= slots_.size()) return nullptr;
-    Entry& entry = slots_[seq - base_];
-    return entry.message ? &entry : nullptr;
+    if (slots_.empty() || seq < slots_.front().seq) return nullptr;
+    Entry* entry = nullptr;
+    const std::uint64_t guess = seq - slots_.front().seq;
+    if (guess < slots_.size() && slots_[guess].seq == seq) {
+      entry = &slots_[guess];
+    } else {
+      auto it = std::lower_bound(slots_.begin(), slots_.end(), seq,
+                                 [](const Entry& e, std::uint64_t s) { return e.seq < s; });
+      if (it != slots_.end() && it->seq == seq) entry = &*it;
+    }
+    return entry && entry->message ? entry : nullptr;
   }
-  void remove(Entry& entry) {
+  // Removes a held entry. Invalidates references to entries when it returns true (slots moved).
+  bool remove(Entry& entry) {
     entry.message.reset();
     --live_;
-    while (!slots_.empty() && !slots_.front().message) {
-      slots_.pop_front();
-      ++base_;
+    const std::size_t before = slots_.size();
+    while (!slots_.empty() && !slots_.front().message) slots_.pop_front();
+    if (slots_.size() - live_ > live_ + kCompactionSlack) {
+      std::erase_if(slots_, [](const Entry& e) { return !e.message; });
     }
+    return slots_.size() != before;
   }
   /// Messages held (queued, in flight or delayed).
   std::size_t size() const noexcept { return live_; }
   std::size_t slots() const noexcept { return slots_.size(); }
   Entry& slot(std::size_t index) { return slots_[index]; }
-  std::uint64_t seq_of(std::size_t index) const noexcept { return base_ + index; }
 
  private:
+  static constexpr std::size_t kCompactionSlack = 1024;
   std::deque<Entry> slots_;
-  std::uint64_t base_ = 0;  // sequence of slots_.front()
   std::size_t live_ = 0;
 };
 
@@ -198,10 +209,11 @@ class MemoryBroker {
       if (metadata.ttl) {
         if (!wall_now) wall_now = Clock::now();
         if (entry.message->expired(*wall_now)) {
-          entries.remove(entry);  // may trim the front: restart the scan
           group.notify_space();
-          i = static_cast<std::size_t>(-1);
-          blocked.clear();
+          if (entries.remove(entry)) {  // slots moved: scan again from the front
+            i = static_cast<std::size_t>(-1);
+            blocked.clear();
+          }
           continue;
         }
       }
@@ -230,7 +242,7 @@ class MemoryBroker {
         holder.first = member;
         ++holder.second;
       }
-      return entries.seq_of(i);
+      return entry.seq;
     }
     return 0;
   }

@@ -73,9 +73,9 @@ Message::Header& Message::own_header() {
   return *header_;
 }
 
-const Message::Header& Message::header() const noexcept {
+const Message::Header& Message::empty_header() noexcept {
   static const Header empty;
-  return header_ ? *header_ : empty;
+  return empty;
 }
 
 Result<std::reference_wrapper<const Json>> Message::try_json() const {

@@ -128,7 +128,8 @@ class Message {
     std::string subject;
   };
   Header& own_header();
-  const Header& header() const noexcept;
+  const Header& header() const noexcept { return header_ ? *header_ : empty_header(); }
+  static const Header& empty_header() noexcept;
 
   std::shared_ptr<Header> header_;  // shared between copies until one changes; null if moved from
   std::shared_ptr<const Payload> payload_;  // null only if moved from

@@ -61,6 +61,19 @@ class MemoryBackendTest : public ::testing::Test {
     return std::move(*d);
   }
 
+  // Two members of group "g" and two messages of one key; `a` holds the first.
+  struct KeyHeldByA {
+    std::shared_ptr<Subscription> a, b;
+    std::unique_ptr<Delivery> held;
+  };
+  KeyHeldByA key_held_by_a() {
+    KeyHeldByA scene{subscribe(spec("events.k", "g")), subscribe(spec("events.k", "g")), nullptr};
+    publish(message_on("events.k", 1, "key"));
+    publish(message_on("events.k", 2, "key"));
+    scene.held = receive(*scene.a);
+    return scene;
+  }
+
   TestLoop loop_;
   MemoryBackendConfig config_;
   std::shared_ptr<MemoryBroker> broker_ = make_memory_broker(config_);
@@ -149,11 +162,7 @@ TEST_F(MemoryBackendTest, DelayedMessageHoldsBackItsKeyButNotOthers) {
 }
 
 TEST_F(MemoryBackendTest, KeyHeldByOneMemberIsNotGivenToAnother) {
-  auto a = subscribe(spec("events.k", "g"));
-  auto b = subscribe(spec("events.k", "g"));
-  publish(message_on("events.k", 1, "key"));
-  publish(message_on("events.k", 2, "key"));
-  auto held = receive(*a);
+  auto [a, b, held] = key_held_by_a();
   ASSERT_TRUE(held);
   EXPECT_FALSE(receive(*b, 30ms)) << "b got a message of a key a is still processing";
   ASSERT_TRUE(run(held->ack()));
@@ -177,11 +186,7 @@ TEST_F(MemoryBackendTest, UnsettledDeliveryOfAClosedMemberGoesToTheNextMember) {
 }
 
 TEST_F(MemoryBackendTest, AckWakesAMemberWaitingBehindTheKeyEvenAfterTheHolderLeft) {
-  auto a = subscribe(spec("events.k", "g"));
-  auto b = subscribe(spec("events.k", "g"));
-  publish(message_on("events.k", 1, "key"));
-  publish(message_on("events.k", 2, "key"));
-  auto held = receive(*a);
+  auto [a, b, held] = key_held_by_a();
   ASSERT_TRUE(held);
   std::thread closer_and_acker([&] {
     std::this_thread::sleep_for(30ms);

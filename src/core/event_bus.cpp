@@ -156,9 +156,11 @@ struct detail::EventBusState {
   enum class Use { send, subscribe };
 
   // Resolves the backend for a message. Sending is allowed while stop() drains, so that
-  // handlers finishing their work can still publish and query; subscribing is not.
+  // handlers finishing their work can still publish and query; subscribing is not. For sends,
+  // the type is validated (naming it `what`) when it is first seen: a cached type was valid.
   Result<Target> target(std::string_view operation, std::string_view message_type,
-                        MessagingPattern pattern, Use use = Use::send) const {
+                        MessagingPattern pattern, Use use = Use::send,
+                        std::string_view what = "message type") const {
     std::lock_guard lock(mutex);
     const bool open = state == State::running || (use == Use::send && state == State::stopping);
     if (!open) return not_running(operation);
@@ -166,6 +168,11 @@ struct detail::EventBusState {
     auto& cache = selections[pattern];
     if (auto hit = cache.find(message_type); hit != cache.end()) {
       return Target{find_backend(hit->second), config};
+    }
+    if (use == Use::send) {
+      if (auto valid = subject::validate_name(message_type, what); !valid) {
+        return std::move(valid).error();
+      }
     }
     auto type = router.select(message_type, config, table(), default_backend);
     if (!type) return std::move(type).error();
@@ -728,8 +735,8 @@ asio::awaitable<Result<void>> UnifiedEventBus::publish_event(std::string event_t
 
 asio::awaitable<Result<void>> UnifiedEventBus::publish_event(std::string event_type,
                                                              Message message) {
-  if (auto valid = subject::validate_name(event_type, "event type"); !valid) co_return valid;
-  auto target = impl_->target("publish_event", event_type, MessagingPattern::pub_sub);
+  auto target = impl_->target("publish_event", event_type, MessagingPattern::pub_sub,
+                              Impl::Use::send, "event type");
   if (!target) co_return std::move(target).error();
   impl_->fill_metadata(message.mutable_metadata(), event_type);
   message.set_subject(subject::for_event(event_type));
@@ -745,11 +752,11 @@ asio::awaitable<Result<void>> UnifiedEventBus::publish_event(std::string event_t
 asio::awaitable<Result<void>> UnifiedEventBus::send_command(std::string command_type, Json data,
                                                             std::string target_service,
                                                             MessageMetadata metadata) {
-  if (auto valid = subject::validate_name(command_type, "command type"); !valid) co_return valid;
   if (auto valid = subject::validate_name(target_service, "target service"); !valid) {
     co_return valid;
   }
-  auto target = impl_->target("send_command", command_type, MessagingPattern::point_to_point);
+  auto target = impl_->target("send_command", command_type, MessagingPattern::point_to_point,
+                              Impl::Use::send, "command type");
   if (!target) co_return std::move(target).error();
   Message message = Message::from_json(std::move(data), std::move(metadata));
   impl_->fill_metadata(message.mutable_metadata(), command_type);
@@ -771,16 +778,14 @@ asio::awaitable<Result<Json>> UnifiedEventBus::query(std::string query_type, Jso
                                                      std::string target_service,
                                                      std::optional<milliseconds> timeout,
                                                      MessageMetadata metadata) {
-  if (auto valid = subject::validate_name(query_type, "query type"); !valid) {
-    co_return std::move(valid).error();
-  }
   if (auto valid = subject::validate_name(target_service, "target service"); !valid) {
     co_return std::move(valid).error();
   }
   if (timeout && timeout->count() <= 0) {
     co_return Error(errc::invalid_argument, "query: timeout must be positive");
   }
-  auto target = impl_->target("query", query_type, MessagingPattern::request_response);
+  auto target = impl_->target("query", query_type, MessagingPattern::request_response,
+                              Impl::Use::send, "query type");
   if (!target) co_return std::move(target).error();
   Message message = Message::from_json(std::move(data), std::move(metadata));
   impl_->fill_metadata(message.mutable_metadata(), query_type);
@@ -832,8 +837,8 @@ asio::awaitable<Result<void>> UnifiedEventBus::stream_events(std::string stream,
 
 asio::awaitable<Result<void>> UnifiedEventBus::stream_events(std::string stream,
                                                              std::vector<Message> events) {
-  if (auto valid = subject::validate_name(stream, "stream name"); !valid) co_return valid;
-  auto target = impl_->target("stream_events", stream, MessagingPattern::streaming);
+  auto target = impl_->target("stream_events", stream, MessagingPattern::streaming, Impl::Use::send,
+                              "stream name");
   if (!target) co_return std::move(target).error();
   std::size_t appended = 0;
   for (auto& message : events) {

@@ -1,10 +1,15 @@
 #include "marty/messaging/memory_backend.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <deque>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
+
+#include <asio/post.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
 
 #include "marty/messaging/detail/async_signal.hpp"
 #include "marty/messaging/subject.hpp"
@@ -18,6 +23,8 @@ using SignalPtr = std::shared_ptr<AsyncSignal>;
 constexpr std::string_view kInboxPrefix = "_INBOX.";
 constexpr std::size_t kRouteCacheLimit = 10'000;
 constexpr std::string_view kName = "memory";
+// How long a receiver watches for new messages before it parks (see changed_soon).
+constexpr std::chrono::microseconds kSpinBeforeParking{30};
 
 Error memory_error(errc code, std::string message) {
   return Error(code, std::move(message), std::string(kName));
@@ -92,8 +99,12 @@ struct Group {
   // Keys with messages in flight, and who holds them: per-key order across members.
   std::unordered_map<std::string, std::pair<std::uint64_t, int>> key_holders;
   std::vector<SignalPtr> space_waiters;
+  // Bumped (under the broker mutex) whenever an entry may have become deliverable; read
+  // without the mutex by a receiver deciding whether another look is worth the lock.
+  std::atomic<std::uint64_t> version{0};
 
-  void notify_members(std::uint64_t except = 0) const {
+  void notify_members(std::uint64_t except = 0) {
+    version.fetch_add(1, std::memory_order_release);
     for (const auto& [id, signal] : members) {
       if (id != except) signal->notify();
     }
@@ -343,6 +354,7 @@ class MemorySubscription final : public Subscription {
 
   asio::awaitable<Result<std::unique_ptr<Delivery>>> receive(
       std::optional<SteadyClock::time_point> deadline) override {
+    std::uint64_t seen_version = 0;
     while (true) {
       std::optional<SteadyClock::time_point> wake = deadline;
       {
@@ -352,6 +364,7 @@ class MemorySubscription final : public Subscription {
                                  "subscription to '" + group_->subject + "' is closed");
         }
         auto next_ready = SteadyClock::time_point::max();
+        seen_version = group_->version.load(std::memory_order_relaxed);
         if (const std::uint64_t seq = state_->take(*group_, member_, next_ready); seq != 0) {
           co_return std::unique_ptr<Delivery>(
               std::make_unique<MemoryDelivery>(state_, group_, seq, *group_->entries.find(seq)));
@@ -363,6 +376,10 @@ class MemorySubscription final : public Subscription {
       if (deadline && SteadyClock::now() >= *deadline) {
         co_return memory_error(errc::deadline_exceeded, "no message before the deadline");
       }
+      // Before parking, yield to the executor for a few microseconds while watching the
+      // group's version, lock-free: a publisher on another thread usually adds the next message
+      // within that time, and parking costs both threads a kernel sleep and wake-up.
+      if (co_await changed_soon(seen_version)) continue;
       co_await signal_->wait(wake);
     }
   }
@@ -375,6 +392,18 @@ class MemorySubscription final : public Subscription {
     signal_->notify();
   }
 
+ private:
+  // True if the group changed within a short spin (yielding to the executor between looks).
+  asio::awaitable<bool> changed_soon(std::uint64_t seen) {
+    const auto until = SteadyClock::now() + kSpinBeforeParking;
+    for (int look = 0;; ++look) {
+      if (group_->version.load(std::memory_order_acquire) != seen) co_return true;
+      if ((look & 7) == 7 && SteadyClock::now() >= until) co_return false;
+      co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+    }
+  }
+
+ public:
   // The connection is going away: like a broker that loses a consumer's connection, put the
   // deliveries this member still holds back in the group. A late settle of one of them fails
   // with failed_precondition; the message goes to another member.

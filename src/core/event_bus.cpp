@@ -150,7 +150,10 @@ struct detail::EventBusState {
 
   struct Target {
     std::shared_ptr<Backend> backend;
-    MessagingPatternConfig config;
+    // Points into `configs`, which does not change while the bus runs (configuration is
+    // refused after start()); a target is used only during one operation.
+    const MessagingPatternConfig* pattern_config;
+    const MessagingPatternConfig& config() const { return *pattern_config; }
   };
 
   enum class Use { send, subscribe };
@@ -167,7 +170,7 @@ struct detail::EventBusState {
     const MessagingPatternConfig& config = configs.at(pattern);
     auto& cache = selections[pattern];
     if (auto hit = cache.find(message_type); hit != cache.end()) {
-      return Target{find_backend(hit->second), config};
+      return Target{find_backend(hit->second), &config};
     }
     if (use == Use::send) {
       if (auto valid = subject::validate_name(message_type, what); !valid) {
@@ -178,7 +181,7 @@ struct detail::EventBusState {
     if (!type) return std::move(type).error();
     if (cache.size() >= 10'000) cache.clear();  // types are open-ended; keep the cache bounded
     cache.emplace(std::string(message_type), *type);
-    return Target{find_backend(*type), config};
+    return Target{find_backend(*type), &config};
   }
 
   void fill_metadata(MessageMetadata& metadata, const std::string& type) const {
@@ -742,8 +745,8 @@ asio::awaitable<Result<void>> UnifiedEventBus::publish_event(std::string event_t
   message.set_subject(subject::for_event(event_type));
   PublishOptions options;
   options.pattern = MessagingPattern::pub_sub;
-  options.guarantee = target->config.delivery_guarantee;
-  options.deadline = SteadyClock::now() + target->config.timeout;
+  options.guarantee = target->config().delivery_guarantee;
+  options.deadline = SteadyClock::now() + target->config().timeout;
   auto published = co_await target->backend->publish(std::move(message), options);
   if (!published) co_return published.error().with_context("publish_event " + event_type);
   co_return ok();
@@ -763,9 +766,9 @@ asio::awaitable<Result<void>> UnifiedEventBus::send_command(std::string command_
   message.set_subject(subject::for_command(target_service, command_type));
   PublishOptions options;
   options.pattern = MessagingPattern::point_to_point;
-  options.guarantee = target->config.delivery_guarantee;
+  options.guarantee = target->config().delivery_guarantee;
   options.require_receiver = true;
-  options.deadline = SteadyClock::now() + target->config.timeout;
+  options.deadline = SteadyClock::now() + target->config().timeout;
   auto published = co_await target->backend->publish(std::move(message), options);
   if (!published) {
     co_return published.error().with_context("send_command " + command_type + " to " +
@@ -793,7 +796,7 @@ asio::awaitable<Result<Json>> UnifiedEventBus::query(std::string query_type, Jso
     message.mutable_metadata().correlation_id = message.id();
   }
   message.set_subject(subject::for_query(target_service, query_type));
-  const milliseconds wait = timeout.value_or(target->config.timeout);
+  const milliseconds wait = timeout.value_or(target->config().timeout);
   const std::string context = "query " + query_type + " to " + target_service;
 
   Result<Message> reply = Error(errc::internal, "unreachable");
@@ -849,8 +852,8 @@ asio::awaitable<Result<void>> UnifiedEventBus::stream_events(std::string stream,
     PublishOptions options;
     options.kind = DestinationKind::stream;
     options.pattern = MessagingPattern::streaming;
-    options.guarantee = target->config.delivery_guarantee;
-    options.deadline = SteadyClock::now() + target->config.timeout;
+    options.guarantee = target->config().delivery_guarantee;
+    options.deadline = SteadyClock::now() + target->config().timeout;
     auto published = co_await target->backend->publish(std::move(message), options);
     if (!published) {
       co_return published.error().with_context(
@@ -897,7 +900,7 @@ asio::awaitable<Result<std::shared_ptr<Registration>>> open_workers(
     worker->backend = target->backend;
     worker->subscription = std::move(*subscription);
     worker->subject = subject_name;
-    worker->config = target->config;
+    worker->config = target->config();
     worker->registration_done = registration->done;
     registration->workers.push_back(std::move(worker));
   }

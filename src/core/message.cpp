@@ -137,17 +137,36 @@ std::string make_uuid_v7() {
   // 48-bit time | version 7 | 12 random bits | variant 10 | 62 random bits (RFC 9562).
   const std::uint64_t high = (ms << 16) | 0x7000 | (r1 & 0x0FFF);
   const std::uint64_t low = (r2 & 0x3FFFFFFFFFFFFFFFULL) | 0x8000000000000000ULL;
-  static constexpr char kHex[] = "0123456789abcdef";
+  // Bytes to hex pairs through a table, written straight into the result (this runs for every
+  // message published).
+  static constexpr auto kHexPairs = [] {
+    std::array<char, 512> table{};
+    constexpr char kHex[] = "0123456789abcdef";
+    for (int b = 0; b < 256; ++b) {
+      table[static_cast<std::size_t>(2 * b)] = kHex[b >> 4];
+      table[static_cast<std::size_t>(2 * b + 1)] = kHex[b & 0xF];
+    }
+    return table;
+  }();
   std::string out(36, '-');
-  int pos = 0;
-  auto put = [&](std::uint64_t word, int nibbles) {
-    for (int shift = 4 * (nibbles - 1); shift >= 0; shift -= 4) {
-      if (pos == 8 || pos == 13 || pos == 18 || pos == 23) ++pos;
-      out[static_cast<std::size_t>(pos++)] = kHex[(word >> shift) & 0xF];
+  char* p = out.data();
+  auto put_bytes = [&p](std::uint64_t word, int first_byte, int count) {
+    for (int i = first_byte; i < first_byte + count; ++i) {
+      const auto byte = static_cast<std::size_t>((word >> (56 - 8 * i)) & 0xFF);
+      *p++ = kHexPairs[2 * byte];
+      *p++ = kHexPairs[2 * byte + 1];
     }
   };
-  put(high, 16);
-  put(low, 16);
+  // 8-4-4-4-12 hex digits: bytes 0-3, 4-5, 6-7 of `high`; 0-1, 2-7 of `low`.
+  put_bytes(high, 0, 4);
+  ++p;
+  put_bytes(high, 4, 2);
+  ++p;
+  put_bytes(high, 6, 2);
+  ++p;
+  put_bytes(low, 0, 2);
+  ++p;
+  put_bytes(low, 2, 6);
   return out;
 }
 

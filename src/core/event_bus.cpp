@@ -269,16 +269,28 @@ asio::awaitable<std::unique_ptr<Delivery>> next_delivery(WorkerPtr worker) {
   }
 }
 
-template <class Fn, class Arg>
-asio::awaitable<Result<void>> call_handler(Fn& handler, Arg argument) {
+// The Error a handler's exception stands for; call it from a catch (...) block. A
+// MessagingException keeps its code (Message::json() on a non-JSON payload is invalid_argument,
+// so the message is dead-lettered at once); anything else is internal.
+Error error_from_handler_exception() {
+  try {
+    throw;
+  } catch (const MessagingException& e) {
+    return e.error();
+  } catch (const std::exception& e) {
+    return Error(errc::internal, std::string("handler threw: ") + e.what());
+  } catch (...) {
+    return Error(errc::internal, "handler threw a non-standard exception");
+  }
+}
+
+// Calls a handler (returning awaitable<Result<R>>); an exception becomes its Error.
+template <class R, class Fn, class Arg>
+asio::awaitable<Result<R>> call_handler(Fn& handler, Arg argument) {
   try {
     co_return co_await handler(std::move(argument));
-  } catch (const MessagingException& e) {
-    co_return e.error();
-  } catch (const std::exception& e) {
-    co_return Error(errc::internal, std::string("handler threw: ") + e.what());
   } catch (...) {
-    co_return Error(errc::internal, "handler threw a non-standard exception");
+    co_return error_from_handler_exception();
   }
 }
 
@@ -299,12 +311,8 @@ asio::awaitable<void> run_message_worker(ImplPtr impl, WorkerPtr worker,
     Result<void> outcome;
     try {
       outcome = co_await (*handler)(delivery->message());
-    } catch (const MessagingException& e) {
-      outcome = e.error();
-    } catch (const std::exception& e) {
-      outcome = Error(errc::internal, std::string("handler threw: ") + e.what());
     } catch (...) {
-      outcome = Error(errc::internal, "handler threw a non-standard exception");
+      outcome = error_from_handler_exception();
     }
     if (outcome) {
       auto acked = co_await delivery->ack();
@@ -343,18 +351,6 @@ Message make_reply(const Message& request, Result<Json> outcome) {
                             std::move(metadata));
 }
 
-asio::awaitable<Result<Json>> call_query_handler(QueryHandler& handler, Message message) {
-  try {
-    co_return co_await handler(std::move(message));
-  } catch (const MessagingException& e) {
-    co_return e.error();
-  } catch (const std::exception& e) {
-    co_return Error(errc::internal, std::string("query handler threw: ") + e.what());
-  } catch (...) {
-    co_return Error(errc::internal, "query handler threw a non-standard exception");
-  }
-}
-
 asio::awaitable<void> run_query_worker(ImplPtr impl, WorkerPtr worker,
                                        std::shared_ptr<QueryHandler> handler) {
   while (auto delivery = co_await next_delivery(worker)) {
@@ -364,7 +360,7 @@ asio::awaitable<void> run_query_worker(ImplPtr impl, WorkerPtr worker,
                               Error(errc::invalid_argument, "query has no reply_to address"));
       continue;
     }
-    auto outcome = co_await call_query_handler(*handler, request);
+    auto outcome = co_await call_handler<Json>(*handler, request);
     Message reply = make_reply(request, std::move(outcome));
     reply.set_subject(request.metadata().reply_to);
     PublishOptions options;
@@ -408,7 +404,7 @@ asio::awaitable<void> run_batch_worker(ImplPtr impl, WorkerPtr worker,
     std::vector<Message> messages;
     messages.reserve(batch.size());
     for (const auto& delivery : batch) messages.push_back(delivery->message());
-    auto outcome = co_await call_handler(*processor, std::move(messages));
+    auto outcome = co_await call_handler<void>(*processor, std::move(messages));
     for (auto& delivery : batch) {
       if (outcome) {
         auto acked = co_await delivery->ack();

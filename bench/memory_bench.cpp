@@ -94,12 +94,36 @@ double bus_throughput(std::size_t count) {
   return static_cast<double>(count) / std::chrono::duration<double>(end - start).count();
 }
 
+// Two connected inproc sockets in their own context, closed on destruction.
+class ZmqPair {
+ public:
+  ZmqPair(int bound_type, int connected_type, const char* endpoint)
+      : context_(zmq_ctx_new()),
+        bound_(zmq_socket(context_, bound_type)),
+        connected_(zmq_socket(context_, connected_type)) {
+    check(zmq_bind(bound_, endpoint) == 0, "zmq bind");
+    check(zmq_connect(connected_, endpoint) == 0, "zmq connect");
+  }
+  ~ZmqPair() {
+    zmq_close(connected_);
+    zmq_close(bound_);
+    zmq_ctx_term(context_);
+  }
+  ZmqPair(const ZmqPair&) = delete;
+  ZmqPair& operator=(const ZmqPair&) = delete;
+  void* bound() const { return bound_; }
+  void* connected() const { return connected_; }
+
+ private:
+  void* context_;
+  void* bound_;
+  void* connected_;
+};
+
 double zmq_throughput(std::size_t count) {
-  void* context = zmq_ctx_new();
-  void* pull = zmq_socket(context, ZMQ_PULL);
-  check(zmq_bind(pull, "inproc://bench") == 0, "zmq bind");
-  void* push = zmq_socket(context, ZMQ_PUSH);
-  check(zmq_connect(push, "inproc://bench") == 0, "zmq connect");
+  ZmqPair sockets(ZMQ_PULL, ZMQ_PUSH, "inproc://bench");
+  void* pull = sockets.bound();
+  void* push = sockets.connected();
   std::promise<Steady::time_point> done;
   std::thread consumer([&] {
     char buffer[kPayloadBytes];
@@ -114,9 +138,6 @@ double zmq_throughput(std::size_t count) {
   }
   const auto end = done.get_future().get();
   consumer.join();
-  zmq_close(push);
-  zmq_close(pull);
-  zmq_ctx_term(context);
   return static_cast<double>(count) / std::chrono::duration<double>(end - start).count();
 }
 
@@ -191,11 +212,9 @@ Latency bus_round_trips(std::size_t count, bool shared_thread) {
 }
 
 Latency zmq_round_trips(std::size_t count) {
-  void* context = zmq_ctx_new();
-  void* rep = zmq_socket(context, ZMQ_REP);
-  check(zmq_bind(rep, "inproc://rtt") == 0, "zmq bind");
-  void* req = zmq_socket(context, ZMQ_REQ);
-  check(zmq_connect(req, "inproc://rtt") == 0, "zmq connect");
+  ZmqPair sockets(ZMQ_REP, ZMQ_REQ, "inproc://rtt");
+  void* rep = sockets.bound();
+  void* req = sockets.connected();
   const std::size_t total = count + count / 10;
   std::thread server([&] {
     char buffer[kPayloadBytes];
@@ -215,9 +234,6 @@ Latency zmq_round_trips(std::size_t count) {
     if (i >= count / 10) micros.push_back(seconds_since(start) * 1e6);
   }
   server.join();
-  zmq_close(req);
-  zmq_close(rep);
-  zmq_ctx_term(context);
   return percentiles(std::move(micros));
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <deque>
+#include <iterator>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -40,52 +41,109 @@ struct Entry {
   SteadyClock::time_point not_before{};
 };
 
-// A group's messages in delivery order, in a deque sorted by sequence: appending allocates no
-// node per message, and an entry is found by its index while sequences are contiguous (the
-// usual case), by binary search otherwise. Settled entries leave empty slots, dropped when they
-// reach the front or, if an old message stays unsettled at the front, compacted once they
-// outnumber the live ones, so memory and scans stay proportional to the messages held.
+// A group's messages in delivery order, in a ring buffer sorted by sequence: appending
+// allocates nothing in the steady state, and an entry is found by its index while sequences
+// are contiguous (the usual case), by binary search otherwise. Settled entries leave empty
+// slots, dropped when they reach the front or, if an old message stays unsettled at the front,
+// compacted once they outnumber the live ones, so memory and scans stay proportional to the
+// messages held.
+//
+// Settled messages are not destroyed where they are settled (the consumer's thread) but kept
+// in a small batch that a publisher takes and destroys (take_released): their memory was
+// allocated by the publisher, and frees on another thread make both threads fight over the
+// allocator's arena lock, which measured as the largest cost of the hand-off.
 class Entries {
  public:
   void push(std::uint64_t seq, const Message& message) {
-    Entry& entry = slots_.emplace_back();
+    if (count_ == ring_.size()) reshape(std::max(kMinCapacity, ring_.size() * 2));
+    Entry& entry = slot(count_);
+    entry = Entry{};
     entry.seq = seq;
     entry.message = message;
+    ++count_;
     ++live_;
   }
   Entry* find(std::uint64_t seq) {
-    if (slots_.empty() || seq < slots_.front().seq) return nullptr;
+    if (count_ == 0 || seq < slot(0).seq) return nullptr;
     Entry* entry = nullptr;
-    const std::uint64_t guess = seq - slots_.front().seq;
-    if (guess < slots_.size() && slots_[guess].seq == seq) {
-      entry = &slots_[guess];
+    const std::uint64_t guess = seq - slot(0).seq;
+    if (guess < count_ && slot(guess).seq == seq) {
+      entry = &slot(guess);
     } else {
-      auto it = std::lower_bound(slots_.begin(), slots_.end(), seq,
-                                 [](const Entry& e, std::uint64_t s) { return e.seq < s; });
-      if (it != slots_.end() && it->seq == seq) entry = &*it;
+      std::size_t low = 0, high = count_;  // first slot with seq >= the one sought
+      while (low < high) {
+        const std::size_t mid = low + (high - low) / 2;
+        if (slot(mid).seq < seq) {
+          low = mid + 1;
+        } else {
+          high = mid;
+        }
+      }
+      if (low < count_ && slot(low).seq == seq) entry = &slot(low);
     }
     return entry && entry->message ? entry : nullptr;
   }
-  // Removes a held entry. Invalidates references to entries when it returns true (slots moved).
+  // Removes a held entry. Invalidates references to entries and shifts indices when it returns
+  // true (slots moved).
   bool remove(Entry& entry) {
+    released_.push_back(std::move(*entry.message));
     entry.message.reset();
     --live_;
-    const std::size_t before = slots_.size();
-    while (!slots_.empty() && !slots_.front().message) slots_.pop_front();
-    if (slots_.size() - live_ > live_ + kCompactionSlack) {
-      std::erase_if(slots_, [](const Entry& e) { return !e.message; });
+    bool moved = false;
+    while (count_ != 0 && !slot(0).message) {
+      head_ = (head_ + 1) & (ring_.size() - 1);
+      --count_;
+      moved = true;
     }
-    return slots_.size() != before;
+    if (count_ - live_ > live_ + kCompactionSlack) {
+      reshape(ring_.size());
+      moved = true;
+    } else if (ring_.size() > kMinCapacity && count_ < ring_.size() / 4) {
+      reshape(ring_.size() / 2);
+      moved = true;
+    }
+    return moved;
+  }
+  /// Hands the settled messages to `out` (to be destroyed by the caller, outside the broker
+  /// lock) once enough have gathered to be worth it.
+  void take_released(std::vector<Message>& out) {
+    if (released_.size() < kReleaseBatch) return;
+    if (out.empty()) {
+      out.swap(released_);
+    } else {
+      std::move(released_.begin(), released_.end(), std::back_inserter(out));
+      released_.clear();
+    }
   }
   /// Messages held (queued, in flight or delayed).
   std::size_t size() const noexcept { return live_; }
-  std::size_t slots() const noexcept { return slots_.size(); }
-  Entry& slot(std::size_t index) { return slots_[index]; }
+  std::size_t slots() const noexcept { return count_; }
+  Entry& slot(std::size_t index) { return ring_[(head_ + index) & (ring_.size() - 1)]; }
 
  private:
   static constexpr std::size_t kCompactionSlack = 1024;
-  std::deque<Entry> slots_;
+  static constexpr std::size_t kMinCapacity = 64;
+  static constexpr std::size_t kReleaseBatch = 64;
+
+  // Moves the held entries, in order, to the front of a new ring of `capacity` (a power of
+  // two), dropping empty slots.
+  void reshape(std::size_t capacity) {
+    std::vector<Entry> ring(capacity);
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < count_; ++i) {
+      Entry& entry = slot(i);
+      if (entry.message) ring[kept++] = std::move(entry);
+    }
+    ring_ = std::move(ring);
+    head_ = 0;
+    count_ = kept;
+  }
+
+  std::vector<Entry> ring_;  // size is zero or a power of two
+  std::size_t head_ = 0;     // index in ring_ of slot(0)
+  std::size_t count_ = 0;    // slots in use, empty ones included
   std::size_t live_ = 0;
+  std::vector<Message> released_;
 };
 
 // Subscribers that share a name (or one group-less subscriber) and the messages they share.
@@ -488,6 +546,9 @@ class MemoryBackend final : public Backend {
     SignalPtr space;
     while (true) {
       {
+        // Settled messages the targets gathered, destroyed here after the lock is released
+        // (declared first, so destroyed last): see Entries.
+        std::vector<Message> released;
         std::lock_guard lock(state_->mutex);
         if (connection_->closed) co_return memory_error(errc::unavailable, "backend is closed");
         const bool is_stream = options.kind == DestinationKind::stream;
@@ -517,6 +578,7 @@ class MemoryBackend final : public Backend {
           } else {
             for (const auto& group : targets) state_->enqueue(*group, group->next_seq++, message);
           }
+          for (const auto& group : targets) group->entries.take_released(released);
           co_return ok();
         }
         if (!space) space = AsyncSignal::create();

@@ -29,6 +29,11 @@ class WaiterImpl final : public AsyncSignal::Waiter {
 }  // namespace
 
 void AsyncSignal::notify() {
+  // Lock-free when a notification is pending already, as it stays while a busy receiver keeps
+  // finding work without waiting: then a publisher pays no lock per message for the wake-up.
+  // Sequentially consistent, like the waiter's clearing of the flag before it re-checks its
+  // condition: either the waiter sees the condition or this call sees the flag cleared.
+  if (pending_.load()) return;
   std::unique_ptr<Waiter> waiter;
   {
     std::lock_guard lock(mutex_);
@@ -36,7 +41,7 @@ void AsyncSignal::notify() {
       waiter = std::move(waiter_);
       ++generation_;
     } else {
-      pending_ = true;
+      pending_.store(true, std::memory_order_release);
     }
   }
   if (waiter) waiter->post(true);
@@ -58,8 +63,8 @@ asio::awaitable<bool> AsyncSignal::wait(
   auto self = shared_from_this();
   {
     std::lock_guard lock(mutex_);
-    if (pending_) {
-      pending_ = false;
+    if (pending_.load(std::memory_order_relaxed)) {
+      pending_.store(false);
       co_return true;
     }
   }
@@ -74,8 +79,8 @@ asio::awaitable<bool> AsyncSignal::wait(
   auto initiate = [self, timer = timer ? &*timer : nullptr](auto handler) {
     using Handler = decltype(handler);
     std::unique_lock lock(self->mutex_);
-    if (self->pending_) {
-      self->pending_ = false;
+    if (self->pending_.load(std::memory_order_relaxed)) {
+      self->pending_.store(false);
       lock.unlock();
       WaiterImpl<Handler>(std::move(handler)).post(true);
       return;

@@ -13,6 +13,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include "marty/messaging/detail/async_signal.hpp"
+#include "marty/messaging/detail/spin_mutex.hpp"
 #include "marty/messaging/subject.hpp"
 
 namespace marty::messaging {
@@ -229,7 +230,7 @@ class MemoryBroker {
  public:
   explicit MemoryBroker(MemoryBackendConfig c) : config(std::move(c)) {}
 
-  std::mutex mutex;
+  detail::SpinMutex mutex;
   const MemoryBackendConfig config;
   std::vector<GroupPtr> topic_groups;
   std::unordered_map<std::string, std::vector<GroupPtr>> route_cache;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -15,6 +16,8 @@ namespace marty::messaging::detail {
 ///   lock state; if (ready) take it; else register this signal as a waiter; unlock;
 ///   co_await signal->wait(deadline); loop.
 /// Spurious wake-ups are possible (a stale notification); callers re-check their condition.
+/// The notifier must make its change visible before notify(): under a lock the waiter also
+/// takes to check it, or through a sequentially consistent atomic.
 /// Completion is posted to the waiting coroutine's executor, never run on the notifier's thread.
 class AsyncSignal : public std::enable_shared_from_this<AsyncSignal> {
  public:
@@ -39,7 +42,9 @@ class AsyncSignal : public std::enable_shared_from_this<AsyncSignal> {
   void complete(std::uint64_t generation, bool notified);
 
   std::mutex mutex_;
-  bool pending_ = false;
+  // Written under mutex_; read without it by notify()'s fast path: a notification already
+  // pending makes another one redundant (the waiter re-checks its condition after waking).
+  std::atomic<bool> pending_{false};
   // Counts completed waits, so a timer of an earlier wait cannot end a later one.
   std::uint64_t generation_ = 0;
   std::unique_ptr<Waiter> waiter_;

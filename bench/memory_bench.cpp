@@ -3,7 +3,7 @@
 //               ZeroMQ inproc PUSH/PULL pair and a moodycamel BlockingConcurrentQueue hand-off;
 //   latency:    query round trips through the bus vs ZeroMQ inproc REQ/REP and a pair of
 //               BlockingConcurrentQueues, p50/p99/p99.9.
-// usage: marty_bench_memory [--messages N] [--queries N] [--runs N]
+// usage: marty_bench_memory [--messages N] [--queries N] [--runs N] [--only-bus]
 #include <zmq.h>
 
 #include <algorithm>
@@ -31,6 +31,7 @@ struct Options {
   std::size_t messages = 500'000;
   std::size_t queries = 20'000;
   int runs = 3;
+  bool only_bus = false;
 };
 
 double seconds_since(Steady::time_point start) {
@@ -261,10 +262,7 @@ Latency queue_round_trips(std::size_t count) {
   return percentiles(std::move(micros));
 }
 
-template <class Fn>
-double median_of(int runs, Fn&& fn) {
-  std::vector<double> values;
-  for (int i = 0; i < runs; ++i) values.push_back(fn());
+double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   return values[values.size() / 2];
 }
@@ -281,8 +279,17 @@ Latency median_latency(int runs, Fn&& fn) {
 
 int main(int argc, char** argv) {
   Options options;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; i += 2) {
     const std::string flag = argv[i];
+    if (flag == "--only-bus") {  // the bus's throughput alone, for profiling
+      options.only_bus = true;
+      --i;
+      continue;
+    }
+    if (i + 1 == argc) {
+      std::fprintf(stderr, "flag %s needs a value\n", flag.c_str());
+      return 2;
+    }
     const auto value = std::strtoull(argv[i + 1], nullptr, 10);
     if (flag == "--messages")
       options.messages = value;
@@ -291,7 +298,8 @@ int main(int argc, char** argv) {
     else if (flag == "--runs")
       options.runs = static_cast<int>(value);
     else {
-      std::fprintf(stderr, "unknown flag %s (--messages N, --queries N, --runs N)\n", flag.c_str());
+      std::fprintf(stderr, "unknown flag %s (--messages N, --queries N, --runs N, --only-bus)\n",
+                   flag.c_str());
       return 2;
     }
   }
@@ -301,9 +309,22 @@ int main(int argc, char** argv) {
       kPayloadBytes, options.messages, options.queries, options.runs,
       std::thread::hardware_concurrency());
 
-  const double bus = median_of(options.runs, [&] { return bus_throughput(options.messages); });
-  const double zmq = median_of(options.runs, [&] { return zmq_throughput(options.messages); });
-  const double queue = median_of(options.runs, [&] { return queue_throughput(options.messages); });
+  // The three throughput runs alternate, so that a slow spell of this (virtual) machine does not
+  // fall on one of them only.
+  std::vector<double> buses, zmqs, queues;
+  for (int run = 0; run < options.runs; ++run) {
+    buses.push_back(bus_throughput(options.messages));
+    if (options.only_bus) continue;
+    zmqs.push_back(zmq_throughput(options.messages));
+    queues.push_back(queue_throughput(options.messages));
+  }
+  const double bus = median(buses);
+  if (options.only_bus) {
+    std::printf("bus (memory backend): %.0f msg/s\n", bus);
+    return 0;
+  }
+  const double zmq = median(zmqs);
+  const double queue = median(queues);
   std::printf("| publish -> handler, 2 threads      | msg/s      | bus / baseline |\n");
   std::printf("|------------------------------------|-----------:|---------------:|\n");
   std::printf("| bus (memory backend)               | %10.0f |                |\n", bus);

@@ -613,7 +613,11 @@ asio::awaitable<Result<void>> UnifiedEventBus::start() {
   }
   std::vector<std::shared_ptr<Backend>> connected;
   Result<void> outcome;
-  for (auto& [type, backend] : backends) {
+  // No structured bindings across a co_await: GCC 12 keeps them off the coroutine frame, and
+  // after a real suspension they name freed memory (docs/decisions/0001).
+  for (std::size_t i = 0; i < backends.size(); ++i) {
+    const MessageBackendType type = backends[i].first;
+    std::shared_ptr<Backend> backend = backends[i].second;
     auto result = co_await backend->connect();
     if (!result) {
       outcome = std::move(result).error().with_context(
@@ -868,7 +872,9 @@ asio::awaitable<Result<std::shared_ptr<Registration>>> open_workers(
     ImplPtr impl, std::vector<std::pair<std::string, std::string>> subjects_and_types,
     MessagingPattern pattern, std::string group, DestinationKind kind, StartPosition start) {
   auto registration = std::make_shared<Registration>();
-  for (auto& [subject_name, type] : subjects_and_types) {
+  for (std::size_t i = 0; i < subjects_and_types.size(); ++i) {  // no structured bindings: above
+    const std::string& subject_name = subjects_and_types[i].first;
+    const std::string& type = subjects_and_types[i].second;
     auto target = impl->target("subscribe", type, pattern, Impl::Use::subscribe);
     Result<std::shared_ptr<Subscription>> subscription = Error(errc::internal, "not subscribed");
     if (target) {

@@ -1,0 +1,888 @@
+// The NATS backend: core NATS for queries and at-most-once traffic, JetStream for everything
+// at-least-once (events and commands through one interest-retention stream, bus streams and
+// dead letters as streams of their own).
+//
+// Consumers are JetStream push consumers that we create and delete ourselves (js_AddConsumer)
+// and read through plain subscriptions on their deliver subject; acks are the JetStream ack
+// protocol published on the message's reply subject. Owning the consumers (rather than letting
+// nats.c create them inside js_Subscribe) is what keeps durable groups alive when a member
+// unsubscribes, and lets a restarted member resume the same consumer by its derived name.
+//
+// Threads: nats.c calls our message callback on its own threads; the callback only queues the
+// message and wakes the receiver, which runs on the bus's executor. Blocking nats.c calls
+// (connect, JetStream publish and management, requests) run on a small pool (detail::offload).
+#include "marty/messaging/nats_backend.hpp"
+
+#include <algorithm>
+#include <deque>
+#include <mutex>
+#include <set>
+#include <unordered_set>
+
+#include <spdlog/spdlog.h>
+#include <asio/thread_pool.hpp>
+
+#include "marty/messaging/detail/async_signal.hpp"
+#include "marty/messaging/detail/offload.hpp"
+#include "marty/messaging/subject.hpp"
+#include "nats_wire.hpp"
+
+namespace marty::messaging::nats {
+namespace {
+
+using detail::AsyncSignal;
+using detail::offload;
+using std::chrono::milliseconds;
+using std::chrono::nanoseconds;
+
+constexpr std::string_view kDeliverPrefix = "_MARTY.deliver.";
+// How long the server keeps an ephemeral consumer after its subscriber went away.
+constexpr std::chrono::seconds kEphemeralInactivity{5};
+// Messages a core (at-most-once) subscription may queue before it drops, as NATS does for a
+// slow consumer. JetStream subscriptions are bounded by max_ack_pending instead.
+constexpr std::size_t kCoreQueueLimit = 65'536;
+
+spdlog::logger& logger() {
+  static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
+  return named ? *named : *spdlog::default_logger_raw();
+}
+
+Error nats_error(errc code, std::string message) {
+  return Error(code, std::move(message), std::string(kBackendName));
+}
+
+std::int64_t nanos(std::chrono::nanoseconds d) { return d.count(); }
+
+std::uint64_t fnv1a(std::string_view text) {
+  std::uint64_t hash = 1469598103934665603ull;
+  for (unsigned char c : text) hash = (hash ^ c) * 1099511628211ull;
+  return hash;
+}
+
+// nats.c handles of one connection. Deliveries and subscriptions keep it alive; close()
+// closes it early (later calls then fail with unavailable).
+struct Connection {
+  natsConnection* nc = nullptr;
+  // Replies go out on a connection that writes at once: nats.c otherwise batches writes in a
+  // flusher thread, which adds about 0.6 ms to every round trip.
+  natsConnection* reply_nc = nullptr;
+  jsCtx* js = nullptr;
+
+  Connection() = default;
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  ~Connection() {
+    if (js != nullptr) jsCtx_Destroy(js);
+    for (natsConnection* c : {nc, reply_nc}) {
+      if (c == nullptr) continue;
+      natsConnection_Close(c);
+      natsConnection_Destroy(c);
+    }
+  }
+  void close() {
+    for (natsConnection* c : {nc, reply_nc}) {
+      if (c != nullptr) natsConnection_Close(c);
+    }
+  }
+};
+using ConnectionPtr = std::shared_ptr<Connection>;
+
+// What a nats.c subscription has delivered and the receiver has not taken yet.
+struct Inbox {
+  std::mutex mutex;
+  std::deque<NatsMsgPtr> messages;
+  bool closed = false;
+  std::size_t dropped = 0;
+  std::size_t limit = 0;  // 0: no limit of its own
+  std::shared_ptr<AsyncSignal> signal = AsyncSignal::create();
+};
+using InboxPtr = std::shared_ptr<Inbox>;
+
+// nats.c's callbacks get a heap-held reference to the inbox, released when nats.c says the
+// subscription is complete (no callback runs after that).
+void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+  Inbox& inbox = **static_cast<InboxPtr*>(closure);
+  NatsMsgPtr owned(msg);
+  {
+    std::lock_guard lock(inbox.mutex);
+    if (inbox.closed) return;
+    if (inbox.limit != 0 && inbox.messages.size() >= inbox.limit) {
+      if (inbox.dropped++ % 10'000 == 0) {
+        logger().warn("NATS subscriber on {} is not keeping up: dropped {} message(s)",
+                      natsMsg_GetSubject(owned.get()), inbox.dropped);
+      }
+      return;
+    }
+    inbox.messages.push_back(std::move(owned));
+  }
+  inbox.signal->notify();
+}
+
+void on_complete(void* closure) { delete static_cast<InboxPtr*>(closure); }
+
+// The JetStream acknowledgement protocol, published on the message's reply subject.
+Result<void> send_ack(const ConnectionPtr& connection, natsMsg* msg, std::string_view body) {
+  const char* reply = natsMsg_GetReply(msg);
+  if (reply == nullptr || *reply == '\0') {
+    return nats_error(errc::failed_precondition, "message has no acknowledgement subject");
+  }
+  const natsStatus status = natsConnection_Publish(connection->nc, reply, body.data(),
+                                                   static_cast<int>(body.size()));
+  if (status != NATS_OK) return status_error(status, "acknowledging a message");
+  return ok();
+}
+
+class NatsDelivery final : public Delivery {
+ public:
+  NatsDelivery(Message message, JetStreamInfo info, ConnectionPtr connection, NatsMsgPtr msg,
+               bool jetstream)
+      : Delivery(std::move(message), info.delivered, info.stream_sequence),
+        connection_(std::move(connection)),
+        msg_(std::move(msg)),
+        jetstream_(jetstream) {}
+
+  ~NatsDelivery() override {
+    // Unsettled: release it for redelivery now rather than after the ack wait.
+    if (jetstream_ && !settled_) (void)send_ack(connection_, msg_.get(), "-NAK");
+  }
+
+  asio::awaitable<Result<void>> ack() override { co_return settle("+ACK"); }
+
+  asio::awaitable<Result<void>> nack(milliseconds delay) override {
+    if (!jetstream_) {
+      settled_ = true;
+      co_return nats_error(errc::unimplemented,
+                           "core NATS delivers at most once: a failed message is not redelivered");
+    }
+    co_return settle(delay.count() > 0
+                         ? "-NAK {\"delay\": " + std::to_string(nanos(delay)) + "}"
+                         : std::string("-NAK"));
+  }
+
+  asio::awaitable<Result<void>> term() override { co_return settle("+TERM"); }
+
+ private:
+  Result<void> settle(const std::string& body) {
+    if (settled_) return nats_error(errc::failed_precondition, "delivery was already settled");
+    settled_ = true;
+    if (!jetstream_) return ok();
+    return send_ack(connection_, msg_.get(), body);
+  }
+
+  ConnectionPtr connection_;
+  NatsMsgPtr msg_;
+  bool jetstream_;
+  bool settled_ = false;
+};
+
+class NatsSubscription final : public Subscription {
+ public:
+  NatsSubscription(ConnectionPtr connection, InboxPtr inbox, natsSubscription* sub, bool jetstream,
+                   std::string description)
+      : connection_(std::move(connection)),
+        inbox_(std::move(inbox)),
+        sub_(sub),
+        jetstream_(jetstream),
+        description_(std::move(description)) {}
+
+  ~NatsSubscription() override {
+    close();
+    natsSubscription_Destroy(sub_);
+  }
+
+  asio::awaitable<Result<std::unique_ptr<Delivery>>> receive(
+      std::optional<SteadyClock::time_point> deadline) override {
+    while (true) {
+      NatsMsgPtr msg;
+      {
+        std::lock_guard lock(inbox_->mutex);
+        if (inbox_->closed) {
+          co_return nats_error(errc::cancelled, "subscription to " + description_ + " is closed");
+        }
+        if (!inbox_->messages.empty()) {
+          msg = std::move(inbox_->messages.front());
+          inbox_->messages.pop_front();
+        }
+      }
+      if (msg) {
+        auto delivery = to_delivery(std::move(msg));
+        if (delivery) co_return std::move(delivery);
+        continue;
+      }
+      if (!co_await inbox_->signal->wait(deadline)) {
+        co_return nats_error(errc::deadline_exceeded, "no message before the deadline");
+      }
+    }
+  }
+
+  void close() override {
+    std::deque<NatsMsgPtr> unreceived;
+    {
+      std::lock_guard lock(inbox_->mutex);
+      if (inbox_->closed) return;
+      inbox_->closed = true;
+      unreceived.swap(inbox_->messages);
+    }
+    natsSubscription_Unsubscribe(sub_);
+    // Queued but never handed out: give them back to the consumer at once.
+    if (jetstream_) {
+      for (const auto& msg : unreceived) (void)send_ack(connection_, msg.get(), "-NAK");
+    }
+    inbox_->signal->notify();
+  }
+
+ private:
+  // nullptr when the message cannot be decoded; it is then terminated (JetStream), so it is
+  // not redelivered forever, and the reason is logged.
+  std::unique_ptr<Delivery> to_delivery(NatsMsgPtr msg) {
+    JetStreamInfo info;
+    if (jetstream_) {
+      const char* reply = natsMsg_GetReply(msg.get());
+      auto parsed = parse_ack_subject(reply != nullptr ? reply : "");
+      if (!parsed) {
+        logger().error("NATS message on {} has no JetStream acknowledgement subject; dropped",
+                       natsMsg_GetSubject(msg.get()));
+        return nullptr;
+      }
+      info = *parsed;
+    }
+    auto message = from_nats(msg.get(), jetstream_);
+    if (!message) {
+      logger().error("undecodable message on {}, terminated: {}", description_,
+                     message.error().describe());
+      if (jetstream_) (void)send_ack(connection_, msg.get(), "+TERM");
+      return nullptr;
+    }
+    return std::make_unique<NatsDelivery>(std::move(*message), info, connection_, std::move(msg),
+                                          jetstream_);
+  }
+
+  ConnectionPtr connection_;
+  InboxPtr inbox_;
+  natsSubscription* sub_;
+  bool jetstream_;
+  std::string description_;
+};
+
+// ---- configuration ----
+
+Result<void> validate(const NatsConfig& config) {
+  auto bad = [](std::string what) { return nats_error(errc::invalid_argument, std::move(what)); };
+  if (config.servers.empty()) return bad("NatsConfig.servers is empty: name at least one server");
+  for (std::size_t i = 0; i < config.servers.size(); ++i) {
+    const std::string& url = config.servers[i];
+    const auto scheme = url.find("://");
+    const std::string_view name =
+        scheme == std::string::npos ? std::string_view() : std::string_view(url).substr(0, scheme);
+    const bool known = name == "nats" || name == "tls" || name == "ws" || name == "wss";
+    const std::string_view rest =
+        scheme == std::string::npos ? std::string_view() : std::string_view(url).substr(scheme + 3);
+    if (!known || rest.empty() || rest.find_first_of(" \t") != std::string_view::npos) {
+      return bad("NatsConfig.servers[" + std::to_string(i) + "]: '" + url +
+                 "' is not a URL like nats://host:4222");
+    }
+  }
+  if (!config.tls.cert_file.empty() && config.tls.key_file.empty()) {
+    return bad("NatsConfig.tls.cert_file is set but tls.key_file is empty");
+  }
+  if (config.tls.cert_file.empty() && !config.tls.key_file.empty()) {
+    return bad("NatsConfig.tls.key_file is set but tls.cert_file is empty");
+  }
+  if (!config.token.empty() && !config.user.empty()) {
+    return bad("NatsConfig: set either token or user/password, not both");
+  }
+  if (config.max_ack_pending <= 0) return bad("NatsConfig.max_ack_pending must be positive");
+  if (config.blocking_threads <= 0) return bad("NatsConfig.blocking_threads must be positive");
+  if (config.ack_wait.count() <= 0) return bad("NatsConfig.ack_wait must be positive");
+  if (config.publish_timeout.count() <= 0) {
+    return bad("NatsConfig.publish_timeout must be positive");
+  }
+  if (config.jetstream) {
+    if (config.topic_stream.empty() || jetstream_name(config.topic_stream) != config.topic_stream) {
+      return bad("NatsConfig.topic_stream '" + config.topic_stream +
+                 "' is not a valid JetStream name (letters, digits, '_' and '-')");
+    }
+    for (const auto& subject : config.topic_subjects) {
+      if (auto valid = subject::validate_pattern(subject, "NatsConfig.topic_subjects"); !valid) {
+        return valid;
+      }
+    }
+  }
+  for (const auto& [name, stream] : config.streams) {
+    const std::string where = "NatsConfig.streams[" + name + "]";
+    if (name.empty()) return bad("NatsConfig.streams: a stream has an empty name");
+    if (stream.replicas < 1 || stream.replicas > 5) return bad(where + ".replicas must be 1..5");
+    if (stream.max_messages < -1 || stream.max_messages == 0) {
+      return bad(where + ".max_messages must be positive or -1 (unlimited)");
+    }
+    if (stream.max_bytes < -1 || stream.max_bytes == 0) {
+      return bad(where + ".max_bytes must be positive or -1 (unlimited)");
+    }
+    if (stream.max_age.count() < 0) return bad(where + ".max_age must not be negative");
+  }
+  return ok();
+}
+
+Result<natsOptions*> make_options(const NatsConfig& config, bool send_asap) {
+  natsOptions* options = nullptr;
+  natsStatus s = natsOptions_Create(&options);
+  if (s != NATS_OK) return status_error(s, "creating NATS options");
+  std::unique_ptr<natsOptions, void (*)(natsOptions*)> guard(options, natsOptions_Destroy);
+  std::vector<const char*> servers;
+  for (const auto& url : config.servers) servers.push_back(url.c_str());
+  auto step = [&](natsStatus status, const char* what) -> Result<void> {
+    if (status != NATS_OK) return status_error(status, std::string("NatsConfig: ") + what);
+    return ok();
+  };
+  std::vector<Result<void>> steps;
+  steps.push_back(step(natsOptions_SetServers(options, servers.data(),
+                                              static_cast<int>(servers.size())),
+                       "servers"));
+  steps.push_back(step(natsOptions_SetName(options, config.name.c_str()), "name"));
+  if (!config.user.empty()) {
+    steps.push_back(step(
+        natsOptions_SetUserInfo(options, config.user.c_str(), config.password.c_str()), "user"));
+  }
+  if (!config.token.empty()) {
+    steps.push_back(step(natsOptions_SetToken(options, config.token.c_str()), "token"));
+  }
+  if (!config.credentials_file.empty()) {
+    steps.push_back(step(natsOptions_SetUserCredentialsFromFiles(
+                             options, config.credentials_file.c_str(), nullptr),
+                         "credentials_file"));
+  }
+  if (config.tls.enabled) {
+    steps.push_back(step(natsOptions_SetSecure(options, true), "tls.enabled"));
+    if (!config.tls.ca_file.empty()) {
+      steps.push_back(step(natsOptions_LoadCATrustedCertificates(options, config.tls.ca_file.c_str()),
+                           "tls.ca_file"));
+    }
+    if (!config.tls.cert_file.empty()) {
+      steps.push_back(step(natsOptions_LoadCertificatesChain(options, config.tls.cert_file.c_str(),
+                                                             config.tls.key_file.c_str()),
+                           "tls.cert_file/key_file"));
+    }
+    if (!config.tls.verify_hostname) {
+      steps.push_back(step(natsOptions_SkipServerVerification(options, true), "tls.verify"));
+    }
+  }
+  steps.push_back(step(natsOptions_SetTimeout(options, config.connect_timeout.count()),
+                       "connect_timeout"));
+  steps.push_back(step(natsOptions_SetMaxReconnect(options, config.max_reconnect_attempts),
+                       "max_reconnect_attempts"));
+  steps.push_back(step(natsOptions_SetReconnectWait(options, config.reconnect_wait.count()),
+                       "reconnect_wait"));
+  steps.push_back(step(natsOptions_SetReconnectBufSize(options, config.reconnect_buffer_bytes),
+                       "reconnect_buffer_bytes"));
+  steps.push_back(step(natsOptions_SetSendAsap(options, send_asap), "send_asap"));
+  for (auto& result : steps) {
+    if (!result) return std::move(result).error();
+  }
+  return guard.release();
+}
+
+Result<natsConnection*> open_connection(const NatsConfig& config, bool send_asap) {
+  auto options = make_options(config, send_asap);
+  if (!options) return std::move(options).error();
+  natsConnection* nc = nullptr;
+  const natsStatus s = natsConnection_Connect(&nc, *options);
+  natsOptions_Destroy(*options);
+  if (s != NATS_OK) {
+    std::string servers;
+    for (const auto& url : config.servers) servers += (servers.empty() ? "" : ", ") + url;
+    return status_error(s, "connecting to " + servers);
+  }
+  return nc;
+}
+
+struct StreamState {
+  std::set<std::string> subjects;
+  jsRetentionPolicy retention;
+  jsStorageType storage;
+};
+
+std::string join(const std::set<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
+  return "[" + out + "]";
+}
+
+// Creates the stream, or checks that the existing one is the same stream (subjects,
+// retention, storage) and updates its limits. A different existing stream is an error, never
+// a silent change.
+Result<void> provision_stream(jsCtx* js, const std::string& name, const StreamConfig& wanted,
+                              jsRetentionPolicy retention) {
+  std::vector<const char*> subjects;
+  for (const auto& s : wanted.subjects) subjects.push_back(s.c_str());
+  jsStreamConfig config;
+  jsStreamConfig_Init(&config);
+  config.Name = name.c_str();
+  config.Subjects = subjects.data();
+  config.SubjectsLen = static_cast<int>(subjects.size());
+  config.Retention = retention;
+  config.Storage = wanted.storage == Storage::memory ? js_MemoryStorage : js_FileStorage;
+  config.MaxMsgs = wanted.max_messages;
+  config.MaxBytes = wanted.max_bytes;
+  config.MaxAge = nanos(wanted.max_age);
+  config.Replicas = wanted.replicas;
+  config.Duplicates = nanos(wanted.duplicate_window);
+
+  jsStreamInfo* info = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_AddStream(&info, js, &config, nullptr, &code);
+  if (s == NATS_OK) {
+    jsStreamInfo_Destroy(info);
+    return ok();
+  }
+  if (code != JSStreamNameExistErr) {
+    return status_error(s, "creating JetStream stream '" + name + "'", code);
+  }
+  s = js_GetStreamInfo(&info, js, name.c_str(), nullptr, &code);
+  if (s != NATS_OK) return status_error(s, "reading JetStream stream '" + name + "'", code);
+  StreamState existing{{}, info->Config->Retention, info->Config->Storage};
+  for (int i = 0; i < info->Config->SubjectsLen; ++i) {
+    existing.subjects.insert(info->Config->Subjects[i]);
+  }
+  jsStreamInfo_Destroy(info);
+  const std::set<std::string> wanted_subjects(wanted.subjects.begin(), wanted.subjects.end());
+  if (existing.subjects != wanted_subjects || existing.retention != config.Retention ||
+      existing.storage != config.Storage) {
+    return nats_error(errc::failed_precondition,
+                      "JetStream stream '" + name + "' exists with subjects " +
+                          join(existing.subjects) + " and other settings than configured (" +
+                          join(wanted_subjects) +
+                          "); change or delete it deliberately, the backend will not");
+  }
+  s = js_UpdateStream(&info, js, &config, nullptr, &code);
+  if (s != NATS_OK) return status_error(s, "updating JetStream stream '" + name + "'", code);
+  jsStreamInfo_Destroy(info);
+  return ok();
+}
+
+Capabilities capabilities_for(const NatsConfig& config) {
+  Capabilities caps;
+  caps.patterns = {MessagingPattern::pub_sub, MessagingPattern::point_to_point,
+                   MessagingPattern::request_response, MessagingPattern::broadcast};
+  caps.consumer_groups = true;
+  caps.native_request_reply = true;
+  caps.headers = true;
+  caps.wildcard_subscriptions = true;
+  caps.max_payload_bytes = 1u << 20;  // the server's default max_payload
+  // JetStream redelivers a failed message while later ones go on, so order holds per subject
+  // only until a failure: no ordering is declared.
+  caps.ordering = Ordering::none;
+  if (config.jetstream) {
+    caps.patterns.insert(MessagingPattern::streaming);
+    caps.delivery = DeliveryGuarantee::at_least_once;
+    caps.persistent_replay = true;
+    caps.durable_groups = true;
+    caps.delayed_redelivery = true;
+  }
+  return caps;
+}
+
+class NatsBackend final : public Backend, public std::enable_shared_from_this<NatsBackend> {
+ public:
+  explicit NatsBackend(NatsConfig config)
+      : config_(std::move(config)),
+        capabilities_(capabilities_for(config_)),
+        pool_(static_cast<std::size_t>(std::max(1, config_.blocking_threads))) {}
+
+  ~NatsBackend() override {
+    close_subscriptions();
+    pool_.join();
+  }
+
+  std::string_view name() const noexcept override { return kBackendName; }
+  const Capabilities& capabilities() const noexcept override { return capabilities_; }
+
+  asio::awaitable<Result<void>> connect() override {
+    if (auto valid = validate(config_); !valid) co_return valid;
+    {
+      std::lock_guard lock(mutex_);
+      if (connection_) co_return ok();
+    }
+    auto self = shared_from_this();
+    auto work = [self]() -> Result<ConnectionPtr> { return self->open(); };
+    auto opened = co_await offload(pool_, std::move(work));
+    if (!opened) co_return std::move(opened).error();
+    std::lock_guard lock(mutex_);
+    connection_ = std::move(*opened);
+    co_return ok();
+  }
+
+  asio::awaitable<Result<void>> publish(Message message, PublishOptions options) override {
+    auto connection = current();
+    if (!connection) co_return nats_error(errc::unavailable, "backend is not connected");
+    const std::string subject = message.subject();
+    auto msg = to_nats(message, subject);
+    if (!msg) co_return std::move(msg).error();
+
+    // At-most-once traffic goes out as a core publish even on captured subjects (the stream
+    // still stores it for its consumers); only at-least-once waits for JetStream's ack.
+    const bool at_most_once = options.guarantee == DeliveryGuarantee::at_most_once &&
+                              options.kind == DestinationKind::topic;
+    if (at_most_once || !uses_jetstream(subject, options.kind)) {
+      natsConnection* nc = subject.starts_with("_INBOX.") ? connection->reply_nc : connection->nc;
+      const natsStatus s = natsConnection_PublishMsg(nc, msg->get());
+      if (s != NATS_OK) co_return status_error(s, "publishing on '" + subject + "'");
+      co_return ok();
+    }
+
+    auto self = shared_from_this();
+    const bool command = options.pattern == MessagingPattern::point_to_point;
+    const auto wait = std::chrono::duration_cast<milliseconds>(
+        std::min<SteadyClock::duration>(config_.publish_timeout,
+                                        options.deadline - SteadyClock::now()));
+    if (wait.count() <= 0) {
+      co_return nats_error(errc::deadline_exceeded, "publish deadline passed before publishing");
+    }
+    auto work = [self, connection, subject, kind = options.kind, command,
+                require = options.require_receiver, id = message.id(), wait,
+                msg = std::shared_ptr<natsMsg>(msg->release(), natsMsg_Destroy)]() -> Result<void> {
+          if (kind == DestinationKind::stream) {
+            if (auto made = self->ensure_stream(connection, subject); !made) return made;
+          }
+          if (command && require) {
+            if (auto found = self->check_command_receiver(connection, subject); !found) {
+              return found;
+            }
+          }
+          jsPubOptions publish_options;
+          jsPubOptions_Init(&publish_options);
+          publish_options.MsgId = id.c_str();
+          publish_options.MaxWait = wait.count();
+          jsPubAck* ack = nullptr;
+          jsErrCode code = static_cast<jsErrCode>(0);
+          const natsStatus s =
+              js_PublishMsg(&ack, connection->js, msg.get(), &publish_options, &code);
+          if (s != NATS_OK) {
+            if (s == NATS_NO_RESPONDERS) {
+              return nats_error(errc::not_found, "no JetStream stream captures '" + subject + "'");
+            }
+            return status_error(s, "publishing on '" + subject + "' to JetStream", code);
+          }
+          jsPubAck_Destroy(ack);
+          return ok();
+        };
+    co_return co_await offload(pool_, std::move(work));
+  }
+
+  asio::awaitable<Result<std::shared_ptr<Subscription>>> subscribe(SubscriptionSpec spec) override {
+    auto connection = current();
+    if (!connection) co_return nats_error(errc::unavailable, "backend is not connected");
+    if (spec.kind == DestinationKind::stream && subject::has_wildcard(spec.subject)) {
+      co_return nats_error(errc::invalid_argument,
+                           "stream name '" + spec.subject + "' cannot contain wildcards");
+    }
+    auto self = shared_from_this();
+    auto work = [self, connection, spec]() { return self->open_subscription(connection, spec); };
+    auto made = co_await offload(pool_, std::move(work));
+    if (!made) co_return std::move(made).error();
+    std::lock_guard lock(mutex_);
+    std::erase_if(subscriptions_, [](const auto& weak) { return weak.expired(); });
+    subscriptions_.push_back(*made);
+    co_return std::shared_ptr<Subscription>(std::move(*made));
+  }
+
+  asio::awaitable<Result<Message>> request(Message message, milliseconds timeout) override {
+    auto connection = current();
+    if (!connection) co_return nats_error(errc::unavailable, "backend is not connected");
+    const std::string subject = message.subject();
+    auto msg = to_nats(message, subject);
+    if (!msg) co_return std::move(msg).error();
+    auto work = [connection, subject, timeout,
+                 msg = std::shared_ptr<natsMsg>(msg->release(), natsMsg_Destroy)]() -> Result<Message> {
+          natsMsg* reply = nullptr;
+          const natsStatus s =
+              natsConnection_RequestMsg(&reply, connection->nc, msg.get(), timeout.count());
+          if (s == NATS_NO_RESPONDERS) {
+            return nats_error(errc::not_found, "no responder on '" + subject + "'");
+          }
+          if (s == NATS_TIMEOUT) {
+            return nats_error(errc::deadline_exceeded, "no reply on '" + subject + "' within " +
+                                                           std::to_string(timeout.count()) + " ms");
+          }
+          if (s != NATS_OK) return status_error(s, "request on '" + subject + "'");
+          NatsMsgPtr owned(reply);
+          return from_nats(owned.get(), false);
+        };
+    co_return co_await offload(pool_, std::move(work));
+  }
+
+  asio::awaitable<Result<void>> close(SteadyClock::time_point deadline) override {
+    close_subscriptions();
+    ConnectionPtr connection;
+    {
+      std::lock_guard lock(mutex_);
+      connection = std::move(connection_);
+    }
+    if (!connection) co_return ok();
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - SteadyClock::now());
+    auto work = [connection, left]() -> Result<void> {
+      // Publishes still in nats.c's buffers go out before the connection closes.
+      Result<void> result = ok();
+      for (natsConnection* nc : {connection->nc, connection->reply_nc}) {
+        const natsStatus s = natsConnection_FlushTimeout(nc, std::max<std::int64_t>(1, left.count()));
+        if (s != NATS_OK && result) result = status_error(s, "flushing before close");
+      }
+      connection->close();
+      return result;
+    };
+    co_return co_await offload(pool_, std::move(work));
+  }
+
+ private:
+  Result<ConnectionPtr> open() {
+    auto connection = std::make_shared<Connection>();
+    auto nc = open_connection(config_, false);
+    if (!nc) return std::move(nc).error();
+    connection->nc = *nc;
+    auto reply_nc = open_connection(config_, true);
+    if (!reply_nc) return std::move(reply_nc).error();
+    connection->reply_nc = *reply_nc;
+    if (!config_.jetstream) return connection;
+    natsStatus s = natsConnection_JetStream(&connection->js, connection->nc, nullptr);
+    if (s != NATS_OK) return status_error(s, "opening a JetStream context");
+    StreamConfig topics;
+    topics.subjects = config_.topic_subjects;
+    topics.storage = config_.topic_storage;
+    if (auto made = provision_stream(connection->js, config_.topic_stream, topics,
+                                     js_InterestPolicy);
+        !made) {
+      return made.error().with_context("NatsConfig.topic_stream (is JetStream enabled, -js?)");
+    }
+    for (const auto& [name, stream] : config_.streams) {
+      StreamConfig wanted = stream;
+      if (wanted.subjects.empty()) wanted.subjects = {name};
+      const jsRetentionPolicy retention = stream.retention == Retention::interest ? js_InterestPolicy
+                                          : stream.retention == Retention::workqueue
+                                              ? js_WorkQueuePolicy
+                                              : js_LimitsPolicy;
+      if (auto made = provision_stream(connection->js, jetstream_name(name), wanted, retention);
+          !made) {
+        return made.error().with_context("NatsConfig.streams[" + name + "]");
+      }
+      std::lock_guard lock(mutex_);
+      known_streams_.insert(name);
+    }
+    return connection;
+  }
+
+  ConnectionPtr current() const {
+    std::lock_guard lock(mutex_);
+    return connection_;
+  }
+
+  bool uses_jetstream(const std::string& subject, DestinationKind kind) const {
+    if (!config_.jetstream || subject.starts_with("_INBOX.")) return false;
+    if (kind == DestinationKind::stream) return true;
+    return std::any_of(config_.topic_subjects.begin(), config_.topic_subjects.end(),
+                       [&](const std::string& pattern) { return subject::matches(pattern, subject); });
+  }
+
+  // The consumer of `group` on `subject`: named from both, so a group resumes its consumer.
+  static std::string consumer_name(const std::string& group, const std::string& subject) {
+    return jetstream_name(group + "__" + subject);
+  }
+
+  // Runs on the pool.
+  Result<void> ensure_stream(const ConnectionPtr& connection, const std::string& stream) {
+    {
+      std::lock_guard lock(mutex_);
+      if (known_streams_.count(stream) != 0) return ok();
+    }
+    StreamConfig wanted = config_.stream_defaults;
+    wanted.subjects = {stream};
+    const jsRetentionPolicy retention = wanted.retention == Retention::interest ? js_InterestPolicy
+                                        : wanted.retention == Retention::workqueue
+                                            ? js_WorkQueuePolicy
+                                            : js_LimitsPolicy;
+    if (auto made = provision_stream(connection->js, jetstream_name(stream), wanted, retention);
+        !made) {
+      return made;
+    }
+    std::lock_guard lock(mutex_);
+    known_streams_.insert(stream);
+    return ok();
+  }
+
+  // A command must have a consumer group (a durable consumer) of its service. Runs on the pool.
+  Result<void> check_command_receiver(const ConnectionPtr& connection, const std::string& subject) {
+    // commands.<service>.<type>: the service's instances consume as group <service>.
+    const auto first = subject.find('.');
+    const auto second = subject.find('.', first + 1);
+    if (first == std::string::npos || second == std::string::npos) return ok();
+    const std::string service = subject.substr(first + 1, second - first - 1);
+    const std::string durable = consumer_name(service, subject);
+    {
+      std::lock_guard lock(mutex_);
+      if (known_consumers_.count(durable) != 0) return ok();
+    }
+    jsConsumerInfo* info = nullptr;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    const natsStatus s = js_GetConsumerInfo(&info, connection->js, config_.topic_stream.c_str(),
+                                            durable.c_str(), nullptr, &code);
+    if (s != NATS_OK) {
+      if (code == JSConsumerNotFoundErr || s == NATS_NOT_FOUND) {
+        return nats_error(errc::not_found, "no consumer for '" + subject + "' (service '" +
+                                               service + "' has never handled it)");
+      }
+      return status_error(s, "looking up the consumer of '" + subject + "'", code);
+    }
+    jsConsumerInfo_Destroy(info);
+    std::lock_guard lock(mutex_);
+    known_consumers_.insert(durable);
+    return ok();
+  }
+
+  // Runs on the pool.
+  Result<std::shared_ptr<NatsSubscription>> open_subscription(const ConnectionPtr& connection,
+                                                              const SubscriptionSpec& spec) {
+    const bool jetstream = uses_jetstream(spec.subject, spec.kind);
+    auto inbox = std::make_shared<Inbox>();
+    std::string deliver_subject = spec.subject;
+    std::string queue = spec.group;
+    std::string description = "'" + spec.subject + "'";
+    if (jetstream) {
+      auto consumer = open_consumer(connection, spec);
+      if (!consumer) return std::move(consumer).error();
+      deliver_subject = consumer->first;
+      queue = consumer->second;
+      description += " (JetStream)";
+    } else {
+      inbox->limit = kCoreQueueLimit;
+    }
+    natsSubscription* sub = nullptr;
+    auto* closure = new InboxPtr(inbox);
+    const natsStatus s =
+        queue.empty() ? natsConnection_Subscribe(&sub, connection->nc, deliver_subject.c_str(),
+                                                 on_message, closure)
+                      : natsConnection_QueueSubscribe(&sub, connection->nc,
+                                                      deliver_subject.c_str(), queue.c_str(),
+                                                      on_message, closure);
+    if (s != NATS_OK) {
+      delete closure;
+      return status_error(s, "subscribing to " + description);
+    }
+    natsSubscription_SetOnCompleteCB(sub, on_complete, closure);
+    // Our inbox bounds core subscriptions; JetStream is bounded by max_ack_pending.
+    natsSubscription_SetPendingLimits(sub, -1, -1);
+    return std::make_shared<NatsSubscription>(connection, inbox, sub, jetstream, description);
+  }
+
+  // Creates (or finds) the consumer behind a JetStream subscription. Returns its deliver
+  // subject and the queue group to subscribe with (empty: none). Runs on the pool.
+  Result<std::pair<std::string, std::string>> open_consumer(const ConnectionPtr& connection,
+                                                            const SubscriptionSpec& spec) {
+    std::string stream = config_.topic_stream;
+    if (spec.kind == DestinationKind::stream) {
+      if (auto made = ensure_stream(connection, spec.subject); !made) return made.error();
+      stream = jetstream_name(spec.subject);
+    }
+    const bool durable = !spec.group.empty();
+    const std::string name = durable ? consumer_name(spec.group, spec.subject) : std::string();
+    const std::string deliver = std::string(kDeliverPrefix) +
+                                (durable ? name : jetstream_name(make_uuid_v7()));
+    jsConsumerConfig config;
+    jsConsumerConfig_Init(&config);
+    if (durable) {
+      config.Durable = name.c_str();
+      config.DeliverGroup = name.c_str();
+    } else {
+      config.InactiveThreshold = nanos(kEphemeralInactivity);
+    }
+    config.DeliverSubject = deliver.c_str();
+    config.AckPolicy = js_AckExplicit;
+    config.AckWait = nanos(config_.ack_wait);
+    config.MaxDeliver = -1;  // the bus counts attempts and dead-letters
+    config.MaxAckPending = config_.max_ack_pending;
+    if (spec.kind == DestinationKind::topic) config.FilterSubject = spec.subject.c_str();
+    config.DeliverPolicy = js_DeliverNew;
+    if (spec.kind == DestinationKind::stream) {
+      switch (spec.start.kind) {
+        case StartPosition::Kind::new_messages:
+          config.DeliverPolicy = js_DeliverNew;
+          break;
+        case StartPosition::Kind::earliest:
+          config.DeliverPolicy = js_DeliverAll;
+          break;
+        case StartPosition::Kind::sequence:
+          config.DeliverPolicy = js_DeliverByStartSequence;
+          config.OptStartSeq = std::max<std::uint64_t>(1, spec.start.sequence);
+          break;
+        case StartPosition::Kind::time:
+          config.DeliverPolicy = js_DeliverByStartTime;
+          config.OptStartTime = nanos(spec.start.time.time_since_epoch());
+          break;
+      }
+    }
+    jsConsumerInfo* info = nullptr;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    natsStatus s = js_AddConsumer(&info, connection->js, stream.c_str(), &config, nullptr, &code);
+    if (s != NATS_OK && durable) {
+      // It exists with other settings (another start position): a durable group resumes
+      // where it left off, so take it as it is.
+      s = js_GetConsumerInfo(&info, connection->js, stream.c_str(), name.c_str(), nullptr, &code);
+    }
+    if (s != NATS_OK) {
+      return status_error(s, "creating a JetStream consumer for '" + spec.subject + "'", code);
+    }
+    std::pair<std::string, std::string> out{
+        info->Config->DeliverSubject != nullptr ? info->Config->DeliverSubject : deliver,
+        info->Config->DeliverGroup != nullptr ? info->Config->DeliverGroup : ""};
+    jsConsumerInfo_Destroy(info);
+    if (durable) {
+      std::lock_guard lock(mutex_);
+      known_consumers_.insert(name);
+    }
+    return out;
+  }
+
+  void close_subscriptions() {
+    std::vector<std::shared_ptr<NatsSubscription>> open;
+    {
+      std::lock_guard lock(mutex_);
+      for (auto& weak : subscriptions_) {
+        if (auto subscription = weak.lock()) open.push_back(std::move(subscription));
+      }
+      subscriptions_.clear();
+    }
+    for (auto& subscription : open) subscription->close();
+  }
+
+  const NatsConfig config_;
+  const Capabilities capabilities_;
+  asio::thread_pool pool_;
+  mutable std::mutex mutex_;
+  ConnectionPtr connection_;
+  std::vector<std::weak_ptr<NatsSubscription>> subscriptions_;
+  std::set<std::string> known_streams_;    // bus stream names provisioned by this backend
+  std::set<std::string> known_consumers_;  // durable consumers known to exist
+};
+
+}  // namespace
+
+std::string jetstream_name(std::string_view name) {
+  std::string out(name);
+  bool changed = false;
+  for (char& c : out) {
+    const bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                         c == '_' || c == '-';
+    if (!allowed) {
+      c = '_';
+      changed = true;
+    }
+  }
+  if (!changed) return out;
+  char suffix[17];
+  std::snprintf(suffix, sizeof suffix, "%016llx",
+                static_cast<unsigned long long>(fnv1a(name)));
+  return out + "_" + std::string(suffix, 8);
+}
+
+std::shared_ptr<Backend> make_backend(NatsConfig config) {
+  return std::make_shared<NatsBackend>(std::move(config));
+}
+
+}  // namespace marty::messaging::nats

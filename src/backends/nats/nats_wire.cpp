@@ -1,0 +1,198 @@
+#include "nats_wire.hpp"
+
+#include <charconv>
+#include <cstdlib>
+#include <optional>
+#include <vector>
+
+#include "marty/messaging/codec.hpp"
+
+namespace marty::messaging::nats {
+namespace {
+
+errc code_for(natsStatus status) {
+  switch (status) {
+    case NATS_TIMEOUT:
+      return errc::deadline_exceeded;
+    case NATS_NO_RESPONDERS:
+    case NATS_NOT_FOUND:
+      return errc::not_found;
+    case NATS_CONNECTION_AUTH_FAILED:
+      return errc::unauthenticated;
+    case NATS_NOT_PERMITTED:
+      return errc::permission_denied;
+    case NATS_INVALID_ARG:
+    case NATS_INVALID_SUBJECT:
+    case NATS_INVALID_TIMEOUT:
+    case NATS_INVALID_QUEUE_NAME:
+    case NATS_MAX_PAYLOAD:
+    case NATS_ADDRESS_MISSING:
+      return errc::invalid_argument;
+    case NATS_SLOW_CONSUMER:
+    case NATS_NO_MEMORY:
+      return errc::resource_exhausted;
+    case NATS_IO_ERROR:
+    case NATS_CONNECTION_CLOSED:
+    case NATS_NO_SERVER:
+    case NATS_STALE_CONNECTION:
+    case NATS_CONNECTION_DISCONNECTED:
+    case NATS_NOT_YET_CONNECTED:
+    case NATS_INSUFFICIENT_BUFFER:  // the reconnect buffer is full
+    case NATS_DRAINING:
+    case NATS_SSL_ERROR:
+    case NATS_SECURE_CONNECTION_WANTED:
+    case NATS_SECURE_CONNECTION_REQUIRED:
+    case NATS_NO_SERVER_SUPPORT:
+      return errc::unavailable;
+    case NATS_ILLEGAL_STATE:
+    case NATS_MISMATCH:
+      return errc::failed_precondition;
+    default:
+      return errc::internal;
+  }
+}
+
+std::string type_from_subject(std::string_view subject) {
+  auto after_tokens = [&](int tokens) {
+    std::size_t at = 0;
+    for (int i = 0; i < tokens; ++i) {
+      at = subject.find('.', at);
+      if (at == std::string_view::npos) return std::string(subject);
+      ++at;
+    }
+    return std::string(subject.substr(at));
+  };
+  if (subject.starts_with("events.")) return after_tokens(1);
+  if (subject.starts_with("commands.") || subject.starts_with("queries.")) return after_tokens(2);
+  return std::string(subject);
+}
+
+codec::Headers headers_of(natsMsg* msg) {
+  codec::Headers headers;
+  const char** keys = nullptr;
+  int count = 0;
+  if (natsMsgHeader_Keys(msg, &keys, &count) != NATS_OK) return headers;
+  for (int i = 0; i < count; ++i) {
+    const char* value = nullptr;
+    if (natsMsgHeader_Get(msg, keys[i], &value) == NATS_OK && value != nullptr) {
+      headers.emplace_back(keys[i], value);
+    }
+  }
+  std::free(static_cast<void*>(keys));
+  return headers;
+}
+
+const std::string* find_header(const codec::Headers& headers, std::string_view name) {
+  for (const auto& [key, value] : headers) {
+    if (key.size() != name.size()) continue;
+    bool same = true;
+    for (std::size_t i = 0; i < key.size() && same; ++i) {
+      same = std::tolower(static_cast<unsigned char>(key[i])) ==
+             std::tolower(static_cast<unsigned char>(name[i]));
+    }
+    if (same) return &value;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+Error status_error(natsStatus status, std::string_view what, int jetstream_code) {
+  std::string text = std::string(what) + ": " + natsStatus_GetText(status);
+  natsStatus last = NATS_OK;
+  if (const char* detail = nats_GetLastError(&last); detail != nullptr && *detail != '\0') {
+    text += std::string(" (") + detail + ")";
+  }
+  if (jetstream_code != 0) text += " [JetStream error " + std::to_string(jetstream_code) + "]";
+  return Error(code_for(status), std::move(text), std::string(kBackendName));
+}
+
+Result<NatsMsgPtr> to_nats(const Message& message, const std::string& subject) {
+  const codec::BinaryMessage wire = codec::encode_binary(message);
+  const std::string_view body = wire.body ? wire.body->bytes() : std::string_view();
+  if (body.size() > static_cast<std::size_t>(INT32_MAX)) {
+    return Error(errc::invalid_argument, "payload too large for NATS", std::string(kBackendName));
+  }
+  natsMsg* raw = nullptr;
+  natsStatus status = natsMsg_Create(&raw, subject.c_str(), nullptr, body.data(),
+                                     static_cast<int>(body.size()));
+  if (status != NATS_OK) return status_error(status, "creating a message on '" + subject + "'");
+  NatsMsgPtr msg(raw);
+  for (const auto& [name, value] : wire.headers) {
+    // NATS headers are lines of text: a line break inside a value would end the header early.
+    if (value.find_first_of("\r\n") != std::string::npos) {
+      return Error(errc::invalid_argument, "header '" + name + "' contains a line break",
+                   std::string(kBackendName));
+    }
+    status = natsMsgHeader_Set(msg.get(), name.c_str(), value.c_str());
+    if (status != NATS_OK) return status_error(status, "setting header '" + name + "'");
+  }
+  return msg;
+}
+
+Result<Message> from_nats(natsMsg* msg, bool jetstream) {
+  const std::string subject = natsMsg_GetSubject(msg);
+  const char* data = natsMsg_GetData(msg);
+  auto body = std::make_shared<const Payload>(
+      std::string(data != nullptr ? data : "", static_cast<std::size_t>(natsMsg_GetDataLength(msg))));
+  const codec::Headers headers = headers_of(msg);
+  Result<Message> decoded = Error(errc::internal, "unset");
+  if (find_header(headers, "ce-specversion") != nullptr) {
+    decoded = codec::decode_binary(headers, std::move(body));
+    if (!decoded) {
+      return decoded.error().with_context("message on '" + subject + "' from NATS");
+    }
+  } else {
+    // A plain NATS publisher: keep its headers, type the message by its subject.
+    MessageMetadata metadata;
+    if (const auto* id = find_header(headers, "Nats-Msg-Id")) metadata.message_id = *id;
+    if (metadata.message_id.empty()) metadata.message_id = make_uuid_v7();
+    metadata.message_type = type_from_subject(subject);
+    metadata.time = Clock::now();
+    if (const auto* type = find_header(headers, "content-type")) {
+      metadata.content_type = *type;
+    }
+    for (const auto& [name, value] : headers) metadata.headers.emplace(name, value);
+    decoded = Message(std::move(metadata), std::move(body));
+  }
+  Message message = std::move(*decoded);
+  message.set_subject(subject);
+  if (!jetstream) {
+    if (const char* reply = natsMsg_GetReply(msg); reply != nullptr && *reply != '\0') {
+      message.mutable_metadata().reply_to = reply;
+    }
+  }
+  return message;
+}
+
+std::optional<JetStreamInfo> parse_ack_subject(std::string_view reply) {
+  if (!reply.starts_with("$JS.ACK.")) return std::nullopt;
+  std::vector<std::string_view> tokens;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t dot = reply.find('.', start);
+    tokens.push_back(reply.substr(start, dot - start));
+    if (dot == std::string_view::npos) break;
+    start = dot + 1;
+  }
+  // v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<time>.<pending> (9 tokens);
+  // v2 adds <domain>.<account hash> after ACK and a random token at the end (12 tokens).
+  std::size_t first = 0;
+  if (tokens.size() == 9) {
+    first = 4;
+  } else if (tokens.size() >= 11) {
+    first = 6;
+  } else {
+    return std::nullopt;
+  }
+  JetStreamInfo info;
+  auto number = [](std::string_view text, auto& out) {
+    return std::from_chars(text.data(), text.data() + text.size(), out).ec == std::errc();
+  };
+  if (!number(tokens[first], info.delivered) || !number(tokens[first + 1], info.stream_sequence)) {
+    return std::nullopt;
+  }
+  return info;
+}
+
+}  // namespace marty::messaging::nats

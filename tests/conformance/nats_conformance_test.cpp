@@ -40,7 +40,8 @@ INSTANTIATE_TEST_SUITE_P(Nats, Conformance, ::testing::ValuesIn(backends()),
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   if (marty::messaging::conformance::server_url().empty()) {
-    std::fprintf(stderr, "MARTY_NATS_URL is not set: start the server with scripts/brokers start nats\n");
+    std::fprintf(stderr,
+                 "MARTY_NATS_URL is not set: start the server with scripts/brokers start nats\n");
     return 1;
   }
   marty::messaging::conformance::install_report_writer(marty::messaging::conformance::backends());

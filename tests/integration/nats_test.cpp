@@ -1,0 +1,279 @@
+// The NATS backend against real nats-server processes that the tests configure and start
+// themselves: bad configuration, authentication, TLS, and a server crash and restart.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "../support/server_process.hpp"
+#include "../support/test_loop.hpp"
+#include "marty/messaging.hpp"
+#include "marty/messaging/nats_backend.hpp"
+
+namespace marty::messaging {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::eventually;
+using testing::free_port;
+using testing::ServerProcess;
+using testing::TestLoop;
+
+std::string url(int port, std::string_view scheme = "nats", std::string_view host = "127.0.0.1") {
+  return std::string(scheme) + "://" + std::string(host) + ":" + std::to_string(port);
+}
+
+// A private directory, removed at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "marty-nats-XXXXXX").string();
+    path_ = ::mkdtemp(pattern.data());
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+Result<void> connect_with(nats::NatsConfig config) {
+  TestLoop loop;
+  auto backend = nats::make_backend(std::move(config));
+  auto connected = loop.run(backend->connect());
+  if (connected) (void)loop.run(backend->close(SteadyClock::now() + 2s));
+  return connected;
+}
+
+void expect_invalid(nats::NatsConfig config, std::string_view field) {
+  const auto result = connect_with(std::move(config));
+  ASSERT_FALSE(result) << "accepted a config with a bad " << field;
+  EXPECT_TRUE(result.error().is(errc::invalid_argument)) << result.error().describe();
+  EXPECT_NE(result.error().message().find(field), std::string::npos) << result.error().describe();
+}
+
+TEST(NatsConfig, BadValuesAreRefusedNamingTheField) {
+  nats::NatsConfig empty;
+  empty.servers.clear();
+  expect_invalid(empty, "servers");
+
+  nats::NatsConfig no_scheme;
+  no_scheme.servers = {"nats://127.0.0.1:4222", "localhost:4222"};
+  expect_invalid(no_scheme, "servers[1]");
+
+  nats::NatsConfig half_tls;
+  half_tls.tls.enabled = true;
+  half_tls.tls.cert_file = "client.pem";
+  expect_invalid(half_tls, "tls.key_file");
+
+  nats::NatsConfig no_pending;
+  no_pending.max_ack_pending = 0;
+  expect_invalid(no_pending, "max_ack_pending");
+
+  nats::NatsConfig bad_stream;
+  bad_stream.streams["orders"].replicas = 0;
+  expect_invalid(bad_stream, "streams[orders].replicas");
+
+  nats::NatsConfig bad_topic_stream;
+  bad_topic_stream.topic_stream = "events.all";
+  expect_invalid(bad_topic_stream, "topic_stream");
+}
+
+TEST(NatsConfig, StreamNamesMapWithoutCollisions) {
+  EXPECT_EQ(nats::jetstream_name("orders"), "orders");
+  EXPECT_EQ(nats::jetstream_name("ORDERS_v-2"), "ORDERS_v-2");
+  const std::string dotted = nats::jetstream_name("a.b");
+  EXPECT_EQ(dotted.find('.'), std::string::npos);
+  EXPECT_NE(dotted, nats::jetstream_name("a_b"));
+  EXPECT_NE(nats::jetstream_name("a.b"), nats::jetstream_name("a*b"));
+}
+
+TEST(NatsConnect, NoServerIsUnavailableNotAHang) {
+  nats::NatsConfig config;
+  config.servers = {url(free_port())};
+  const auto start = SteadyClock::now();
+  const auto result = connect_with(config);
+  ASSERT_FALSE(result);
+  EXPECT_TRUE(result.error().is(errc::unavailable)) << result.error().describe();
+  EXPECT_LT(SteadyClock::now() - start, 10s);
+}
+
+TEST(NatsAuth, TokenAndUserPassword) {
+  const int token_port = free_port();
+  ServerProcess token_server({"nats-server", "-a", "127.0.0.1", "-p", std::to_string(token_port),
+                              "--auth", "s3cret-token"},
+                             token_port);
+  ASSERT_TRUE(token_server.running());
+  nats::NatsConfig config;
+  config.servers = {url(token_port)};
+  config.jetstream = false;
+  config.token = "s3cret-token";
+  auto accepted = connect_with(config);
+  EXPECT_TRUE(accepted) << accepted.error().describe();
+  config.token = "wrong-token";
+  const auto start = SteadyClock::now();
+  auto refused = connect_with(config);
+  ASSERT_FALSE(refused);
+  EXPECT_TRUE(refused.error().is(errc::unauthenticated)) << refused.error().describe();
+  EXPECT_EQ(refused.error().message().find("wrong-token"), std::string::npos)
+      << "a secret appears in the error: " << refused.error().describe();
+  EXPECT_LT(SteadyClock::now() - start, 10s);
+
+  const int user_port = free_port();
+  ServerProcess user_server({"nats-server", "-a", "127.0.0.1", "-p", std::to_string(user_port),
+                             "--user", "alice", "--pass", "pa55word"},
+                            user_port);
+  ASSERT_TRUE(user_server.running());
+  nats::NatsConfig user_config;
+  user_config.servers = {url(user_port)};
+  user_config.jetstream = false;
+  user_config.user = "alice";
+  user_config.password = "pa55word";
+  auto user_accepted = connect_with(user_config);
+  EXPECT_TRUE(user_accepted) << user_accepted.error().describe();
+  user_config.password = "not-it";
+  auto user_refused = connect_with(user_config);
+  ASSERT_FALSE(user_refused);
+  EXPECT_TRUE(user_refused.error().is(errc::unauthenticated)) << user_refused.error().describe();
+}
+
+// Certificates made with the openssl command line: a CA, a server certificate for localhost
+// and a client certificate, all signed by the CA.
+bool make_certificates(const std::filesystem::path& dir) {
+  const std::string d = dir.string();
+  {
+    std::ofstream ext(dir / "server.ext");
+    ext << "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
+  }
+  const std::string script =
+      "cd '" + d +
+      "' && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 "
+      "-subj /CN=marty-test-ca && "
+      "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
+      "-subj /CN=localhost && "
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+      "-out server.pem -days 1 -extfile server.ext && "
+      "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr "
+      "-subj /CN=marty-client && "
+      "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+      "-out client.pem -days 1";
+  return std::system((script + " > openssl.log 2>&1").c_str()) == 0;
+}
+
+TEST(NatsTls, ServerAndClientCertificates) {
+  TempDir dir;
+  ASSERT_TRUE(make_certificates(dir.path())) << "openssl failed; see " << dir.path() / "openssl.log";
+  const auto file = [&](const char* name) { return (dir.path() / name).string(); };
+  const int port = free_port();
+  ServerProcess server({"nats-server", "-a", "127.0.0.1", "-p", std::to_string(port), "--tls",
+                        "--tlscert", file("server.pem"), "--tlskey", file("server.key"),
+                        "--tlsverify", "--tlscacert", file("ca.pem")},
+                       port);
+  ASSERT_TRUE(server.running());
+
+  nats::NatsConfig config;
+  config.servers = {url(port, "tls", "localhost")};
+  config.jetstream = false;
+  config.tls.enabled = true;
+  config.tls.ca_file = file("ca.pem");
+  config.tls.cert_file = file("client.pem");
+  config.tls.key_file = file("client.key");
+  auto accepted = connect_with(config);
+  EXPECT_TRUE(accepted) << accepted.error().describe();
+
+  // Without a client certificate the server refuses the handshake.
+  nats::NatsConfig anonymous = config;
+  anonymous.tls.cert_file.clear();
+  anonymous.tls.key_file.clear();
+  auto refused = connect_with(anonymous);
+  EXPECT_FALSE(refused);
+
+  // A client that does not trust the server's CA refuses the server.
+  nats::NatsConfig untrusting = config;
+  untrusting.tls.ca_file = file("client.pem");  // a certificate, but not the server's issuer
+  auto distrusted = connect_with(untrusting);
+  EXPECT_FALSE(distrusted);
+}
+
+// A service handling durable commands over JetStream while its server is killed and restarted
+// on the same store: every command whose send succeeded is handled, and the bus reconnects by
+// itself.
+TEST(NatsRestart, NothingAcknowledgedIsLostAcrossAServerCrash) {
+  TempDir store;
+  const int port = free_port();
+  ServerProcess server({"nats-server", "-a", "127.0.0.1", "-p", std::to_string(port), "-js",
+                        "-sd", store.path().string()},
+                       port);
+  ASSERT_TRUE(server.running());
+  auto make_config = [&] {
+    nats::NatsConfig config;
+    config.servers = {url(port)};
+    config.reconnect_wait = 100ms;
+    config.ack_wait = 2s;
+    config.publish_timeout = 1s;
+    return config;
+  };
+  BlockingEventBus worker, sender;
+  ASSERT_TRUE(worker.bus().register_backend(MessageBackendType::nats, nats::make_backend(make_config())));
+  ASSERT_TRUE(sender.bus().register_backend(MessageBackendType::nats, nats::make_backend(make_config())));
+  ASSERT_TRUE(worker.start());
+  ASSERT_TRUE(sender.start());
+
+  std::mutex mutex;
+  std::set<int> handled;
+  auto handler = sync_handler([&](const Message& m) -> Result<void> {
+    std::lock_guard lock(mutex);
+    handled.insert(m.json()["n"].get<int>());
+    return ok();
+  });
+  ASSERT_TRUE(worker.handle_commands({"work"}, handler, "workers"));
+
+  constexpr int kCommands = 200;
+  std::set<int> sent;
+  int failures = 0;
+  std::thread restarter;
+  for (int n = 0; n < kCommands; ++n) {
+    if (n == kCommands / 2) {
+      server.stop(SIGKILL);
+      // Down for longer than a publish waits (publish_timeout), so some sends fail.
+      restarter = std::thread([&server] {
+        std::this_thread::sleep_for(2500ms);
+        server.start();
+      });
+    }
+    // Retry until the server has it: a failed send may or may not have been stored, and the
+    // retry carries the same message id, so the server drops it if it was.
+    MessageMetadata metadata;
+    metadata.message_id = make_uuid_v7();
+    const auto deadline = SteadyClock::now() + 30s;
+    while (true) {
+      auto result = sender.run(sender.bus().send_command("work", Json{{"n", n}}, "workers", metadata));
+      if (result) {
+        sent.insert(n);
+        break;
+      }
+      ++failures;
+      ASSERT_LT(SteadyClock::now(), deadline) << result.error().describe();
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  restarter.join();
+  EXPECT_TRUE(server.running());
+  EXPECT_GT(failures, 0) << "the outage should have failed some sends";
+  ASSERT_TRUE(eventually(
+      [&] {
+        std::lock_guard lock(mutex);
+        return handled.size() >= sent.size();
+      },
+      30s));
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(handled, sent);
+}
+
+}  // namespace
+}  // namespace marty::messaging

@@ -1,0 +1,101 @@
+#pragma once
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace marty::messaging::testing {
+
+/// A port on loopback that nothing listens on now (the kernel picks it).
+inline int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof address;
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+    port = ntohs(address.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+/// True when something accepts TCP connections on loopback `port`.
+inline bool port_open(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  const bool open = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+  ::close(fd);
+  return open;
+}
+
+/// A broker server run by a test (for the configurations the shared brokers of scripts/brokers
+/// do not have: authentication, TLS, restarts). Stopped when destroyed.
+class ServerProcess {
+ public:
+  /// Starts `argv` (argv[0] found on PATH) and waits until `port` accepts connections.
+  ServerProcess(std::vector<std::string> argv, int port) : argv_(std::move(argv)), port_(port) {
+    start();
+  }
+  ~ServerProcess() { stop(SIGTERM); }
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+
+  int port() const { return port_; }
+  bool running() const { return pid_ > 0; }
+
+  /// Returns false when the server did not open its port within `limit`.
+  bool start(std::chrono::seconds limit = std::chrono::seconds(20)) {
+    if (pid_ > 0) return true;
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      std::vector<char*> args;
+      for (auto& arg : argv_) args.push_back(arg.data());
+      args.push_back(nullptr);
+      ::execvp(args[0], args.data());
+      std::perror("execvp");
+      ::_exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!port_open(port_)) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return false;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return true;
+  }
+
+  /// Sends `signal` (SIGKILL: a crash) and waits for the process to end.
+  void stop(int signal) {
+    if (pid_ <= 0) return;
+    ::kill(pid_, signal);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+
+ private:
+  std::vector<std::string> argv_;
+  int port_;
+  pid_t pid_ = -1;
+};
+
+}  // namespace marty::messaging::testing

@@ -24,8 +24,8 @@ struct StreamConfig {
   std::vector<std::string> subjects;
   Retention retention = Retention::limits;
   Storage storage = Storage::file;
-  std::int64_t max_messages = -1;  ///< -1: unlimited
-  std::int64_t max_bytes = -1;     ///< -1: unlimited
+  std::int64_t max_messages = -1;   ///< -1: unlimited
+  std::int64_t max_bytes = -1;      ///< -1: unlimited
   std::chrono::seconds max_age{0};  ///< 0: unlimited
   int replicas = 1;
   /// Window in which a repeated Nats-Msg-Id (our message_id) is dropped as a duplicate.
@@ -34,10 +34,10 @@ struct StreamConfig {
 
 struct TlsConfig {
   bool enabled = false;
-  std::string ca_file;           ///< PEM; empty: the system's roots
-  std::string cert_file;         ///< client certificate (PEM), with key_file
+  std::string ca_file;    ///< PEM; empty: the system's roots
+  std::string cert_file;  ///< client certificate (PEM), with key_file
   std::string key_file;
-  bool verify_hostname = true;   ///< also check the server's name against its certificate
+  bool verify_hostname = true;  ///< also check the server's name against its certificate
 };
 
 /// Connection and provisioning settings. Validated at connect(): a bad value is

@@ -17,7 +17,7 @@
 #include <deque>
 #include <mutex>
 #include <set>
-#include <unordered_set>
+#include <unordered_map>
 
 #include <spdlog/spdlog.h>
 #include <asio/thread_pool.hpp>
@@ -41,6 +41,8 @@ constexpr std::chrono::seconds kEphemeralInactivity{5};
 // Messages a core (at-most-once) subscription may queue before it drops, as NATS does for a
 // slow consumer. JetStream subscriptions are bounded by max_ack_pending instead.
 constexpr std::size_t kCoreQueueLimit = 65'536;
+// JetStream publishes in flight per connection; a publish beyond it waits briefly in nats.c.
+constexpr int kMaxPendingPublishes = 4'096;
 
 spdlog::logger& logger() {
   static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
@@ -51,7 +53,9 @@ Error nats_error(errc code, std::string message) {
   return Error(code, std::move(message), std::string(kBackendName));
 }
 
-std::int64_t nanos(std::chrono::nanoseconds d) { return d.count(); }
+std::int64_t nanos(std::chrono::nanoseconds d) {
+  return d.count();
+}
 
 std::uint64_t fnv1a(std::string_view text) {
   std::uint64_t hash = 1469598103934665603ull;
@@ -59,9 +63,59 @@ std::uint64_t fnv1a(std::string_view text) {
   return hash;
 }
 
+// A JetStream publish waiting for the server's acknowledgement.
+struct PublishWaiter {
+  std::shared_ptr<AsyncSignal> signal = AsyncSignal::create();
+  std::mutex mutex;
+  std::optional<Result<void>> result;  // set once, by the acknowledgement handler
+};
+
+// Publishes in flight, by their nats.c message (unique while nats.c holds it, that is until
+// its acknowledgement handler has run).
+struct PendingPublishes {
+  std::mutex mutex;
+  std::unordered_map<const natsMsg*, std::shared_ptr<PublishWaiter>> waiters;
+
+  void add(const natsMsg* msg, std::shared_ptr<PublishWaiter> waiter) {
+    std::lock_guard lock(mutex);
+    waiters.emplace(msg, std::move(waiter));
+  }
+  std::shared_ptr<PublishWaiter> take(const natsMsg* msg) {
+    std::lock_guard lock(mutex);
+    auto it = waiters.find(msg);
+    if (it == waiters.end()) return nullptr;
+    auto waiter = std::move(it->second);
+    waiters.erase(it);
+    return waiter;
+  }
+};
+
+// nats.c's acknowledgement handler (on its thread): completes the waiting publish, if it has
+// not given up yet.
+void on_publish_ack(jsCtx*, natsMsg* msg, jsPubAck*, jsPubAckErr* failure, void* closure) {
+  if (auto waiter = static_cast<PendingPublishes*>(closure)->take(msg)) {
+    Result<void> result = ok();
+    if (failure != nullptr) {
+      std::string what = std::string("JetStream publish on '") + natsMsg_GetSubject(msg) + "'";
+      if (failure->ErrText != nullptr) what += std::string(": ") + failure->ErrText;
+      result = failure->Err == NATS_NO_RESPONDERS
+                   ? nats_error(errc::not_found, "no JetStream stream captures '" +
+                                                     std::string(natsMsg_GetSubject(msg)) + "'")
+                   : status_error(failure->Err, what, failure->ErrCode);
+    }
+    {
+      std::lock_guard lock(waiter->mutex);
+      waiter->result = std::move(result);
+    }
+    waiter->signal->notify();
+  }
+  natsMsg_Destroy(msg);
+}
+
 // nats.c handles of one connection. Deliveries and subscriptions keep it alive; close()
 // closes it early (later calls then fail with unavailable).
 struct Connection {
+  PendingPublishes pending;  // outlives js, whose acknowledgement handler points to it
   natsConnection* nc = nullptr;
   // Replies go out on a connection that writes at once: nats.c otherwise batches writes in a
   // flusher thread, which adds about 0.6 ms to every round trip.
@@ -118,7 +172,9 @@ void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure)
   inbox.signal->notify();
 }
 
-void on_complete(void* closure) { delete static_cast<InboxPtr*>(closure); }
+void on_complete(void* closure) {
+  delete static_cast<InboxPtr*>(closure);
+}
 
 // The JetStream acknowledgement protocol, published on the message's reply subject.
 Result<void> send_ack(const ConnectionPtr& connection, natsMsg* msg, std::string_view body) {
@@ -126,8 +182,8 @@ Result<void> send_ack(const ConnectionPtr& connection, natsMsg* msg, std::string
   if (reply == nullptr || *reply == '\0') {
     return nats_error(errc::failed_precondition, "message has no acknowledgement subject");
   }
-  const natsStatus status = natsConnection_Publish(connection->nc, reply, body.data(),
-                                                   static_cast<int>(body.size()));
+  const natsStatus status =
+      natsConnection_Publish(connection->nc, reply, body.data(), static_cast<int>(body.size()));
   if (status != NATS_OK) return status_error(status, "acknowledging a message");
   return ok();
 }
@@ -154,9 +210,8 @@ class NatsDelivery final : public Delivery {
       co_return nats_error(errc::unimplemented,
                            "core NATS delivers at most once: a failed message is not redelivered");
     }
-    co_return settle(delay.count() > 0
-                         ? "-NAK {\"delay\": " + std::to_string(nanos(delay)) + "}"
-                         : std::string("-NAK"));
+    co_return settle(delay.count() > 0 ? "-NAK {\"delay\": " + std::to_string(nanos(delay)) + "}"
+                                       : std::string("-NAK"));
   }
 
   asio::awaitable<Result<void>> term() override { co_return settle("+TERM"); }
@@ -335,9 +390,9 @@ Result<natsOptions*> make_options(const NatsConfig& config, bool send_asap) {
     return ok();
   };
   std::vector<Result<void>> steps;
-  steps.push_back(step(natsOptions_SetServers(options, servers.data(),
-                                              static_cast<int>(servers.size())),
-                       "servers"));
+  steps.push_back(
+      step(natsOptions_SetServers(options, servers.data(), static_cast<int>(servers.size())),
+           "servers"));
   steps.push_back(step(natsOptions_SetName(options, config.name.c_str()), "name"));
   if (!config.user.empty()) {
     steps.push_back(step(
@@ -347,15 +402,16 @@ Result<natsOptions*> make_options(const NatsConfig& config, bool send_asap) {
     steps.push_back(step(natsOptions_SetToken(options, config.token.c_str()), "token"));
   }
   if (!config.credentials_file.empty()) {
-    steps.push_back(step(natsOptions_SetUserCredentialsFromFiles(
-                             options, config.credentials_file.c_str(), nullptr),
-                         "credentials_file"));
+    steps.push_back(step(
+        natsOptions_SetUserCredentialsFromFiles(options, config.credentials_file.c_str(), nullptr),
+        "credentials_file"));
   }
   if (config.tls.enabled) {
     steps.push_back(step(natsOptions_SetSecure(options, true), "tls.enabled"));
     if (!config.tls.ca_file.empty()) {
-      steps.push_back(step(natsOptions_LoadCATrustedCertificates(options, config.tls.ca_file.c_str()),
-                           "tls.ca_file"));
+      steps.push_back(
+          step(natsOptions_LoadCATrustedCertificates(options, config.tls.ca_file.c_str()),
+               "tls.ca_file"));
     }
     if (!config.tls.cert_file.empty()) {
       steps.push_back(step(natsOptions_LoadCertificatesChain(options, config.tls.cert_file.c_str(),
@@ -366,12 +422,12 @@ Result<natsOptions*> make_options(const NatsConfig& config, bool send_asap) {
       steps.push_back(step(natsOptions_SkipServerVerification(options, true), "tls.verify"));
     }
   }
-  steps.push_back(step(natsOptions_SetTimeout(options, config.connect_timeout.count()),
-                       "connect_timeout"));
+  steps.push_back(
+      step(natsOptions_SetTimeout(options, config.connect_timeout.count()), "connect_timeout"));
   steps.push_back(step(natsOptions_SetMaxReconnect(options, config.max_reconnect_attempts),
                        "max_reconnect_attempts"));
-  steps.push_back(step(natsOptions_SetReconnectWait(options, config.reconnect_wait.count()),
-                       "reconnect_wait"));
+  steps.push_back(
+      step(natsOptions_SetReconnectWait(options, config.reconnect_wait.count()), "reconnect_wait"));
   steps.push_back(step(natsOptions_SetReconnectBufSize(options, config.reconnect_buffer_bytes),
                        "reconnect_buffer_bytes"));
   steps.push_back(step(natsOptions_SetSendAsap(options, send_asap), "send_asap"));
@@ -529,43 +585,24 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
       co_return ok();
     }
 
-    auto self = shared_from_this();
-    const bool command = options.pattern == MessagingPattern::point_to_point;
-    const auto wait = std::chrono::duration_cast<milliseconds>(
-        std::min<SteadyClock::duration>(config_.publish_timeout,
-                                        options.deadline - SteadyClock::now()));
-    if (wait.count() <= 0) {
-      co_return nats_error(errc::deadline_exceeded, "publish deadline passed before publishing");
+    // The first publish to a stream creates it, and a command needs its service's consumer
+    // group: blocking round trips, on the pool, once per stream or command subject.
+    const bool check_receiver =
+        options.pattern == MessagingPattern::point_to_point && options.require_receiver;
+    const bool new_stream = options.kind == DestinationKind::stream && !known_stream(subject);
+    if (new_stream || (check_receiver && !known_receiver(subject))) {
+      auto self = shared_from_this();
+      auto prepare = [self, connection, subject, new_stream, check_receiver]() -> Result<void> {
+        if (new_stream) {
+          if (auto made = self->ensure_stream(connection, subject); !made) return made;
+        }
+        if (check_receiver) return self->check_command_receiver(connection, subject);
+        return ok();
+      };
+      if (auto ready = co_await offload(pool_, std::move(prepare)); !ready) co_return ready;
     }
-    auto work = [self, connection, subject, kind = options.kind, command,
-                require = options.require_receiver, id = message.id(), wait,
-                msg = std::shared_ptr<natsMsg>(msg->release(), natsMsg_Destroy)]() -> Result<void> {
-          if (kind == DestinationKind::stream) {
-            if (auto made = self->ensure_stream(connection, subject); !made) return made;
-          }
-          if (command && require) {
-            if (auto found = self->check_command_receiver(connection, subject); !found) {
-              return found;
-            }
-          }
-          jsPubOptions publish_options;
-          jsPubOptions_Init(&publish_options);
-          publish_options.MsgId = id.c_str();
-          publish_options.MaxWait = wait.count();
-          jsPubAck* ack = nullptr;
-          jsErrCode code = static_cast<jsErrCode>(0);
-          const natsStatus s =
-              js_PublishMsg(&ack, connection->js, msg.get(), &publish_options, &code);
-          if (s != NATS_OK) {
-            if (s == NATS_NO_RESPONDERS) {
-              return nats_error(errc::not_found, "no JetStream stream captures '" + subject + "'");
-            }
-            return status_error(s, "publishing on '" + subject + "' to JetStream", code);
-          }
-          jsPubAck_Destroy(ack);
-          return ok();
-        };
-    co_return co_await offload(pool_, std::move(work));
+    co_return co_await publish_to_jetstream(connection, std::move(*msg), subject, message.id(),
+                                            options.deadline);
   }
 
   asio::awaitable<Result<std::shared_ptr<Subscription>>> subscribe(SubscriptionSpec spec) override {
@@ -591,22 +628,23 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
     const std::string subject = message.subject();
     auto msg = to_nats(message, subject);
     if (!msg) co_return std::move(msg).error();
-    auto work = [connection, subject, timeout,
-                 msg = std::shared_ptr<natsMsg>(msg->release(), natsMsg_Destroy)]() -> Result<Message> {
-          natsMsg* reply = nullptr;
-          const natsStatus s =
-              natsConnection_RequestMsg(&reply, connection->nc, msg.get(), timeout.count());
-          if (s == NATS_NO_RESPONDERS) {
-            return nats_error(errc::not_found, "no responder on '" + subject + "'");
-          }
-          if (s == NATS_TIMEOUT) {
-            return nats_error(errc::deadline_exceeded, "no reply on '" + subject + "' within " +
-                                                           std::to_string(timeout.count()) + " ms");
-          }
-          if (s != NATS_OK) return status_error(s, "request on '" + subject + "'");
-          NatsMsgPtr owned(reply);
-          return from_nats(owned.get(), false);
-        };
+    auto work =
+        [connection, subject, timeout,
+         msg = std::shared_ptr<natsMsg>(msg->release(), natsMsg_Destroy)]() -> Result<Message> {
+      natsMsg* reply = nullptr;
+      const natsStatus s =
+          natsConnection_RequestMsg(&reply, connection->nc, msg.get(), timeout.count());
+      if (s == NATS_NO_RESPONDERS) {
+        return nats_error(errc::not_found, "no responder on '" + subject + "'");
+      }
+      if (s == NATS_TIMEOUT) {
+        return nats_error(errc::deadline_exceeded, "no reply on '" + subject + "' within " +
+                                                       std::to_string(timeout.count()) + " ms");
+      }
+      if (s != NATS_OK) return status_error(s, "request on '" + subject + "'");
+      NatsMsgPtr owned(reply);
+      return from_nats(owned.get(), false);
+    };
     co_return co_await offload(pool_, std::move(work));
   }
 
@@ -620,10 +658,19 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
     if (!connection) co_return ok();
     const auto left = std::chrono::duration_cast<milliseconds>(deadline - SteadyClock::now());
     auto work = [connection, left]() -> Result<void> {
-      // Publishes still in nats.c's buffers go out before the connection closes.
+      // Publishes still in nats.c's buffers go out, and JetStream acknowledges those in
+      // flight, before the connection closes.
       Result<void> result = ok();
+      if (connection->js != nullptr) {
+        jsPubOptions options;
+        jsPubOptions_Init(&options);
+        options.MaxWait = std::max<std::int64_t>(1, left.count());
+        const natsStatus s = js_PublishAsyncComplete(connection->js, &options);
+        if (s != NATS_OK) result = status_error(s, "waiting for JetStream publishes before close");
+      }
       for (natsConnection* nc : {connection->nc, connection->reply_nc}) {
-        const natsStatus s = natsConnection_FlushTimeout(nc, std::max<std::int64_t>(1, left.count()));
+        const natsStatus s =
+            natsConnection_FlushTimeout(nc, std::max<std::int64_t>(1, left.count()));
         if (s != NATS_OK && result) result = status_error(s, "flushing before close");
       }
       connection->close();
@@ -642,23 +689,28 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
     if (!reply_nc) return std::move(reply_nc).error();
     connection->reply_nc = *reply_nc;
     if (!config_.jetstream) return connection;
-    natsStatus s = natsConnection_JetStream(&connection->js, connection->nc, nullptr);
+    jsOptions options;
+    jsOptions_Init(&options);
+    options.PublishAsync.AckHandler = on_publish_ack;
+    options.PublishAsync.AckHandlerClosure = &connection->pending;
+    options.PublishAsync.MaxPending = kMaxPendingPublishes;
+    natsStatus s = natsConnection_JetStream(&connection->js, connection->nc, &options);
     if (s != NATS_OK) return status_error(s, "opening a JetStream context");
     StreamConfig topics;
     topics.subjects = config_.topic_subjects;
     topics.storage = config_.topic_storage;
-    if (auto made = provision_stream(connection->js, config_.topic_stream, topics,
-                                     js_InterestPolicy);
+    if (auto made =
+            provision_stream(connection->js, config_.topic_stream, topics, js_InterestPolicy);
         !made) {
       return made.error().with_context("NatsConfig.topic_stream (is JetStream enabled, -js?)");
     }
     for (const auto& [name, stream] : config_.streams) {
       StreamConfig wanted = stream;
       if (wanted.subjects.empty()) wanted.subjects = {name};
-      const jsRetentionPolicy retention = stream.retention == Retention::interest ? js_InterestPolicy
-                                          : stream.retention == Retention::workqueue
-                                              ? js_WorkQueuePolicy
-                                              : js_LimitsPolicy;
+      const jsRetentionPolicy retention =
+          stream.retention == Retention::interest    ? js_InterestPolicy
+          : stream.retention == Retention::workqueue ? js_WorkQueuePolicy
+                                                     : js_LimitsPolicy;
       if (auto made = provision_stream(connection->js, jetstream_name(name), wanted, retention);
           !made) {
         return made.error().with_context("NatsConfig.streams[" + name + "]");
@@ -677,8 +729,63 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
   bool uses_jetstream(const std::string& subject, DestinationKind kind) const {
     if (!config_.jetstream || subject.starts_with("_INBOX.")) return false;
     if (kind == DestinationKind::stream) return true;
-    return std::any_of(config_.topic_subjects.begin(), config_.topic_subjects.end(),
-                       [&](const std::string& pattern) { return subject::matches(pattern, subject); });
+    return std::any_of(
+        config_.topic_subjects.begin(), config_.topic_subjects.end(),
+        [&](const std::string& pattern) { return subject::matches(pattern, subject); });
+  }
+
+  // Publishes without blocking and waits (suspended) for the server's acknowledgement, so
+  // many publishes can be in flight on one connection.
+  asio::awaitable<Result<void>> publish_to_jetstream(ConnectionPtr connection, NatsMsgPtr msg,
+                                                     std::string subject, std::string id,
+                                                     SteadyClock::time_point deadline) {
+    const auto wait = std::chrono::duration_cast<milliseconds>(
+        std::min<SteadyClock::duration>(config_.publish_timeout, deadline - SteadyClock::now()));
+    if (wait.count() <= 0) {
+      co_return nats_error(errc::deadline_exceeded, "publish deadline passed before publishing");
+    }
+    auto waiter = std::make_shared<PublishWaiter>();
+    const natsMsg* key = msg.get();
+    connection->pending.add(key, waiter);
+    jsPubOptions options;
+    jsPubOptions_Init(&options);
+    options.MsgId = id.c_str();
+    options.MaxWait = wait.count();
+    natsMsg* raw = msg.release();
+    const natsStatus s = js_PublishMsgAsync(connection->js, &raw, &options);
+    if (s != NATS_OK) {
+      connection->pending.take(key);
+      natsMsg_Destroy(raw);  // still ours when the library did not take it
+      co_return status_error(s, "publishing on '" + subject + "' to JetStream");
+    }
+    // A little longer than nats.c's own MaxWait, which reports a timeout through the handler.
+    if (!co_await waiter->signal->wait(SteadyClock::now() + wait + milliseconds(200))) {
+      connection->pending.take(key);
+    }
+    std::lock_guard lock(waiter->mutex);
+    if (waiter->result) co_return std::move(*waiter->result);
+    co_return nats_error(errc::deadline_exceeded, "no acknowledgement from JetStream for '" +
+                                                      subject + "' within " +
+                                                      std::to_string(wait.count()) + " ms");
+  }
+
+  bool known_stream(const std::string& stream) const {
+    std::lock_guard lock(mutex_);
+    return known_streams_.count(stream) != 0;
+  }
+
+  bool known_receiver(const std::string& command_subject) const {
+    std::lock_guard lock(mutex_);
+    return known_consumers_.count(command_consumer(command_subject)) != 0;
+  }
+
+  // The durable consumer of a command subject: commands.<service>.<type> is consumed by the
+  // service's instances as group <service>. Empty for subjects of another shape.
+  static std::string command_consumer(const std::string& subject) {
+    const auto first = subject.find('.');
+    const auto second = first == std::string::npos ? first : subject.find('.', first + 1);
+    if (second == std::string::npos) return {};
+    return consumer_name(subject.substr(first + 1, second - first - 1), subject);
   }
 
   // The consumer of `group` on `subject`: named from both, so a group resumes its consumer.
@@ -688,10 +795,7 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
 
   // Runs on the pool.
   Result<void> ensure_stream(const ConnectionPtr& connection, const std::string& stream) {
-    {
-      std::lock_guard lock(mutex_);
-      if (known_streams_.count(stream) != 0) return ok();
-    }
+    if (known_stream(stream)) return ok();
     StreamConfig wanted = config_.stream_defaults;
     wanted.subjects = {stream};
     const jsRetentionPolicy retention = wanted.retention == Retention::interest ? js_InterestPolicy
@@ -709,24 +813,16 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
 
   // A command must have a consumer group (a durable consumer) of its service. Runs on the pool.
   Result<void> check_command_receiver(const ConnectionPtr& connection, const std::string& subject) {
-    // commands.<service>.<type>: the service's instances consume as group <service>.
-    const auto first = subject.find('.');
-    const auto second = subject.find('.', first + 1);
-    if (first == std::string::npos || second == std::string::npos) return ok();
-    const std::string service = subject.substr(first + 1, second - first - 1);
-    const std::string durable = consumer_name(service, subject);
-    {
-      std::lock_guard lock(mutex_);
-      if (known_consumers_.count(durable) != 0) return ok();
-    }
+    const std::string durable = command_consumer(subject);
+    if (durable.empty() || known_receiver(subject)) return ok();
     jsConsumerInfo* info = nullptr;
     jsErrCode code = static_cast<jsErrCode>(0);
     const natsStatus s = js_GetConsumerInfo(&info, connection->js, config_.topic_stream.c_str(),
                                             durable.c_str(), nullptr, &code);
     if (s != NATS_OK) {
       if (code == JSConsumerNotFoundErr || s == NATS_NOT_FOUND) {
-        return nats_error(errc::not_found, "no consumer for '" + subject + "' (service '" +
-                                               service + "' has never handled it)");
+        return nats_error(errc::not_found,
+                          "no consumer group for '" + subject + "' (its service never handled it)");
       }
       return status_error(s, "looking up the consumer of '" + subject + "'", code);
     }
@@ -758,9 +854,8 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
     const natsStatus s =
         queue.empty() ? natsConnection_Subscribe(&sub, connection->nc, deliver_subject.c_str(),
                                                  on_message, closure)
-                      : natsConnection_QueueSubscribe(&sub, connection->nc,
-                                                      deliver_subject.c_str(), queue.c_str(),
-                                                      on_message, closure);
+                      : natsConnection_QueueSubscribe(&sub, connection->nc, deliver_subject.c_str(),
+                                                      queue.c_str(), on_message, closure);
     if (s != NATS_OK) {
       delete closure;
       return status_error(s, "subscribing to " + description);
@@ -782,8 +877,8 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
     }
     const bool durable = !spec.group.empty();
     const std::string name = durable ? consumer_name(spec.group, spec.subject) : std::string();
-    const std::string deliver = std::string(kDeliverPrefix) +
-                                (durable ? name : jetstream_name(make_uuid_v7()));
+    const std::string deliver =
+        std::string(kDeliverPrefix) + (durable ? name : jetstream_name(make_uuid_v7()));
     jsConsumerConfig config;
     jsConsumerConfig_Init(&config);
     if (durable) {
@@ -867,8 +962,8 @@ std::string jetstream_name(std::string_view name) {
   std::string out(name);
   bool changed = false;
   for (char& c : out) {
-    const bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                         c == '_' || c == '-';
+    const bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                         (c >= '0' && c <= '9') || c == '_' || c == '-';
     if (!allowed) {
       c = '_';
       changed = true;
@@ -876,8 +971,7 @@ std::string jetstream_name(std::string_view name) {
   }
   if (!changed) return out;
   char suffix[17];
-  std::snprintf(suffix, sizeof suffix, "%016llx",
-                static_cast<unsigned long long>(fnv1a(name)));
+  std::snprintf(suffix, sizeof suffix, "%016llx", static_cast<unsigned long long>(fnv1a(name)));
   return out + "_" + std::string(suffix, 8);
 }
 

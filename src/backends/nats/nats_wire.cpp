@@ -114,8 +114,8 @@ Result<NatsMsgPtr> to_nats(const Message& message, const std::string& subject) {
     return Error(errc::invalid_argument, "payload too large for NATS", std::string(kBackendName));
   }
   natsMsg* raw = nullptr;
-  natsStatus status = natsMsg_Create(&raw, subject.c_str(), nullptr, body.data(),
-                                     static_cast<int>(body.size()));
+  natsStatus status =
+      natsMsg_Create(&raw, subject.c_str(), nullptr, body.data(), static_cast<int>(body.size()));
   if (status != NATS_OK) return status_error(status, "creating a message on '" + subject + "'");
   NatsMsgPtr msg(raw);
   for (const auto& [name, value] : wire.headers) {
@@ -133,8 +133,8 @@ Result<NatsMsgPtr> to_nats(const Message& message, const std::string& subject) {
 Result<Message> from_nats(natsMsg* msg, bool jetstream) {
   const std::string subject = natsMsg_GetSubject(msg);
   const char* data = natsMsg_GetData(msg);
-  auto body = std::make_shared<const Payload>(
-      std::string(data != nullptr ? data : "", static_cast<std::size_t>(natsMsg_GetDataLength(msg))));
+  auto body = std::make_shared<const Payload>(std::string(
+      data != nullptr ? data : "", static_cast<std::size_t>(natsMsg_GetDataLength(msg))));
   const codec::Headers headers = headers_of(msg);
   Result<Message> decoded = Error(errc::internal, "unset");
   if (find_header(headers, "ce-specversion") != nullptr) {

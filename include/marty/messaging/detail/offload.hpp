@@ -32,7 +32,7 @@ auto offload(asio::thread_pool& pool, Work work) -> asio::awaitable<std::invoke_
     });
   };
   return asio::async_initiate<const asio::use_awaitable_t<>&, void(Value)>(std::move(initiate),
-                                                                          asio::use_awaitable);
+                                                                           asio::use_awaitable);
 }
 
 }  // namespace marty::messaging::detail

@@ -112,10 +112,57 @@ void on_publish_ack(jsCtx*, natsMsg* msg, jsPubAck*, jsPubAckErr* failure, void*
   natsMsg_Destroy(msg);
 }
 
+// A request waiting for its reply.
+struct RequestWaiter {
+  std::shared_ptr<AsyncSignal> signal = AsyncSignal::create();
+  std::mutex mutex;
+  NatsMsgPtr reply;
+};
+
+// The connection's requests in flight: replies come to "<prefix>.<token>" on one wildcard
+// subscription, so a request needs no subscription (and no thread) of its own.
+struct PendingRequests {
+  std::string prefix;  // a unique inbox
+  std::atomic<std::uint64_t> next_token{1};
+  std::mutex mutex;
+  std::unordered_map<std::string, std::shared_ptr<RequestWaiter>> waiters;
+
+  std::shared_ptr<RequestWaiter> take(std::string_view token) {
+    std::lock_guard lock(mutex);
+    auto it = waiters.find(std::string(token));
+    if (it == waiters.end()) return nullptr;
+    auto waiter = std::move(it->second);
+    waiters.erase(it);
+    return waiter;
+  }
+};
+using PendingRequestsPtr = std::shared_ptr<PendingRequests>;
+
+void on_reply(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+  NatsMsgPtr owned(msg);
+  PendingRequests& pending = **static_cast<PendingRequestsPtr*>(closure);
+  const std::string_view subject = natsMsg_GetSubject(msg);
+  if (subject.size() <= pending.prefix.size() + 1) return;
+  // A reply after its request gave up (deadline) goes nowhere, as with any NATS request.
+  if (auto waiter = pending.take(subject.substr(pending.prefix.size() + 1))) {
+    {
+      std::lock_guard lock(waiter->mutex);
+      waiter->reply = std::move(owned);
+    }
+    waiter->signal->notify();
+  }
+}
+
+void on_replies_complete(void* closure) {
+  delete static_cast<PendingRequestsPtr*>(closure);
+}
+
 // nats.c handles of one connection. Deliveries and subscriptions keep it alive; close()
 // closes it early (later calls then fail with unavailable).
 struct Connection {
   PendingPublishes pending;  // outlives js, whose acknowledgement handler points to it
+  PendingRequestsPtr requests = std::make_shared<PendingRequests>();
+  natsSubscription* replies = nullptr;
   natsConnection* nc = nullptr;
   // Replies go out on a connection that writes at once: nats.c otherwise batches writes in a
   // flusher thread, which adds about 0.6 ms to every round trip.
@@ -126,6 +173,10 @@ struct Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
   ~Connection() {
+    if (replies != nullptr) {
+      natsSubscription_Unsubscribe(replies);
+      natsSubscription_Destroy(replies);
+    }
     if (js != nullptr) jsCtx_Destroy(js);
     for (natsConnection* c : {nc, reply_nc}) {
       if (c == nullptr) continue;
@@ -626,26 +677,35 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
     auto connection = current();
     if (!connection) co_return nats_error(errc::unavailable, "backend is not connected");
     const std::string subject = message.subject();
-    auto msg = to_nats(message, subject);
+    PendingRequests& pending = *connection->requests;
+    const std::string token = std::to_string(pending.next_token.fetch_add(1));
+    auto msg = to_nats(message, subject, pending.prefix + "." + token);
     if (!msg) co_return std::move(msg).error();
-    auto work =
-        [connection, subject, timeout,
-         msg = std::shared_ptr<natsMsg>(msg->release(), natsMsg_Destroy)]() -> Result<Message> {
-      natsMsg* reply = nullptr;
-      const natsStatus s =
-          natsConnection_RequestMsg(&reply, connection->nc, msg.get(), timeout.count());
-      if (s == NATS_NO_RESPONDERS) {
-        return nats_error(errc::not_found, "no responder on '" + subject + "'");
-      }
-      if (s == NATS_TIMEOUT) {
-        return nats_error(errc::deadline_exceeded, "no reply on '" + subject + "' within " +
-                                                       std::to_string(timeout.count()) + " ms");
-      }
-      if (s != NATS_OK) return status_error(s, "request on '" + subject + "'");
-      NatsMsgPtr owned(reply);
-      return from_nats(owned.get(), false);
-    };
-    co_return co_await offload(pool_, std::move(work));
+    auto waiter = std::make_shared<RequestWaiter>();
+    {
+      std::lock_guard lock(pending.mutex);
+      pending.waiters.emplace(token, waiter);
+    }
+    // Written at once (the send-at-once connection): a request is latency, not throughput.
+    const natsStatus s = natsConnection_PublishMsg(connection->reply_nc, msg->get());
+    if (s != NATS_OK) {
+      pending.take(token);
+      co_return status_error(s, "request on '" + subject + "'");
+    }
+    if (!co_await waiter->signal->wait(SteadyClock::now() + timeout)) pending.take(token);
+    NatsMsgPtr reply;
+    {
+      std::lock_guard lock(waiter->mutex);
+      reply = std::move(waiter->reply);
+    }
+    if (!reply) {
+      co_return nats_error(errc::deadline_exceeded, "no reply on '" + subject + "' within " +
+                                                        std::to_string(timeout.count()) + " ms");
+    }
+    if (natsMsg_IsNoResponders(reply.get())) {
+      co_return nats_error(errc::not_found, "no responder on '" + subject + "'");
+    }
+    co_return from_nats(reply.get(), false);
   }
 
   asio::awaitable<Result<void>> close(SteadyClock::time_point deadline) override {
@@ -688,13 +748,30 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
     auto reply_nc = open_connection(config_, true);
     if (!reply_nc) return std::move(reply_nc).error();
     connection->reply_nc = *reply_nc;
+    natsInbox* inbox = nullptr;
+    natsStatus s = natsInbox_Create(&inbox);
+    if (s != NATS_OK) return status_error(s, "creating a reply inbox");
+    connection->requests->prefix = inbox;
+    natsInbox_Destroy(inbox);
+    auto* closure = new PendingRequestsPtr(connection->requests);
+    s = natsConnection_Subscribe(&connection->replies, connection->nc,
+                                 (connection->requests->prefix + ".*").c_str(), on_reply, closure);
+    if (s != NATS_OK) {
+      delete closure;
+      return status_error(s, "subscribing to the reply inbox");
+    }
+    natsSubscription_SetOnCompleteCB(connection->replies, on_replies_complete, closure);
+    natsSubscription_SetPendingLimits(connection->replies, -1, -1);
+    // The subscription reaches the server before any request can be answered on it.
+    s = natsConnection_FlushTimeout(connection->nc, config_.connect_timeout.count());
+    if (s != NATS_OK) return status_error(s, "registering the reply inbox");
     if (!config_.jetstream) return connection;
     jsOptions options;
     jsOptions_Init(&options);
     options.PublishAsync.AckHandler = on_publish_ack;
     options.PublishAsync.AckHandlerClosure = &connection->pending;
     options.PublishAsync.MaxPending = kMaxPendingPublishes;
-    natsStatus s = natsConnection_JetStream(&connection->js, connection->nc, &options);
+    s = natsConnection_JetStream(&connection->js, connection->nc, &options);
     if (s != NATS_OK) return status_error(s, "opening a JetStream context");
     StreamConfig topics;
     topics.subjects = config_.topic_subjects;

@@ -107,15 +107,16 @@ Error status_error(natsStatus status, std::string_view what, int jetstream_code)
   return Error(code_for(status), std::move(text), std::string(kBackendName));
 }
 
-Result<NatsMsgPtr> to_nats(const Message& message, const std::string& subject) {
+Result<NatsMsgPtr> to_nats(const Message& message, const std::string& subject,
+                           const std::string& reply) {
   const codec::BinaryMessage wire = codec::encode_binary(message);
   const std::string_view body = wire.body ? wire.body->bytes() : std::string_view();
   if (body.size() > static_cast<std::size_t>(INT32_MAX)) {
     return Error(errc::invalid_argument, "payload too large for NATS", std::string(kBackendName));
   }
   natsMsg* raw = nullptr;
-  natsStatus status =
-      natsMsg_Create(&raw, subject.c_str(), nullptr, body.data(), static_cast<int>(body.size()));
+  natsStatus status = natsMsg_Create(&raw, subject.c_str(), reply.empty() ? nullptr : reply.c_str(),
+                                     body.data(), static_cast<int>(body.size()));
   if (status != NATS_OK) return status_error(status, "creating a message on '" + subject + "'");
   NatsMsgPtr msg(raw);
   for (const auto& [name, value] : wire.headers) {

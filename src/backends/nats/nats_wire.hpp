@@ -24,9 +24,11 @@ struct NatsMsgDeleter {
 };
 using NatsMsgPtr = std::unique_ptr<natsMsg, NatsMsgDeleter>;
 
-/// `message` as a nats.c message on `subject`: CloudEvents attributes as `ce-*` headers, the
-/// payload as the body. `invalid_argument` for what NATS cannot carry.
-Result<NatsMsgPtr> to_nats(const Message& message, const std::string& subject);
+/// `message` as a nats.c message on `subject` (with `reply`, the reply subject, unless
+/// empty): CloudEvents attributes as `ce-*` headers, the payload as the body.
+/// `invalid_argument` for what NATS cannot carry.
+Result<NatsMsgPtr> to_nats(const Message& message, const std::string& subject,
+                           const std::string& reply = {});
 
 /// A received nats.c message as ours. Messages with CloudEvents headers are decoded from them
 /// (a malformed attribute is `invalid_argument` naming it); messages from plain NATS

@@ -54,7 +54,9 @@ void check_status(natsStatus status, const char* what) {
   }
 }
 
-double seconds(Steady::duration d) { return std::chrono::duration<double>(d).count(); }
+double seconds(Steady::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
 
 struct Latency {
   double p50 = 0, p99 = 0;
@@ -73,7 +75,9 @@ double median(std::vector<double> values) {
   return values[values.size() / 2];
 }
 
-std::string unique(const char* base) { return std::string(base) + "_" + mm::make_uuid_v7().substr(24); }
+std::string unique(const char* base) {
+  return std::string(base) + "_" + mm::make_uuid_v7().substr(24);
+}
 
 // ---- raw nats.c ----
 
@@ -89,6 +93,7 @@ natsConnection* raw_connect(bool send_asap) {
 }
 
 struct Counter {
+  bool read_headers = false;
   std::atomic<std::size_t> received{0};
   std::size_t expected = 0;
   std::promise<Steady::time_point> done;
@@ -96,16 +101,36 @@ struct Counter {
 
 void count_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
   auto* counter = static_cast<Counter*>(closure);
+  if (counter->read_headers) {  // what any reader of CloudEvents attributes must do
+    const char** keys = nullptr;
+    int count = 0;
+    if (natsMsgHeader_Keys(msg, &keys, &count) == NATS_OK) {
+      for (int i = 0; i < count; ++i) {
+        const char* value = nullptr;
+        natsMsgHeader_Get(msg, keys[i], &value);
+      }
+      std::free(static_cast<void*>(keys));
+    }
+  }
   natsMsg_Destroy(msg);
-  if (counter->received.fetch_add(1) + 1 == counter->expected) counter->done.set_value(Steady::now());
+  if (counter->received.fetch_add(1) + 1 == counter->expected)
+    counter->done.set_value(Steady::now());
 }
 
-double raw_pubsub(std::size_t count) {
+// `with_headers`: each message carries the CloudEvents headers the bus would send, and the
+// subscriber reads them: raw nats.c doing the bus's job on the wire, without the bus.
+double raw_pubsub(std::size_t count, bool with_headers) {
   natsConnection* publisher = raw_connect(false);
   natsConnection* subscriber = raw_connect(false);
   const std::string subject = "events." + unique("raw_bench");
   Counter counter;
   counter.expected = count;
+  counter.read_headers = with_headers;
+  mm::MessageMetadata metadata;
+  metadata.message_type = "bench";
+  metadata.source = "marty-bench";
+  const auto wire =
+      mm::codec::encode_binary(mm::Message::from_bytes(std::string(kPayloadBytes, 'x'), metadata));
   natsSubscription* sub = nullptr;
   check_status(natsConnection_Subscribe(&sub, subscriber, subject.c_str(), count_message, &counter),
                "subscribe");
@@ -115,9 +140,21 @@ double raw_pubsub(std::size_t count) {
   auto done = counter.done.get_future();
   const auto start = Steady::now();
   for (std::size_t i = 0; i < count; ++i) {
-    check_status(natsConnection_Publish(publisher, subject.c_str(), payload.data(),
-                                        static_cast<int>(payload.size())),
-                 "publish");
+    if (!with_headers) {
+      check_status(natsConnection_Publish(publisher, subject.c_str(), payload.data(),
+                                          static_cast<int>(payload.size())),
+                   "publish");
+      continue;
+    }
+    natsMsg* msg = nullptr;
+    check_status(natsMsg_Create(&msg, subject.c_str(), nullptr, payload.data(),
+                                static_cast<int>(payload.size())),
+                 "message");
+    for (const auto& [name, value] : wire.headers) {
+      check_status(natsMsgHeader_Set(msg, name.c_str(), value.c_str()), "header");
+    }
+    check_status(natsConnection_PublishMsg(publisher, msg), "publish");
+    natsMsg_Destroy(msg);
   }
   check_status(natsConnection_Flush(publisher), "flush");
   check(done.wait_for(60s) == std::future_status::ready, "raw subscriber received everything");
@@ -130,7 +167,8 @@ double raw_pubsub(std::size_t count) {
 }
 
 void echo_message(natsConnection* nc, natsSubscription*, natsMsg* msg, void*) {
-  natsConnection_Publish(nc, natsMsg_GetReply(msg), natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
+  natsConnection_Publish(nc, natsMsg_GetReply(msg), natsMsg_GetData(msg),
+                         natsMsg_GetDataLength(msg));
   natsMsg_Destroy(msg);
 }
 
@@ -181,8 +219,8 @@ double raw_jetstream(std::size_t count) {
   const std::string payload(kPayloadBytes, 'x');
   const auto start = Steady::now();
   for (std::size_t i = 0; i < count; ++i) {
-    check_status(js_PublishAsync(js, stream.c_str(), payload.data(), static_cast<int>(payload.size()),
-                                 nullptr),
+    check_status(js_PublishAsync(js, stream.c_str(), payload.data(),
+                                 static_cast<int>(payload.size()), nullptr),
                  "publish async");
   }
   jsPubOptions wait;
@@ -203,7 +241,8 @@ std::unique_ptr<mm::BlockingEventBus> bus_on_nats(bool jetstream) {
   mm::nats::NatsConfig config;
   config.servers = {server_url()};
   config.jetstream = jetstream;
-  check(bus->bus().register_backend(mm::MessageBackendType::nats, mm::nats::make_backend(config))
+  check(bus->bus()
+            .register_backend(mm::MessageBackendType::nats, mm::nats::make_backend(config))
             .has_value(),
         "register");
   if (!jetstream) {  // core NATS delivers at most once; say so, or start() refuses the route
@@ -281,9 +320,11 @@ Latency bus_requests(std::size_t count) {
 double bus_jetstream(std::size_t count, std::size_t concurrency) {
   auto producer = bus_on_nats(true);
   const std::string stream = unique("bus_js");
-  check(producer->run(producer->bus().stream_events(stream, std::vector<mm::Json>{mm::Json{{"warm", 1}}}))
-            .has_value(),
-        "create stream");
+  check(
+      producer
+          ->run(producer->bus().stream_events(stream, std::vector<mm::Json>{mm::Json{{"warm", 1}}}))
+          .has_value(),
+      "create stream");
   const mm::Message prototype = mm::Message::from_bytes(std::string(kPayloadBytes, 'x'));
   std::atomic<std::size_t> next{0};
   std::atomic<std::size_t> finished_workers{0};
@@ -324,20 +365,25 @@ int main(int argc, char** argv) {
       options.requests = value;
     } else if (flag == "--jetstream-messages") {
       options.jetstream_messages = value;
+    } else if (flag == "--only-bus-pubsub") {  // for profiling: the bus's pub/sub alone
+      std::printf("bus core pub/sub: %.0f msg/s\n", bus_pubsub(value));
+      return 0;
     } else if (flag == "--runs") {
       options.runs = static_cast<int>(value);
     } else {
-      std::fprintf(stderr, "unknown flag %s (--messages, --requests, --jetstream-messages, --runs)\n",
+      std::fprintf(stderr,
+                   "unknown flag %s (--messages, --requests, --jetstream-messages, --runs, --only-bus-pubsub N)\n",
                    flag.c_str());
       return 2;
     }
   }
   std::printf("NATS benchmark against %s: %zu-byte messages, median of %d alternating runs\n\n",
               server_url().c_str(), kPayloadBytes, options.runs);
-  std::vector<double> raw_rates, bus_rates, raw_js, bus_js;
+  std::vector<double> raw_rates, raw_header_rates, bus_rates, raw_js, bus_js;
   std::vector<Latency> raw_rtt, bus_rtt;
   for (int run = 0; run < options.runs; ++run) {
-    raw_rates.push_back(raw_pubsub(options.messages));
+    raw_rates.push_back(raw_pubsub(options.messages, false));
+    raw_header_rates.push_back(raw_pubsub(options.messages, true));
     bus_rates.push_back(bus_pubsub(options.messages));
     raw_rtt.push_back(raw_requests(options.requests));
     bus_rtt.push_back(bus_requests(options.requests));
@@ -349,12 +395,15 @@ int main(int argc, char** argv) {
     return values[values.size() / 2];
   };
   const double raw = median(raw_rates), bus = median(bus_rates);
+  const double raw_headers = median(raw_header_rates);
   const double rjs = median(raw_js), bjs = median(bus_js);
   const Latency rr = median_latency(raw_rtt), br = median_latency(bus_rtt);
   std::printf("| measure                              | raw nats.c | bus      | bus / raw |\n");
   std::printf("|--------------------------------------|-----------:|---------:|----------:|\n");
   std::printf("| core pub/sub, msg/s                  | %10.0f | %8.0f | %9.2f |\n", raw, bus,
               bus / raw);
+  std::printf("| core pub/sub, CloudEvents headers    | %10.0f | %8.0f | %9.2f |\n", raw_headers,
+              bus, bus / raw_headers);
   std::printf("| request/reply p50, us                | %10.1f | %8.1f | %9.2f |\n", rr.p50, br.p50,
               br.p50 / rr.p50);
   std::printf("| request/reply p99, us                | %10.1f | %8.1f | %9.2f |\n", rr.p99, br.p99,

@@ -372,7 +372,8 @@ int main(int argc, char** argv) {
       options.runs = static_cast<int>(value);
     } else {
       std::fprintf(stderr,
-                   "unknown flag %s (--messages, --requests, --jetstream-messages, --runs, --only-bus-pubsub N)\n",
+                   "unknown flag %s (--messages, --requests, --jetstream-messages, --runs, "
+                   "--only-bus-pubsub N)\n",
                    flag.c_str());
       return 2;
     }

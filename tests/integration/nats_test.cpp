@@ -167,7 +167,8 @@ bool make_certificates(const std::filesystem::path& dir) {
 
 TEST(NatsTls, ServerAndClientCertificates) {
   TempDir dir;
-  ASSERT_TRUE(make_certificates(dir.path())) << "openssl failed; see " << dir.path() / "openssl.log";
+  ASSERT_TRUE(make_certificates(dir.path()))
+      << "openssl failed; see " << dir.path() / "openssl.log";
   const auto file = [&](const char* name) { return (dir.path() / name).string(); };
   const int port = free_port();
   ServerProcess server({"nats-server", "-a", "127.0.0.1", "-p", std::to_string(port), "--tls",
@@ -206,8 +207,8 @@ TEST(NatsTls, ServerAndClientCertificates) {
 TEST(NatsRestart, NothingAcknowledgedIsLostAcrossAServerCrash) {
   TempDir store;
   const int port = free_port();
-  ServerProcess server({"nats-server", "-a", "127.0.0.1", "-p", std::to_string(port), "-js",
-                        "-sd", store.path().string()},
+  ServerProcess server({"nats-server", "-a", "127.0.0.1", "-p", std::to_string(port), "-js", "-sd",
+                        store.path().string()},
                        port);
   ASSERT_TRUE(server.running());
   auto make_config = [&] {
@@ -219,8 +220,10 @@ TEST(NatsRestart, NothingAcknowledgedIsLostAcrossAServerCrash) {
     return config;
   };
   BlockingEventBus worker, sender;
-  ASSERT_TRUE(worker.bus().register_backend(MessageBackendType::nats, nats::make_backend(make_config())));
-  ASSERT_TRUE(sender.bus().register_backend(MessageBackendType::nats, nats::make_backend(make_config())));
+  ASSERT_TRUE(
+      worker.bus().register_backend(MessageBackendType::nats, nats::make_backend(make_config())));
+  ASSERT_TRUE(
+      sender.bus().register_backend(MessageBackendType::nats, nats::make_backend(make_config())));
   ASSERT_TRUE(worker.start());
   ASSERT_TRUE(sender.start());
 
@@ -252,7 +255,8 @@ TEST(NatsRestart, NothingAcknowledgedIsLostAcrossAServerCrash) {
     metadata.message_id = make_uuid_v7();
     const auto deadline = SteadyClock::now() + 30s;
     while (true) {
-      auto result = sender.run(sender.bus().send_command("work", Json{{"n", n}}, "workers", metadata));
+      auto result =
+          sender.run(sender.bus().send_command("work", Json{{"n", n}}, "workers", metadata));
       if (result) {
         sent.insert(n);
         break;

@@ -10,6 +10,8 @@
 #include <set>
 #include <thread>
 
+#include <nats/nats.h>
+
 #include "../support/server_process.hpp"
 #include "../support/test_loop.hpp"
 #include "marty/messaging.hpp"
@@ -199,6 +201,65 @@ TEST(NatsTls, ServerAndClientCertificates) {
   untrusting.tls.ca_file = file("client.pem");  // a certificate, but not the server's issuer
   auto distrusted = connect_with(untrusting);
   EXPECT_FALSE(distrusted);
+}
+
+// Publishes raw bytes with `headers` on `subject` through nats.c directly, as a foreign
+// publisher would.
+void publish_raw(int port, const std::string& subject, const std::string& body,
+                 const std::vector<std::pair<std::string, std::string>>& headers) {
+  natsConnection* nc = nullptr;
+  ASSERT_EQ(natsConnection_ConnectTo(&nc, url(port).c_str()), NATS_OK);
+  natsMsg* msg = nullptr;
+  ASSERT_EQ(
+      natsMsg_Create(&msg, subject.c_str(), nullptr, body.data(), static_cast<int>(body.size())),
+      NATS_OK);
+  for (const auto& [name, value] : headers) natsMsgHeader_Set(msg, name.c_str(), value.c_str());
+  ASSERT_EQ(natsConnection_PublishMsg(nc, msg), NATS_OK);
+  ASSERT_EQ(natsConnection_Flush(nc), NATS_OK);
+  natsMsg_Destroy(msg);
+  natsConnection_Destroy(nc);
+}
+
+// Foreign publishers: a plain NATS message is taken as it is, typed by its subject; one with
+// broken CloudEvents headers is refused (terminated, logged) and the subscriber goes on.
+TEST(NatsWire, ForeignMessagesAreTakenOrRefusedAndTheSubscriberGoesOn) {
+  const int port = free_port();
+  TempDir store;
+  ServerProcess server({"nats-server", "-a", "127.0.0.1", "-p", std::to_string(port), "-js", "-sd",
+                        store.path().string()},
+                       port);
+  ASSERT_TRUE(server.running());
+  nats::NatsConfig config;
+  config.servers = {url(port)};
+  BlockingEventBus bus;
+  ASSERT_TRUE(bus.bus().register_backend(MessageBackendType::nats, nats::make_backend(config)));
+  ASSERT_TRUE(bus.start());
+  std::mutex mutex;
+  std::vector<Message> got;
+  auto handler = sync_handler([&](const Message& m) -> Result<void> {
+    std::lock_guard lock(mutex);
+    got.push_back(m);
+    return ok();
+  });
+  ASSERT_TRUE(bus.subscribe_to_events({"order_paid"}, handler));
+  std::this_thread::sleep_for(100ms);
+
+  publish_raw(port, "events.order_paid", R"({"broken":true})",
+              {{"ce-specversion", "1.0"}, {"ce-type", "order_paid"}});  // no ce-id, no ce-source
+  publish_raw(port, "events.order_paid", R"({"plain":true})", {{"x-tenant", "acme"}});
+  ASSERT_TRUE(bus.publish_event("order_paid", {{"ours", true}}));
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(mutex);
+    return got.size() == 2;
+  }));
+  std::this_thread::sleep_for(200ms);
+  std::lock_guard lock(mutex);
+  ASSERT_EQ(got.size(), 2u) << "the message with broken CloudEvents headers was delivered";
+  EXPECT_EQ(got[0].json(), (Json{{"plain", true}}));
+  EXPECT_EQ(got[0].type(), "order_paid");
+  EXPECT_EQ(got[0].metadata().headers.at("x-tenant"), "acme");
+  EXPECT_FALSE(got[0].id().empty());
+  EXPECT_EQ(got[1].json(), (Json{{"ours", true}}));
 }
 
 // A service handling durable commands over JetStream while its server is killed and restarted

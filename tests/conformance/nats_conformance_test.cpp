@@ -1,5 +1,7 @@
 // The conformance suite against a real nats-server with JetStream, started by scripts/brokers
-// (which exports MARTY_NATS_URL). Without a server this fails: a missing broker is a failure.
+// (which exports MARTY_NATS_URL), twice: with JetStream (the default) and core NATS only.
+// Without a server this fails: a missing broker is a failure.
+#include <cstdio>
 #include <cstdlib>
 
 #include "conformance.hpp"
@@ -13,13 +15,15 @@ std::string server_url() {
   return url != nullptr ? url : "";
 }
 
-BackendUnderTest nats_backend() {
+// `jetstream` false: core NATS only (at-most-once, no streams), the backend's other mode.
+BackendUnderTest nats_backend(std::string name, bool jetstream) {
   BackendUnderTest backend;
-  backend.name = "nats";
+  backend.name = std::move(name);
   backend.type = MessageBackendType::nats;
-  backend.connect = [] {
+  backend.connect = [jetstream] {
     nats::NatsConfig config;
     config.servers = {server_url()};
+    config.jetstream = jetstream;
     config.ack_wait = std::chrono::seconds(5);
     return nats::make_backend(config);
   };
@@ -27,7 +31,8 @@ BackendUnderTest nats_backend() {
 }
 
 const std::vector<BackendUnderTest>& backends() {
-  static const std::vector<BackendUnderTest> all{nats_backend()};
+  static const std::vector<BackendUnderTest> all{nats_backend("nats", true),
+                                                 nats_backend("nats_core", false)};
   return all;
 }
 

@@ -70,6 +70,10 @@ struct NatsConfig {
   std::string topic_stream = "MARTY_TOPICS";
   std::vector<std::string> topic_subjects{"events.>", "commands.>"};
   Storage topic_storage = Storage::file;
+  /// Non-empty: commands (`commands.>`) get a stream of their own, with work-queue retention
+  /// (a command is removed as soon as its service acknowledges it, and each command subject has
+  /// exactly one consumer group). `topic_subjects` must then leave commands out.
+  std::string command_stream;
   /// Streams created or checked at connect(), by bus stream name.
   std::map<std::string, StreamConfig> streams;
   /// Settings of streams created on first use.

@@ -36,6 +36,7 @@ using std::chrono::milliseconds;
 using std::chrono::nanoseconds;
 
 constexpr std::string_view kDeliverPrefix = "_MARTY.deliver.";
+constexpr std::string_view kCommandSubjects = "commands.>";
 // How long the server keeps an ephemeral consumer after its subscriber went away.
 constexpr std::chrono::seconds kEphemeralInactivity{5};
 // Messages a core (at-most-once) subscription may queue before it drops, as NATS does for a
@@ -412,6 +413,17 @@ Result<void> validate(const NatsConfig& config) {
       if (auto valid = subject::validate_pattern(subject, "NatsConfig.topic_subjects"); !valid) {
         return valid;
       }
+      if (!config.command_stream.empty() && subject::matches(subject, "commands.any.command")) {
+        return bad("NatsConfig.topic_subjects: '" + subject +
+                   "' captures commands, which command_stream '" + config.command_stream +
+                   "' takes");
+      }
+    }
+    if (!config.command_stream.empty() &&
+        (jetstream_name(config.command_stream) != config.command_stream ||
+         config.command_stream == config.topic_stream)) {
+      return bad("NatsConfig.command_stream '" + config.command_stream +
+                 "' is not a valid JetStream name distinct from topic_stream");
     }
   }
   for (const auto& [name, stream] : config.streams) {
@@ -540,6 +552,12 @@ Result<void> provision_stream(jsCtx* js, const std::string& name, const StreamCo
   if (s == NATS_OK) {
     jsStreamInfo_Destroy(info);
     return ok();
+  }
+  if (s == NATS_NO_RESPONDERS) {
+    return nats_error(errc::failed_precondition,
+                      "creating JetStream stream '" + name +
+                          "': JetStream is not enabled on the server (nats-server -js), or set "
+                          "NatsConfig.jetstream = false");
   }
   if (code != JSStreamNameExistErr) {
     return status_error(s, "creating JetStream stream '" + name + "'", code);
@@ -779,7 +797,17 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
     if (auto made =
             provision_stream(connection->js, config_.topic_stream, topics, js_InterestPolicy);
         !made) {
-      return made.error().with_context("NatsConfig.topic_stream (is JetStream enabled, -js?)");
+      return made.error().with_context("NatsConfig.topic_stream");
+    }
+    if (!config_.command_stream.empty()) {
+      StreamConfig commands;
+      commands.subjects = {std::string(kCommandSubjects)};
+      commands.storage = config_.topic_storage;
+      if (auto made = provision_stream(connection->js, config_.command_stream, commands,
+                                       js_WorkQueuePolicy);
+          !made) {
+        return made.error().with_context("NatsConfig.command_stream");
+      }
     }
     for (const auto& [name, stream] : config_.streams) {
       StreamConfig wanted = stream;
@@ -803,9 +831,18 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
     return connection_;
   }
 
+  bool in_command_stream(const std::string& subject) const {
+    return !config_.command_stream.empty() && subject::matches(kCommandSubjects, subject);
+  }
+
+  // The stream that captures a topic (event or command) subject.
+  const std::string& stream_for_topic(const std::string& subject) const {
+    return in_command_stream(subject) ? config_.command_stream : config_.topic_stream;
+  }
+
   bool uses_jetstream(const std::string& subject, DestinationKind kind) const {
     if (!config_.jetstream || subject.starts_with("_INBOX.")) return false;
-    if (kind == DestinationKind::stream) return true;
+    if (kind == DestinationKind::stream || in_command_stream(subject)) return true;
     return std::any_of(
         config_.topic_subjects.begin(), config_.topic_subjects.end(),
         [&](const std::string& pattern) { return subject::matches(pattern, subject); });
@@ -894,8 +931,8 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
     if (durable.empty() || known_receiver(subject)) return ok();
     jsConsumerInfo* info = nullptr;
     jsErrCode code = static_cast<jsErrCode>(0);
-    const natsStatus s = js_GetConsumerInfo(&info, connection->js, config_.topic_stream.c_str(),
-                                            durable.c_str(), nullptr, &code);
+    const natsStatus s = js_GetConsumerInfo(
+        &info, connection->js, stream_for_topic(subject).c_str(), durable.c_str(), nullptr, &code);
     if (s != NATS_OK) {
       if (code == JSConsumerNotFoundErr || s == NATS_NOT_FOUND) {
         return nats_error(errc::not_found,
@@ -947,7 +984,7 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
   // subject and the queue group to subscribe with (empty: none). Runs on the pool.
   Result<std::pair<std::string, std::string>> open_consumer(const ConnectionPtr& connection,
                                                             const SubscriptionSpec& spec) {
-    std::string stream = config_.topic_stream;
+    std::string stream = stream_for_topic(spec.subject);
     if (spec.kind == DestinationKind::stream) {
       if (auto made = ensure_stream(connection, spec.subject); !made) return made.error();
       stream = jetstream_name(spec.subject);
@@ -970,7 +1007,9 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
     config.MaxDeliver = -1;  // the bus counts attempts and dead-letters
     config.MaxAckPending = config_.max_ack_pending;
     if (spec.kind == DestinationKind::topic) config.FilterSubject = spec.subject.c_str();
-    config.DeliverPolicy = js_DeliverNew;
+    // A work queue holds only what nobody has acknowledged yet, and JetStream requires its
+    // consumers to start at the beginning.
+    config.DeliverPolicy = in_command_stream(spec.subject) ? js_DeliverAll : js_DeliverNew;
     if (spec.kind == DestinationKind::stream) {
       switch (spec.start.kind) {
         case StartPosition::Kind::new_messages:

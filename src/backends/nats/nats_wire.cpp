@@ -95,6 +95,22 @@ const std::string* find_header(const codec::Headers& headers, std::string_view n
   return nullptr;
 }
 
+errc code_for_jetstream(int code) {
+  switch (code) {
+    case JSStreamNotFoundErr:
+    case JSConsumerNotFoundErr:
+      return errc::not_found;
+    case JSStreamNameExistErr:
+    case JSConsumerNameExistErr:
+      return errc::already_exists;
+    case JSStreamSubjectOverlapErr:
+    case JSConsumerExistingActiveErr:
+      return errc::failed_precondition;
+    default:
+      return errc::internal;
+  }
+}
+
 }  // namespace
 
 Error status_error(natsStatus status, std::string_view what, int jetstream_code) {
@@ -103,8 +119,12 @@ Error status_error(natsStatus status, std::string_view what, int jetstream_code)
   if (const char* detail = nats_GetLastError(&last); detail != nullptr && *detail != '\0') {
     text += std::string(" (") + detail + ")";
   }
-  if (jetstream_code != 0) text += " [JetStream error " + std::to_string(jetstream_code) + "]";
-  return Error(code_for(status), std::move(text), std::string(kBackendName));
+  errc code = code_for(status);
+  if (jetstream_code != 0) {
+    text += " [JetStream error " + std::to_string(jetstream_code) + "]";
+    if (code == errc::internal) code = code_for_jetstream(jetstream_code);
+  }
+  return Error(code, std::move(text), std::string(kBackendName));
 }
 
 Result<NatsMsgPtr> to_nats(const Message& message, const std::string& subject,

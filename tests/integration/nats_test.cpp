@@ -262,6 +262,31 @@ TEST(NatsWire, ForeignMessagesAreTakenOrRefusedAndTheSubscriberGoesOn) {
   EXPECT_EQ(got[1].json(), (Json{{"ours", true}}));
 }
 
+// NATS answers a request nobody listens to with "no responders": the query fails with
+// not_found at once instead of waiting for its deadline. Sending a command to a service that
+// never handled it is not_found too.
+TEST(NatsRequests, NobodyListeningIsNotFoundAtOnce) {
+  const int port = free_port();
+  TempDir store;
+  ServerProcess server({"nats-server", "-a", "127.0.0.1", "-p", std::to_string(port), "-js", "-sd",
+                        store.path().string()},
+                       port);
+  ASSERT_TRUE(server.running());
+  nats::NatsConfig config;
+  config.servers = {url(port)};
+  BlockingEventBus bus;
+  ASSERT_TRUE(bus.bus().register_backend(MessageBackendType::nats, nats::make_backend(config)));
+  ASSERT_TRUE(bus.start());
+  const auto start = SteadyClock::now();
+  auto reply = bus.query("check_stock", {{"sku", "A-1"}}, "inventory", 5s);
+  ASSERT_FALSE(reply);
+  EXPECT_TRUE(reply.error().is(errc::not_found)) << reply.error().describe();
+  EXPECT_LT(SteadyClock::now() - start, 2s);
+  auto sent = bus.send_command("charge", {{"order", 1}}, "billing");
+  ASSERT_FALSE(sent);
+  EXPECT_TRUE(sent.error().is(errc::not_found)) << sent.error().describe();
+}
+
 // A service handling durable commands over JetStream while its server is killed and restarted
 // on the same store: every command whose send succeeded is handled, and the bus reconnects by
 // itself.

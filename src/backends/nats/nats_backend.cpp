@@ -37,13 +37,17 @@ using std::chrono::nanoseconds;
 
 constexpr std::string_view kDeliverPrefix = "_MARTY.deliver.";
 constexpr std::string_view kCommandSubjects = "commands.>";
-// How long the server keeps an ephemeral consumer after its subscriber went away.
-constexpr std::chrono::seconds kEphemeralInactivity{5};
+// How long the server keeps an ephemeral consumer without a subscriber. Longer than any
+// outage a subscriber should survive (nats.c re-subscribes after reconnecting, and the
+// consumer must still be there), short enough that consumers of crashed processes go.
+constexpr std::chrono::minutes kEphemeralInactivity{10};
 // Messages a core (at-most-once) subscription may queue before it drops, as NATS does for a
 // slow consumer. JetStream subscriptions are bounded by max_ack_pending instead.
 constexpr std::size_t kCoreQueueLimit = 65'536;
-// JetStream publishes in flight per connection; a publish beyond it waits briefly in nats.c.
-constexpr int kMaxPendingPublishes = 4'096;
+// JetStream publishes in flight per connection. Beyond it nats.c makes the publishing thread
+// (the bus's executor) wait up to 200 ms, so the bound is set far above what a bus keeps in
+// flight (each publish_event waits for its acknowledgement).
+constexpr int kMaxPendingPublishes = 65'536;
 
 spdlog::logger& logger() {
   static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
@@ -89,28 +93,69 @@ struct PendingPublishes {
     waiters.erase(it);
     return waiter;
   }
+  // Removes `waiter` if it is still registered under `msg`. Only its own: once the handler has
+  // taken it, the address may already belong to a newer publish.
+  void forget(const natsMsg* msg, const std::shared_ptr<PublishWaiter>& waiter) {
+    std::lock_guard lock(mutex);
+    auto it = waiters.find(msg);
+    if (it != waiters.end() && it->second == waiter) waiters.erase(it);
+  }
+};
+using PendingPublishesPtr = std::shared_ptr<PendingPublishes>;
+
+// nats.c may still be running an acknowledgement handler when a connection goes (destroying
+// the JetStream context does not wait for it), so handlers reach their connection's publishes
+// by a number looked up here rather than by a pointer into the connection.
+class PublishRegistry {
+ public:
+  static PublishRegistry& instance() {
+    static PublishRegistry registry;
+    return registry;
+  }
+  std::uintptr_t add(PendingPublishesPtr pending) {
+    std::lock_guard lock(mutex_);
+    const std::uintptr_t id = next_++;
+    entries_.emplace(id, std::move(pending));
+    return id;
+  }
+  PendingPublishesPtr find(std::uintptr_t id) {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(id);
+    return it == entries_.end() ? nullptr : it->second;
+  }
+  void remove(std::uintptr_t id) {
+    std::lock_guard lock(mutex_);
+    entries_.erase(id);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::uintptr_t next_ = 1;
+  std::unordered_map<std::uintptr_t, PendingPublishesPtr> entries_;
 };
 
 // nats.c's acknowledgement handler (on its thread): completes the waiting publish, if it has
-// not given up yet.
+// not given up yet. A duplicate acknowledgement (the server had stored this message id already,
+// as for a retried publish) is a success.
 void on_publish_ack(jsCtx*, natsMsg* msg, jsPubAck*, jsPubAckErr* failure, void* closure) {
-  if (auto waiter = static_cast<PendingPublishes*>(closure)->take(msg)) {
-    Result<void> result = ok();
-    if (failure != nullptr) {
-      std::string what = std::string("JetStream publish on '") + natsMsg_GetSubject(msg) + "'";
-      if (failure->ErrText != nullptr) what += std::string(": ") + failure->ErrText;
-      result = failure->Err == NATS_NO_RESPONDERS
-                   ? nats_error(errc::not_found, "no JetStream stream captures '" +
-                                                     std::string(natsMsg_GetSubject(msg)) + "'")
-                   : status_error(failure->Err, what, failure->ErrCode);
-    }
-    {
-      std::lock_guard lock(waiter->mutex);
-      waiter->result = std::move(result);
-    }
-    waiter->signal->notify();
+  NatsMsgPtr owned(msg);
+  auto pending = PublishRegistry::instance().find(reinterpret_cast<std::uintptr_t>(closure));
+  auto waiter = pending ? pending->take(msg) : nullptr;
+  if (!waiter) return;
+  Result<void> result = ok();
+  if (failure != nullptr) {
+    const std::string subject = natsMsg_GetSubject(msg);
+    std::string what = "JetStream publish on '" + subject + "'";
+    if (failure->ErrText != nullptr) what += std::string(": ") + failure->ErrText;
+    result = failure->Err == NATS_NO_RESPONDERS
+                 ? nats_error(errc::not_found, "no JetStream stream captures '" + subject + "'")
+                 : status_error(failure->Err, what, failure->ErrCode);
   }
-  natsMsg_Destroy(msg);
+  {
+    std::lock_guard lock(waiter->mutex);
+    waiter->result = std::move(result);
+  }
+  waiter->signal->notify();
 }
 
 // A request waiting for its reply.
@@ -161,7 +206,8 @@ void on_replies_complete(void* closure) {
 // nats.c handles of one connection. Deliveries and subscriptions keep it alive; close()
 // closes it early (later calls then fail with unavailable).
 struct Connection {
-  PendingPublishes pending;  // outlives js, whose acknowledgement handler points to it
+  PendingPublishesPtr pending = std::make_shared<PendingPublishes>();
+  std::uintptr_t pending_id = PublishRegistry::instance().add(pending);
   PendingRequestsPtr requests = std::make_shared<PendingRequests>();
   natsSubscription* replies = nullptr;
   natsConnection* nc = nullptr;
@@ -179,6 +225,7 @@ struct Connection {
       natsSubscription_Destroy(replies);
     }
     if (js != nullptr) jsCtx_Destroy(js);
+    PublishRegistry::instance().remove(pending_id);
     for (natsConnection* c : {nc, reply_nc}) {
       if (c == nullptr) continue;
       natsConnection_Close(c);
@@ -198,6 +245,8 @@ struct Inbox {
   std::mutex mutex;
   std::deque<NatsMsgPtr> messages;
   bool closed = false;
+  // Why, when nats.c closed the subscription rather than we (its connection closed for good).
+  std::optional<Error> failure;
   std::size_t dropped = 0;
   std::size_t limit = 0;  // 0: no limit of its own
   std::shared_ptr<AsyncSignal> signal = AsyncSignal::create();
@@ -206,12 +255,20 @@ using InboxPtr = std::shared_ptr<Inbox>;
 
 // nats.c's callbacks get a heap-held reference to the inbox, released when nats.c says the
 // subscription is complete (no callback runs after that).
-void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+void on_message(natsConnection* nc, natsSubscription*, natsMsg* msg, void* closure) {
   Inbox& inbox = **static_cast<InboxPtr*>(closure);
   NatsMsgPtr owned(msg);
   {
     std::lock_guard lock(inbox.mutex);
-    if (inbox.closed) return;
+    if (inbox.closed) {
+      // Arrived while closing: back to the consumer at once (a no-op for core messages,
+      // which have no acknowledgement subject).
+      const char* reply = natsMsg_GetReply(msg);
+      if (reply != nullptr && std::string_view(reply).starts_with("$JS.ACK.")) {
+        natsConnection_Publish(nc, reply, "-NAK", 4);
+      }
+      return;
+    }
     if (inbox.limit != 0 && inbox.messages.size() >= inbox.limit) {
       if (inbox.dropped++ % 10'000 == 0) {
         logger().warn("NATS subscriber on {} is not keeping up: dropped {} message(s)",
@@ -224,8 +281,20 @@ void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure)
   inbox.signal->notify();
 }
 
+// nats.c is done with the subscription: after our close(), or because the connection closed
+// for good, in which case the receiver is woken with the reason rather than left waiting.
 void on_complete(void* closure) {
-  delete static_cast<InboxPtr*>(closure);
+  auto* inbox = static_cast<InboxPtr*>(closure);
+  {
+    std::lock_guard lock((*inbox)->mutex);
+    if (!(*inbox)->closed) {
+      (*inbox)->closed = true;
+      (*inbox)->failure =
+          nats_error(errc::unavailable, "the NATS connection closed this subscription for good");
+    }
+  }
+  (*inbox)->signal->notify();
+  delete inbox;
 }
 
 // The JetStream acknowledgement protocol, published on the message's reply subject.
@@ -304,6 +373,7 @@ class NatsSubscription final : public Subscription {
       {
         std::lock_guard lock(inbox_->mutex);
         if (inbox_->closed) {
+          if (inbox_->failure) co_return inbox_->failure->with_context(description_);
           co_return nats_error(errc::cancelled, "subscription to " + description_ + " is closed");
         }
         if (!inbox_->messages.empty()) {
@@ -441,6 +511,24 @@ Result<void> validate(const NatsConfig& config) {
   return ok();
 }
 
+// nats.c reports some failures only asynchronously (a subscription refused by the server's
+// permissions, a slow consumer); they are logged, with the subject when there is one.
+void on_async_error(natsConnection*, natsSubscription* sub, natsStatus status, void*) {
+  const char* subject = sub != nullptr ? natsSubscription_GetSubject(sub) : nullptr;
+  logger().error("NATS reported {}{}{}", natsStatus_GetText(status),
+                 subject != nullptr ? " on subscription " : "", subject != nullptr ? subject : "");
+}
+
+void on_disconnected(natsConnection*, void*) {
+  logger().warn("NATS connection lost; reconnecting");
+}
+
+void on_reconnected(natsConnection* nc, void*) {
+  char url[256] = {0};
+  natsConnection_GetConnectedUrl(nc, url, sizeof url);
+  logger().info("NATS connection re-established to {}", url);
+}
+
 Result<natsOptions*> make_options(const NatsConfig& config, bool send_asap) {
   natsOptions* options = nullptr;
   natsStatus s = natsOptions_Create(&options);
@@ -494,6 +582,11 @@ Result<natsOptions*> make_options(const NatsConfig& config, bool send_asap) {
   steps.push_back(step(natsOptions_SetReconnectBufSize(options, config.reconnect_buffer_bytes),
                        "reconnect_buffer_bytes"));
   steps.push_back(step(natsOptions_SetSendAsap(options, send_asap), "send_asap"));
+  steps.push_back(step(natsOptions_SetErrorHandler(options, on_async_error, nullptr), "errors"));
+  steps.push_back(
+      step(natsOptions_SetDisconnectedCB(options, on_disconnected, nullptr), "disconnects"));
+  steps.push_back(
+      step(natsOptions_SetReconnectedCB(options, on_reconnected, nullptr), "reconnects"));
   for (auto& result : steps) {
     if (!result) return std::move(result).error();
   }
@@ -606,7 +699,7 @@ Capabilities capabilities_for(const NatsConfig& config) {
   return caps;
 }
 
-class NatsBackend final : public Backend, public std::enable_shared_from_this<NatsBackend> {
+class NatsBackend final : public Backend {
  public:
   explicit NatsBackend(NatsConfig config)
       : config_(std::move(config)),
@@ -627,8 +720,9 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
       std::lock_guard lock(mutex_);
       if (connection_) co_return ok();
     }
-    auto self = shared_from_this();
-    auto work = [self]() -> Result<ConnectionPtr> { return self->open(); };
+    // Pool tasks use `this`: the destructor joins the pool, so none outlives the backend (a
+    // task holding a shared_ptr could end up running the destructor on the pool itself).
+    auto work = [this]() -> Result<ConnectionPtr> { return open(); };
     auto opened = co_await offload(pool_, std::move(work));
     if (!opened) co_return std::move(opened).error();
     std::lock_guard lock(mutex_);
@@ -660,12 +754,11 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
         options.pattern == MessagingPattern::point_to_point && options.require_receiver;
     const bool new_stream = options.kind == DestinationKind::stream && !known_stream(subject);
     if (new_stream || (check_receiver && !known_receiver(subject))) {
-      auto self = shared_from_this();
-      auto prepare = [self, connection, subject, new_stream, check_receiver]() -> Result<void> {
+      auto prepare = [this, connection, subject, new_stream, check_receiver]() -> Result<void> {
         if (new_stream) {
-          if (auto made = self->ensure_stream(connection, subject); !made) return made;
+          if (auto made = ensure_stream(connection, subject); !made) return made;
         }
-        if (check_receiver) return self->check_command_receiver(connection, subject);
+        if (check_receiver) return check_command_receiver(connection, subject);
         return ok();
       };
       if (auto ready = co_await offload(pool_, std::move(prepare)); !ready) co_return ready;
@@ -681,14 +774,19 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
       co_return nats_error(errc::invalid_argument,
                            "stream name '" + spec.subject + "' cannot contain wildcards");
     }
-    auto self = shared_from_this();
-    auto work = [self, connection, spec]() { return self->open_subscription(connection, spec); };
+    auto work = [this, connection, spec]() { return open_subscription(connection, spec); };
     auto made = co_await offload(pool_, std::move(work));
     if (!made) co_return std::move(made).error();
-    std::lock_guard lock(mutex_);
-    std::erase_if(subscriptions_, [](const auto& weak) { return weak.expired(); });
-    subscriptions_.push_back(*made);
-    co_return std::shared_ptr<Subscription>(std::move(*made));
+    {
+      std::lock_guard lock(mutex_);
+      if (connection_ == connection) {
+        std::erase_if(subscriptions_, [](const auto& weak) { return weak.expired(); });
+        subscriptions_.push_back(*made);
+        co_return std::shared_ptr<Subscription>(std::move(*made));
+      }
+    }
+    (*made)->close();  // close() ran while it was being made
+    co_return nats_error(errc::unavailable, "backend closed while subscribing");
   }
 
   asio::awaitable<Result<Message>> request(Message message, milliseconds timeout) override {
@@ -772,7 +870,9 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
     connection->requests->prefix = inbox;
     natsInbox_Destroy(inbox);
     auto* closure = new PendingRequestsPtr(connection->requests);
-    s = natsConnection_Subscribe(&connection->replies, connection->nc,
+    // On the connection that publishes the requests: the server answers "no responders" only
+    // to a client that both sent the request and subscribed to its reply subject.
+    s = natsConnection_Subscribe(&connection->replies, connection->reply_nc,
                                  (connection->requests->prefix + ".*").c_str(), on_reply, closure);
     if (s != NATS_OK) {
       delete closure;
@@ -781,13 +881,13 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
     natsSubscription_SetOnCompleteCB(connection->replies, on_replies_complete, closure);
     natsSubscription_SetPendingLimits(connection->replies, -1, -1);
     // The subscription reaches the server before any request can be answered on it.
-    s = natsConnection_FlushTimeout(connection->nc, config_.connect_timeout.count());
+    s = natsConnection_FlushTimeout(connection->reply_nc, config_.connect_timeout.count());
     if (s != NATS_OK) return status_error(s, "registering the reply inbox");
     if (!config_.jetstream) return connection;
     jsOptions options;
     jsOptions_Init(&options);
     options.PublishAsync.AckHandler = on_publish_ack;
-    options.PublishAsync.AckHandlerClosure = &connection->pending;
+    options.PublishAsync.AckHandlerClosure = reinterpret_cast<void*>(connection->pending_id);
     options.PublishAsync.MaxPending = kMaxPendingPublishes;
     s = natsConnection_JetStream(&connection->js, connection->nc, &options);
     if (s != NATS_OK) return status_error(s, "opening a JetStream context");
@@ -860,21 +960,26 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
     }
     auto waiter = std::make_shared<PublishWaiter>();
     const natsMsg* key = msg.get();
-    connection->pending.add(key, waiter);
+    PendingPublishes& pending = *connection->pending;
+    pending.add(key, waiter);
+    // The server de-duplicates by this id across the whole stream, which holds every event and
+    // command type: scoped to the subject, a message forwarded unchanged to another subject is
+    // not taken for a duplicate of itself.
+    const std::string scoped_id = subject + "|" + id;
     jsPubOptions options;
     jsPubOptions_Init(&options);
-    options.MsgId = id.c_str();
+    options.MsgId = scoped_id.c_str();
     options.MaxWait = wait.count();
     natsMsg* raw = msg.release();
     const natsStatus s = js_PublishMsgAsync(connection->js, &raw, &options);
     if (s != NATS_OK) {
-      connection->pending.take(key);
+      pending.forget(key, waiter);
       natsMsg_Destroy(raw);  // still ours when the library did not take it
       co_return status_error(s, "publishing on '" + subject + "' to JetStream");
     }
     // A little longer than nats.c's own MaxWait, which reports a timeout through the handler.
     if (!co_await waiter->signal->wait(SteadyClock::now() + wait + milliseconds(200))) {
-      connection->pending.take(key);
+      pending.forget(key, waiter);
     }
     std::lock_guard lock(waiter->mutex);
     if (waiter->result) co_return std::move(*waiter->result);
@@ -974,10 +1079,26 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
       delete closure;
       return status_error(s, "subscribing to " + description);
     }
-    natsSubscription_SetOnCompleteCB(sub, on_complete, closure);
+    if (natsSubscription_SetOnCompleteCB(sub, on_complete, closure) != NATS_OK) {
+      // Closed already (its connection went meanwhile): nats.c will not call us again.
+      natsSubscription_Destroy(sub);
+      delete closure;
+      return nats_error(errc::unavailable,
+                        "the connection closed while subscribing to " + description);
+    }
     // Our inbox bounds core subscriptions; JetStream is bounded by max_ack_pending.
     natsSubscription_SetPendingLimits(sub, -1, -1);
-    return std::make_shared<NatsSubscription>(connection, inbox, sub, jetstream, description);
+    auto subscription =
+        std::make_shared<NatsSubscription>(connection, inbox, sub, jetstream, description);
+    // Subscribed means the server knows: a core publish sent after subscribe() returns, even
+    // from another connection, must reach it.
+    if (const natsStatus flushed =
+            natsConnection_FlushTimeout(connection->nc, config_.connect_timeout.count());
+        flushed != NATS_OK) {
+      subscription->close();
+      return status_error(flushed, "registering the subscription to " + description);
+    }
+    return subscription;
   }
 
   // Creates (or finds) the consumer behind a JetStream subscription. Returns its deliver
@@ -1031,10 +1152,30 @@ class NatsBackend final : public Backend, public std::enable_shared_from_this<Na
     jsConsumerInfo* info = nullptr;
     jsErrCode code = static_cast<jsErrCode>(0);
     natsStatus s = js_AddConsumer(&info, connection->js, stream.c_str(), &config, nullptr, &code);
-    if (s != NATS_OK && durable) {
+    const bool exists_otherwise = code == JSConsumerCreateErr || code == JSConsumerNameExistErr ||
+                                  code == JSConsumerExistingActiveErr ||
+                                  code == JSConsumerReplacementWithDifferentNameErr;
+    if (s != NATS_OK && durable && exists_otherwise) {
       // It exists with other settings (another start position): a durable group resumes
-      // where it left off, so take it as it is.
-      s = js_GetConsumerInfo(&info, connection->js, stream.c_str(), name.c_str(), nullptr, &code);
+      // where it left off, so take it as it is, if it is a consumer this group can read.
+      const Error create_error =
+          status_error(s, "creating JetStream consumer '" + name + "'", code);
+      jsErrCode lookup_code = static_cast<jsErrCode>(0);
+      if (js_GetConsumerInfo(&info, connection->js, stream.c_str(), name.c_str(), nullptr,
+                             &lookup_code) != NATS_OK) {
+        return create_error;
+      }
+      const bool usable = info->Config->DeliverSubject != nullptr &&
+                          info->Config->DeliverGroup != nullptr &&
+                          name == info->Config->DeliverGroup;
+      if (!usable) {
+        jsConsumerInfo_Destroy(info);
+        return nats_error(errc::failed_precondition,
+                          "JetStream consumer '" + name + "' on stream '" + stream +
+                              "' exists but is not a push consumer of this group; delete it "
+                              "or use another group name");
+      }
+      s = NATS_OK;
     }
     if (s != NATS_OK) {
       return status_error(s, "creating a JetStream consumer for '" + spec.subject + "'", code);

@@ -519,7 +519,9 @@ void on_async_error(natsConnection*, natsSubscription* sub, natsStatus status, v
                  subject != nullptr ? " on subscription " : "", subject != nullptr ? subject : "");
 }
 
-void on_disconnected(natsConnection*, void*) {
+void on_disconnected(natsConnection* nc, void*) {
+  // nats.c also reports our own close() as a disconnection.
+  if (natsConnection_IsClosed(nc) || natsConnection_Status(nc) == NATS_CONN_STATUS_CLOSED) return;
   logger().warn("NATS connection lost; reconnecting");
 }
 

@@ -17,15 +17,14 @@
 
 #include <concurrentqueue/blockingconcurrentqueue.h>
 
+#include "bench_support.hpp"
 #include "marty/messaging.hpp"
 
 namespace mm = marty::messaging;
 using namespace std::chrono_literals;
-using Steady = std::chrono::steady_clock;
+using namespace marty::messaging::bench;
 
 namespace {
-
-constexpr std::size_t kPayloadBytes = 128;
 
 struct Options {
   std::size_t messages = 500'000;
@@ -33,29 +32,6 @@ struct Options {
   int runs = 3;
   bool only_bus = false;
 };
-
-double seconds_since(Steady::time_point start) {
-  return std::chrono::duration<double>(Steady::now() - start).count();
-}
-
-struct Latency {
-  double p50 = 0, p99 = 0, p999 = 0;
-};
-
-Latency percentiles(std::vector<double> micros) {
-  std::sort(micros.begin(), micros.end());
-  auto at = [&](double q) {
-    return micros[std::min(micros.size() - 1, static_cast<std::size_t>(q * micros.size()))];
-  };
-  return {at(0.50), at(0.99), at(0.999)};
-}
-
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "benchmark failed: %s\n", what);
-    std::exit(1);
-  }
-}
 
 // ---- throughput ----
 
@@ -262,17 +238,12 @@ Latency queue_round_trips(std::size_t count) {
   return percentiles(std::move(micros));
 }
 
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
-}
-
 template <class Fn>
 Latency median_latency(int runs, Fn&& fn) {
   std::vector<Latency> values;
   for (int i = 0; i < runs; ++i) values.push_back(fn());
-  std::sort(values.begin(), values.end(), [](auto& a, auto& b) { return a.p99 < b.p99; });
-  return values[values.size() / 2];
+  return marty::messaging::bench::median_latency(std::move(values),
+                                                 [](const Latency& l) { return l.p99; });
 }
 
 }  // namespace

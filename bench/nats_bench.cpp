@@ -17,16 +17,15 @@
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 
+#include "bench_support.hpp"
 #include "marty/messaging.hpp"
 #include "marty/messaging/nats_backend.hpp"
 
 namespace mm = marty::messaging;
 using namespace std::chrono_literals;
-using Steady = std::chrono::steady_clock;
+using namespace marty::messaging::bench;
 
 namespace {
-
-constexpr std::size_t kPayloadBytes = 128;
 
 struct Options {
   std::size_t messages = 200'000;
@@ -40,13 +39,6 @@ std::string server_url() {
   return url != nullptr ? url : "nats://127.0.0.1:4222";
 }
 
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "benchmark failed: %s\n", what);
-    std::exit(1);
-  }
-}
-
 void check_status(natsStatus status, const char* what) {
   if (status != NATS_OK) {
     std::fprintf(stderr, "benchmark failed: %s: %s\n", what, natsStatus_GetText(status));
@@ -56,23 +48,6 @@ void check_status(natsStatus status, const char* what) {
 
 double seconds(Steady::duration d) {
   return std::chrono::duration<double>(d).count();
-}
-
-struct Latency {
-  double p50 = 0, p99 = 0;
-};
-
-Latency percentiles(std::vector<double> micros) {
-  std::sort(micros.begin(), micros.end());
-  auto at = [&](double q) {
-    return micros[std::min(micros.size() - 1, static_cast<std::size_t>(q * micros.size()))];
-  };
-  return {at(0.50), at(0.99)};
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
 }
 
 std::string unique(const char* base) {
@@ -391,14 +366,11 @@ int main(int argc, char** argv) {
     raw_js.push_back(raw_jetstream(options.jetstream_messages));
     bus_js.push_back(bus_jetstream(options.jetstream_messages, 256));
   }
-  auto median_latency = [](std::vector<Latency> values) {
-    std::sort(values.begin(), values.end(), [](auto& a, auto& b) { return a.p50 < b.p50; });
-    return values[values.size() / 2];
-  };
   const double raw = median(raw_rates), bus = median(bus_rates);
   const double raw_headers = median(raw_header_rates);
   const double rjs = median(raw_js), bjs = median(bus_js);
-  const Latency rr = median_latency(raw_rtt), br = median_latency(bus_rtt);
+  auto by_p50 = [](const Latency& l) { return l.p50; };
+  const Latency rr = median_latency(raw_rtt, by_p50), br = median_latency(bus_rtt, by_p50);
   std::printf("| measure                              | raw nats.c | bus      | bus / raw |\n");
   std::printf("|--------------------------------------|-----------:|---------:|----------:|\n");
   std::printf("| core pub/sub, msg/s                  | %10.0f | %8.0f | %9.2f |\n", raw, bus,

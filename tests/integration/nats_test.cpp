@@ -44,6 +44,36 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+// A nats-server with JetStream on a store of its own, for one test.
+class PrivateJetStream {
+ public:
+  PrivateJetStream()
+      : port_(free_port()),
+        server_({"nats-server", "-a", "127.0.0.1", "-p", std::to_string(port_), "-js", "-sd",
+                 store_.path().string()},
+                port_) {}
+  ServerProcess& server() { return server_; }
+  nats::NatsConfig config() const {
+    nats::NatsConfig config;
+    config.servers = {url(port_)};
+    return config;
+  }
+
+ private:
+  TempDir store_;
+  int port_;
+  ServerProcess server_;
+};
+
+// A started bus on a NATS backend with `config`.
+std::unique_ptr<BlockingEventBus> nats_bus(nats::NatsConfig config) {
+  auto bus = std::make_unique<BlockingEventBus>();
+  EXPECT_TRUE(bus->bus().register_backend(MessageBackendType::nats, nats::make_backend(config)));
+  auto started = bus->start();
+  EXPECT_TRUE(started) << started.error().describe();
+  return bus;
+}
+
 Result<void> connect_with(nats::NatsConfig config) {
   TestLoop loop;
   auto backend = nats::make_backend(std::move(config));
@@ -223,17 +253,11 @@ void publish_raw(int port, const std::string& subject, const std::string& body,
 // Foreign publishers: a plain NATS message is taken as it is, typed by its subject; one with
 // broken CloudEvents headers is refused (terminated, logged) and the subscriber goes on.
 TEST(NatsWire, ForeignMessagesAreTakenOrRefusedAndTheSubscriberGoesOn) {
-  const int port = free_port();
-  TempDir store;
-  ServerProcess server({"nats-server", "-a", "127.0.0.1", "-p", std::to_string(port), "-js", "-sd",
-                        store.path().string()},
-                       port);
-  ASSERT_TRUE(server.running());
-  nats::NatsConfig config;
-  config.servers = {url(port)};
-  BlockingEventBus bus;
-  ASSERT_TRUE(bus.bus().register_backend(MessageBackendType::nats, nats::make_backend(config)));
-  ASSERT_TRUE(bus.start());
+  PrivateJetStream server;
+  ASSERT_TRUE(server.server().running());
+  auto bus_home = nats_bus(server.config());
+  BlockingEventBus& bus = *bus_home;
+  const int port = server.server().port();
   std::mutex mutex;
   std::vector<Message> got;
   auto handler = sync_handler([&](const Message& m) -> Result<void> {
@@ -266,17 +290,10 @@ TEST(NatsWire, ForeignMessagesAreTakenOrRefusedAndTheSubscriberGoesOn) {
 // not_found at once instead of waiting for its deadline. Sending a command to a service that
 // never handled it is not_found too.
 TEST(NatsRequests, NobodyListeningIsNotFoundAtOnce) {
-  const int port = free_port();
-  TempDir store;
-  ServerProcess server({"nats-server", "-a", "127.0.0.1", "-p", std::to_string(port), "-js", "-sd",
-                        store.path().string()},
-                       port);
-  ASSERT_TRUE(server.running());
-  nats::NatsConfig config;
-  config.servers = {url(port)};
-  BlockingEventBus bus;
-  ASSERT_TRUE(bus.bus().register_backend(MessageBackendType::nats, nats::make_backend(config)));
-  ASSERT_TRUE(bus.start());
+  PrivateJetStream server;
+  ASSERT_TRUE(server.server().running());
+  auto bus_home = nats_bus(server.config());
+  BlockingEventBus& bus = *bus_home;
   const auto start = SteadyClock::now();
   auto reply = bus.query("check_stock", {{"sku", "A-1"}}, "inventory", 5s);
   ASSERT_FALSE(reply);
@@ -291,27 +308,20 @@ TEST(NatsRequests, NobodyListeningIsNotFoundAtOnce) {
 // on the same store: every command whose send succeeded is handled, and the bus reconnects by
 // itself.
 TEST(NatsRestart, NothingAcknowledgedIsLostAcrossAServerCrash) {
-  TempDir store;
-  const int port = free_port();
-  ServerProcess server({"nats-server", "-a", "127.0.0.1", "-p", std::to_string(port), "-js", "-sd",
-                        store.path().string()},
-                       port);
+  PrivateJetStream jetstream;
+  ServerProcess& server = jetstream.server();
   ASSERT_TRUE(server.running());
   auto make_config = [&] {
-    nats::NatsConfig config;
-    config.servers = {url(port)};
+    nats::NatsConfig config = jetstream.config();
     config.reconnect_wait = 100ms;
     config.ack_wait = 2s;
     config.publish_timeout = 1s;
     return config;
   };
-  BlockingEventBus worker, sender;
-  ASSERT_TRUE(
-      worker.bus().register_backend(MessageBackendType::nats, nats::make_backend(make_config())));
-  ASSERT_TRUE(
-      sender.bus().register_backend(MessageBackendType::nats, nats::make_backend(make_config())));
-  ASSERT_TRUE(worker.start());
-  ASSERT_TRUE(sender.start());
+  auto worker_home = nats_bus(make_config());
+  auto sender_home = nats_bus(make_config());
+  BlockingEventBus& worker = *worker_home;
+  BlockingEventBus& sender = *sender_home;
 
   std::mutex mutex;
   std::set<int> handled;

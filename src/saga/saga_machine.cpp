@@ -8,8 +8,7 @@ namespace marty::messaging::saga {
 namespace {
 
 Error bad_definition(const std::string& definition, const std::string& what) {
-  return Error(errc::invalid_argument,
-               "saga definition '" + definition + "': " + what);
+  return Error(errc::invalid_argument, "saga definition '" + definition + "': " + what);
 }
 
 // A failure worth trying again: the participant was unreachable, slow or temporarily unable.
@@ -30,7 +29,9 @@ std::uint64_t fnv1a(std::string_view text) {
 std::int64_t to_ms(Clock::time_point t) {
   return std::chrono::duration_cast<milliseconds>(t.time_since_epoch()).count();
 }
-Clock::time_point from_ms(std::int64_t ms) { return Clock::time_point(milliseconds(ms)); }
+Clock::time_point from_ms(std::int64_t ms) {
+  return Clock::time_point(milliseconds(ms));
+}
 
 Result<void> validate_retry(const std::string& definition, const std::string& where,
                             const RetryPolicy& policy) {
@@ -75,7 +76,8 @@ Result<void> validate(const SagaDefinition& definition) {
     }
     if (step.service.empty()) return bad_definition(name, where + " has no service");
     if (step.action.empty()) return bad_definition(name, where + " has no action");
-    if (step.timeout.count() <= 0) return bad_definition(name, where + ": timeout must be positive");
+    if (step.timeout.count() <= 0)
+      return bad_definition(name, where + ": timeout must be positive");
     if (definition.require_compensations && step.critical && step.compensation.empty()) {
       return bad_definition(name, where + " is critical but has no compensation");
     }
@@ -144,8 +146,8 @@ Clock::time_point SagaMachine::retry_time(const RetryPolicy& policy, int attempt
   // Jitter without a random source, so the machine stays deterministic and testable: a
   // fraction of the backoff derived from the saga, step and attempt.
   const double fraction = static_cast<double>(fnv1a(key) % 1000) / 1000.0;
-  const auto cut = static_cast<std::int64_t>(static_cast<double>(base.count()) * policy.jitter *
-                                             fraction);
+  const auto cut =
+      static_cast<std::int64_t>(static_cast<double>(base.count()) * policy.jitter * fraction);
   return now + base - milliseconds(cut);
 }
 
@@ -171,10 +173,9 @@ SagaAction SagaMachine::next(SagaRecord& record, Clock::time_point now) const {
     if (record.cancel_requested) {
       begin_compensation(record, "cancelled", now);
     } else if (record.deadline && now >= *record.deadline) {
-      begin_compensation(record,
-                         "saga timed out after " + std::to_string(definition_.timeout.count()) +
-                             " ms",
-                         now);
+      begin_compensation(
+          record, "saga timed out after " + std::to_string(definition_.timeout.count()) + " ms",
+          now);
     }
   }
 

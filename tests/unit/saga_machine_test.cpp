@@ -128,10 +128,10 @@ TEST(SagaMachine, ANonCriticalFailureIsRecordedAndSkipped) {
     SagaAction action = machine.next(record, now);
     ASSERT_EQ(action.kind, SagaAction::Kind::run_step);
     ASSERT_EQ(action.step, i);
-    machine.step_finished(record, action,
-                          i == 1 ? Result<Json>(Error(errc::unavailable, "mail down"))
-                                 : Result<Json>(Json::object()),
-                          now);
+    machine.step_finished(
+        record, action,
+        i == 1 ? Result<Json>(Error(errc::unavailable, "mail down")) : Result<Json>(Json::object()),
+        now);
   }
   EXPECT_EQ(machine.next(record, now).kind, SagaAction::Kind::finished);
   EXPECT_EQ(record.state, SagaState::completed);

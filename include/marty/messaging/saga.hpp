@@ -85,7 +85,7 @@ enum class StepState {
   pending,
   running,
   completed,
-  failed,        ///< gave up (a critical failure starts compensation; a non-critical is skipped)
+  failed,  ///< gave up (a critical failure starts compensation; a non-critical is skipped)
   compensating,
   compensated,
   compensation_failed,
@@ -93,6 +93,7 @@ enum class StepState {
 std::string_view to_string(StepState state) noexcept;
 
 struct StepRecord {
+  StepRecord() {}  // NOLINT(modernize-use-equals-default): not an aggregate (GCC 12)
   StepState state = StepState::pending;
   int attempts = 0;               ///< forward attempts made
   int compensation_attempts = 0;  ///< compensation attempts made
@@ -106,6 +107,7 @@ struct StepRecord {
 /// Everything about one saga; what the store keeps. A saga is driven only from this record, so
 /// a process that loads it after a crash carries on from where it was written.
 struct SagaRecord {
+  SagaRecord() {}  // NOLINT(modernize-use-equals-default): not an aggregate (GCC 12)
   std::string id;
   std::string definition;
   SagaState state = SagaState::running;
@@ -128,11 +130,12 @@ Result<SagaRecord> record_from_json(const Json& json);
 
 /// What the runner must do next for a saga.
 struct SagaAction {
+  SagaAction() {}  // NOLINT(modernize-use-equals-default): not an aggregate (GCC 12)
   enum class Kind {
-    run_step,         ///< send step `step`'s action (attempt `attempt`)
-    run_compensation, ///< send step `step`'s compensation (attempt `attempt`)
-    wait,             ///< nothing until `until` (a retry backoff)
-    finished,         ///< the saga reached a final state
+    run_step,          ///< send step `step`'s action (attempt `attempt`)
+    run_compensation,  ///< send step `step`'s compensation (attempt `attempt`)
+    wait,              ///< nothing until `until` (a retry backoff)
+    finished,          ///< the saga reached a final state
   };
   Kind kind = Kind::finished;
   std::size_t step = 0;

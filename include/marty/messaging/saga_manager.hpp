@@ -1,0 +1,152 @@
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <asio/awaitable.hpp>
+
+#include "marty/messaging/event_bus.hpp"
+#include "marty/messaging/saga.hpp"
+#include "marty/messaging/saga_store.hpp"
+
+/// Running sagas over the bus: the orchestrator side (DistributedSagaManager) and the
+/// participants' side (SagaParticipant).
+///
+/// A forward step is the query `queries.<service>.<action>`, a compensation the query
+/// `queries.<service>.<compensation>`; both carry a JSON object:
+///   {"saga_id", "saga", "step", "attempt", "compensation": bool,
+///    "idempotency_key": "<saga>:<step>[:compensate]:<attempt>",
+///    "effect_key": "<saga>:<step>[:compensate]", "context": {...}}
+/// and the saga id as correlation id. A step's reply may carry {"context": {...}}, merged into
+/// the saga's context for later steps. The orchestrator publishes `saga.started`,
+/// `saga.step_started`, `saga.step_completed`, `saga.step_failed`, `saga.step_compensated`,
+/// `saga.cancelled`, `saga.completed`, `saga.compensated` and `saga.failed` events (on
+/// `events.saga.*`) with the saga id as correlation id.
+namespace marty::messaging::saga {
+
+/// What get_saga_status() returns: the stored record with the definition's step names.
+struct SagaStatus {
+  SagaStatus() {}  // NOLINT(modernize-use-equals-default): not an aggregate (GCC 12)
+  SagaRecord record;
+  std::vector<std::string> step_names;
+  bool cancelled() const { return record.failure == "cancelled"; }
+};
+
+struct SagaManagerOptions {
+  SagaManagerOptions() {}  // NOLINT(modernize-use-equals-default): not an aggregate (GCC 12)
+  /// Publish the saga.* events.
+  bool publish_events = true;
+};
+
+/// Registers saga definitions and runs sagas over a bus, writing every transition to a store.
+/// Thread-safety: every member may be called from any thread; sagas run on the bus's executor.
+/// Lifetime: keep the manager (a shared_ptr) alive while sagas run; stop() ends their runners
+/// (the sagas stay in the store, unfinished, for resume_unfinished()).
+class DistributedSagaManager : public std::enable_shared_from_this<DistributedSagaManager> {
+ public:
+  DistributedSagaManager(std::shared_ptr<UnifiedEventBus> bus, std::shared_ptr<SagaStore> store,
+                         SagaManagerOptions options);
+  ~DistributedSagaManager();
+
+  /// `invalid_argument` for a bad definition (see validate()) or a name already registered.
+  Result<void> register_saga_definition(SagaDefinition definition);
+
+  /// Stores a new saga and starts it; returns its id (a UUIDv7) once stored, not once done.
+  asio::awaitable<Result<std::string>> create_and_start_saga(std::string name, Json context);
+
+  /// The saga's state, each step's state, attempts, errors and times; also for finished sagas.
+  Result<SagaStatus> get_saga_status(const std::string& saga_id);
+
+  /// Stops forward progress; the completed steps are compensated. `failed_precondition` when
+  /// the saga has ended already, `not_found` for an unknown id or one this manager does not run.
+  Result<void> cancel_saga(const std::string& saga_id);
+
+  Result<std::vector<SagaRecord>> list_sagas(SagaFilter filter = {});
+
+  /// Starts a runner for every unfinished saga in the store whose definition is registered
+  /// (after a restart); returns how many. Retry waits resume from their stored times.
+  asio::awaitable<Result<std::size_t>> resume_unfinished();
+
+  /// Ends the runners after their current action; waits for them. Sagas stay in the store.
+  asio::awaitable<void> stop();
+
+  /// Resumes when the saga reaches a final state (or `limit` passes: `deadline_exceeded`).
+  asio::awaitable<Result<SagaStatus>> wait_for(std::string saga_id,
+                                               std::chrono::milliseconds limit);
+
+ private:
+  struct Running;
+  asio::awaitable<void> drive(std::shared_ptr<Running> running);
+  asio::awaitable<Result<Json>> send(std::shared_ptr<SagaMachine> machine, SagaRecord record,
+                                     SagaAction action);
+  void event(const std::string& type, const SagaRecord& record, Json details);
+  Result<void> launch(SagaRecord record);
+
+  std::shared_ptr<UnifiedEventBus> bus_;
+  std::shared_ptr<SagaStore> store_;
+  SagaManagerOptions options_;
+  std::mutex mutex_;
+  std::map<std::string, std::shared_ptr<SagaMachine>> definitions_;
+  std::map<std::string, std::shared_ptr<Running>> running_;
+  bool stopping_ = false;
+};
+
+/// The Python original's name for the saga runner; here one class registers definitions and
+/// drives the sagas.
+using EnhancedSagaOrchestrator = DistributedSagaManager;
+
+std::shared_ptr<DistributedSagaManager> create_distributed_saga_manager(
+    std::shared_ptr<UnifiedEventBus> bus, std::shared_ptr<SagaStore> store,
+    SagaManagerOptions options = {});
+
+/// What a participant's handler gets for a step or compensation.
+struct SagaStepRequest {
+  SagaStepRequest() {}  // NOLINT(modernize-use-equals-default): not an aggregate (GCC 12)
+  std::string saga_id;
+  std::string saga;
+  std::string step;
+  int attempt = 0;
+  bool compensation = false;
+  std::string idempotency_key;
+  std::string effect_key;
+  Json context;
+};
+
+/// The participants' side: a service registers what it does for saga steps and how it undoes
+/// it; each effect (a step, or its compensation) is applied once per saga even when the
+/// orchestrator sends it again (a retry after a lost reply, a resend after a crash): a repeat
+/// gets the first success's reply. Failures are not remembered, so a retry runs again.
+/// The memory of applied effects is this process's and bounded (`max_remembered`, oldest
+/// first); it does not survive a restart of the participant.
+class SagaParticipant {
+ public:
+  using StepHandler = std::function<asio::awaitable<Result<Json>>(SagaStepRequest)>;
+
+  SagaParticipant(std::shared_ptr<UnifiedEventBus> bus, std::string service,
+                  std::size_t max_remembered = 100'000);
+
+  /// Handles the query `queries.<service>.<action>`.
+  void on_step(std::string action, StepHandler handler);
+  /// Handles the query `queries.<service>.<compensation>`. A compensation must succeed when
+  /// there is nothing to undo (the step never took effect).
+  void on_compensation(std::string compensation, StepHandler handler);
+
+  /// Registers the handlers with the bus (call after the bus started).
+  asio::awaitable<Result<SubscriptionId>> start();
+
+ private:
+  struct State;
+  std::shared_ptr<UnifiedEventBus> bus_;
+  std::string service_;
+  std::shared_ptr<State> state_;
+};
+
+/// Adapts a plain function into a SagaParticipant::StepHandler.
+SagaParticipant::StepHandler sync_step_handler(std::function<Result<Json>(const SagaStepRequest&)> fn);
+
+}  // namespace marty::messaging::saga

@@ -1,0 +1,48 @@
+#include "marty/messaging/saga_store.hpp"
+
+#include <algorithm>
+
+namespace marty::messaging::saga {
+
+bool matches(const SagaFilter& filter, const SagaRecord& record) {
+  if (filter.state && record.state != *filter.state) return false;
+  if (!filter.definition.empty() && record.definition != filter.definition) return false;
+  if (filter.unfinished_only && is_final(record.state)) return false;
+  return true;
+}
+
+Result<void> InMemorySagaStore::save(const SagaRecord& record) {
+  if (record.id.empty()) return Error(errc::invalid_argument, "saga record has no id");
+  std::lock_guard lock(mutex_);
+  auto it = records_.find(record.id);
+  if (it != records_.end() && it->second.version > record.version) {
+    return Error(errc::aborted, "saga " + record.id + " was written at version " +
+                                    std::to_string(it->second.version) + ", newer than " +
+                                    std::to_string(record.version));
+  }
+  records_.insert_or_assign(record.id, record);
+  return ok();
+}
+
+Result<SagaRecord> InMemorySagaStore::load(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  auto it = records_.find(id);
+  if (it == records_.end()) return Error(errc::not_found, "no saga with id '" + id + "'");
+  return it->second;
+}
+
+Result<std::vector<SagaRecord>> InMemorySagaStore::list(const SagaFilter& filter) {
+  std::vector<SagaRecord> out;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [id, record] : records_) {
+      if (matches(filter, record)) out.push_back(record);
+    }
+  }
+  std::sort(out.begin(), out.end(),
+            [](const SagaRecord& a, const SagaRecord& b) { return a.created_at > b.created_at; });
+  if (out.size() > filter.limit) out.resize(filter.limit);
+  return out;
+}
+
+}  // namespace marty::messaging::saga

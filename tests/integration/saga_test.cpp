@@ -1,0 +1,271 @@
+// Sagas over the bus on the embedded backend: an orchestrator and three participant services,
+// each with a bus of its own on one in-process broker.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "../support/test_loop.hpp"
+#include "marty/messaging.hpp"
+#include "marty/messaging/saga_manager.hpp"
+
+namespace marty::messaging::saga {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::eventually;
+
+SagaStep make_step(std::string name, std::string service, std::string action,
+                   std::string compensation) {
+  SagaStep step;
+  step.name = std::move(name);
+  step.service = std::move(service);
+  step.action = std::move(action);
+  step.compensation = std::move(compensation);
+  step.timeout = 2s;
+  step.retry.max_attempts = 3;
+  step.retry.initial_backoff = 10ms;
+  step.retry.max_backoff = 50ms;
+  return step;
+}
+
+SagaDefinition order_saga() {
+  SagaDefinition saga;
+  saga.name = "place_order";
+  saga.steps = {make_step("reserve", "inventory", "reserve_stock", "release_stock"),
+                make_step("pay", "payment", "charge_card", "refund_card"),
+                make_step("ship", "shipping", "ship_order", "cancel_shipment")};
+  saga.compensation_retry.initial_backoff = 10ms;
+  saga.compensation_retry.max_backoff = 50ms;
+  return saga;
+}
+
+// Counts what each participant really applied (after its de-duplication).
+struct Ledger {
+  std::mutex mutex;
+  std::map<std::string, int> applied;  // "<action>:<saga id>" -> times
+  void add(const std::string& action, const std::string& saga) {
+    std::lock_guard lock(mutex);
+    ++applied[action + ":" + saga];
+  }
+  int count(const std::string& action, const std::string& saga) {
+    std::lock_guard lock(mutex);
+    return applied[action + ":" + saga];
+  }
+};
+
+class SagaIntegration : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (auto* bus : {&orchestrator_, &inventory_, &payment_, &shipping_, &observer_}) {
+      ASSERT_TRUE(bus->bus().register_backend(MessageBackendType::memory,
+                                              make_memory_backend(broker_)));
+      ASSERT_TRUE(bus->start());
+    }
+    start_participants();
+    auto recorder = sync_handler([this](const Message& m) -> Result<void> {
+      std::lock_guard lock(events_mutex_);
+      events_.push_back(m.type() + ":" + m.metadata().correlation_id);
+      return ok();
+    });
+    ASSERT_TRUE(observer_.subscribe_to_events({"saga.>"}, recorder));
+    manager_ = make_manager();
+  }
+
+  std::shared_ptr<DistributedSagaManager> make_manager() {
+    auto manager = create_distributed_saga_manager(orchestrator_.bus().shared_from_this(), store_);
+    EXPECT_TRUE(manager->register_saga_definition(order_saga()));
+    return manager;
+  }
+
+  void start_participants() {
+    auto record = [this](const char* action) {
+      return sync_step_handler([this, action](const SagaStepRequest& r) -> Result<Json> {
+        ledger_.add(action, r.saga_id);
+        return Json::object();
+      });
+    };
+    inventory_participant_.on_step(
+        "reserve_stock", sync_step_handler([this](const SagaStepRequest& r) -> Result<Json> {
+          ledger_.add("reserve_stock", r.saga_id);
+          return Json{{"context", {{"reservation", "R-" + r.context["order"].dump()}}}};
+        }));
+    inventory_participant_.on_compensation("release_stock", record("release_stock"));
+    payment_participant_.on_step(
+        "charge_card", sync_step_handler([this](const SagaStepRequest& r) -> Result<Json> {
+          if (slow_payment_) std::this_thread::sleep_for(300ms);
+          if (payment_outages_ > 0) {
+            --payment_outages_;
+            return Error(errc::unavailable, "payment gateway down");
+          }
+          if (r.context["amount"].get<int>() > 1000) {
+            return Error(errc::failed_precondition, "card declined (limit 1000)");
+          }
+          ledger_.add("charge_card", r.saga_id);
+          return Json{{"context", {{"charge", "C-1"}}}};
+        }));
+    payment_participant_.on_compensation("refund_card", record("refund_card"));
+    shipping_participant_.on_step("ship_order", record("ship_order"));
+    shipping_participant_.on_compensation("cancel_shipment", record("cancel_shipment"));
+    for (auto* participant :
+         {&inventory_participant_, &payment_participant_, &shipping_participant_}) {
+      auto started = orchestrator_.run(participant->start());
+      ASSERT_TRUE(started) << started.error().describe();
+    }
+  }
+
+  std::string start_saga(Json context) {
+    auto id = orchestrator_.run(manager_->create_and_start_saga("place_order", std::move(context)));
+    EXPECT_TRUE(id) << id.error().describe();
+    return id ? *id : std::string();
+  }
+
+  SagaStatus finish(const std::string& id) {
+    auto status = orchestrator_.run(manager_->wait_for(id, 10s));
+    EXPECT_TRUE(status) << status.error().describe();
+    return status ? *status : SagaStatus();
+  }
+
+  std::vector<std::string> events_of(const std::string& id) {
+    std::lock_guard lock(events_mutex_);
+    std::vector<std::string> out;
+    for (const auto& e : events_) {
+      if (e.ends_with(":" + id)) out.push_back(e.substr(0, e.size() - id.size() - 1));
+    }
+    return out;
+  }
+
+  std::shared_ptr<MemoryBroker> broker_ = make_memory_broker();
+  std::shared_ptr<InMemorySagaStore> store_ = std::make_shared<InMemorySagaStore>();
+  BlockingEventBus orchestrator_, inventory_, payment_, shipping_, observer_;
+  SagaParticipant inventory_participant_{inventory_.bus().shared_from_this(), "inventory"};
+  SagaParticipant payment_participant_{payment_.bus().shared_from_this(), "payment"};
+  SagaParticipant shipping_participant_{shipping_.bus().shared_from_this(), "shipping"};
+  std::shared_ptr<DistributedSagaManager> manager_;
+  Ledger ledger_;
+  std::atomic<bool> slow_payment_{false};
+  std::atomic<int> payment_outages_{0};
+  std::mutex events_mutex_;
+  std::vector<std::string> events_;
+};
+
+TEST_F(SagaIntegration, AnOrderSagaCompletesAndRepliesFeedLaterSteps) {
+  const std::string id = start_saga({{"order", 1001}, {"amount", 250}});
+  const SagaStatus status = finish(id);
+  EXPECT_EQ(status.record.state, SagaState::completed);
+  EXPECT_EQ(status.record.context["reservation"], "R-1001");
+  EXPECT_EQ(status.record.context["charge"], "C-1");
+  ASSERT_EQ(status.step_names, (std::vector<std::string>{"reserve", "pay", "ship"}));
+  for (const auto& step : status.record.steps) {
+    EXPECT_EQ(step.state, StepState::completed);
+    EXPECT_EQ(step.attempts, 1);
+    EXPECT_TRUE(step.started_at && step.finished_at);
+  }
+  EXPECT_EQ(ledger_.count("ship_order", id), 1);
+  ASSERT_TRUE(eventually([&] { return events_of(id).size() >= 8; }));
+  const auto events = events_of(id);
+  EXPECT_EQ(events.front(), "saga.started");
+  EXPECT_EQ(events.back(), "saga.completed");
+}
+
+TEST_F(SagaIntegration, ADeclinedPaymentCompensatesTheReservation) {
+  const std::string id = start_saga({{"order", 1002}, {"amount", 1499}});
+  const SagaStatus status = finish(id);
+  EXPECT_EQ(status.record.state, SagaState::compensated);
+  EXPECT_NE(status.record.failure.find("card declined"), std::string::npos);
+  EXPECT_EQ(status.record.steps[0].state, StepState::compensated);
+  EXPECT_EQ(status.record.steps[1].state, StepState::failed);
+  EXPECT_EQ(status.record.steps[1].attempts, 1) << "a declined card is not retried";
+  EXPECT_EQ(status.record.steps[2].state, StepState::pending);
+  EXPECT_EQ(ledger_.count("release_stock", id), 1);
+  EXPECT_EQ(ledger_.count("refund_card", id), 0);
+  ASSERT_TRUE(eventually([&] {
+    const auto events = events_of(id);
+    return !events.empty() && events.back() == "saga.compensated";
+  }));
+}
+
+TEST_F(SagaIntegration, AnOutageIsRetriedAndTheSagaStillCompletes) {
+  payment_outages_ = 2;
+  const std::string id = start_saga({{"order", 1003}, {"amount", 10}});
+  const SagaStatus status = finish(id);
+  EXPECT_EQ(status.record.state, SagaState::completed);
+  EXPECT_EQ(status.record.steps[1].attempts, 3);
+  EXPECT_EQ(ledger_.count("charge_card", id), 1);
+}
+
+TEST_F(SagaIntegration, CancelDuringAStepUndoesWhatWasDone) {
+  slow_payment_ = true;
+  const std::string id = start_saga({{"order", 1004}, {"amount", 10}});
+  ASSERT_TRUE(eventually([&] {
+    auto status = manager_->get_saga_status(id);
+    return status && status->record.steps[1].state == StepState::running;
+  }));
+  ASSERT_TRUE(manager_->cancel_saga(id));
+  const SagaStatus status = finish(id);
+  EXPECT_EQ(status.record.state, SagaState::compensated);
+  EXPECT_TRUE(status.cancelled());
+  EXPECT_EQ(ledger_.count("refund_card", id), 1) << "the charge went through, so it is refunded";
+  EXPECT_EQ(ledger_.count("release_stock", id), 1);
+  EXPECT_EQ(ledger_.count("ship_order", id), 0);
+  auto again = manager_->cancel_saga(id);
+  ASSERT_FALSE(again);
+  EXPECT_TRUE(again.error().is(errc::failed_precondition));
+}
+
+TEST_F(SagaIntegration, AParticipantAppliesAResentStepOnce) {
+  Json request{{"saga_id", "manual-1"},   {"saga", "place_order"},
+               {"step", "ship"},          {"attempt", 1},
+               {"compensation", false},   {"idempotency_key", "manual-1:ship:1"},
+               {"effect_key", "manual-1:ship"}, {"context", Json::object()}};
+  ASSERT_TRUE(orchestrator_.query("ship_order", request, "shipping", 2s));
+  request["attempt"] = 2;
+  request["idempotency_key"] = "manual-1:ship:2";
+  ASSERT_TRUE(orchestrator_.query("ship_order", request, "shipping", 2s));
+  EXPECT_EQ(ledger_.count("ship_order", "manual-1"), 1);
+  auto malformed = orchestrator_.query("ship_order", Json{{"nope", 1}}, "shipping", 2s);
+  ASSERT_FALSE(malformed);
+  EXPECT_TRUE(malformed.error().is(errc::invalid_argument)) << malformed.error().describe();
+}
+
+TEST_F(SagaIntegration, AnotherManagerOnTheSameStoreResumesUnfinishedSagas) {
+  slow_payment_ = true;
+  const std::string id = start_saga({{"order", 1005}, {"amount", 10}});
+  ASSERT_TRUE(eventually([&] {
+    auto status = manager_->get_saga_status(id);
+    return status && status->record.steps[1].state == StepState::running;
+  }));
+  orchestrator_.run(manager_->stop());  // this orchestrator goes away mid-saga
+  slow_payment_ = false;
+  auto stored = store_->load(id);
+  ASSERT_TRUE(stored);
+  EXPECT_FALSE(is_final(stored->state));
+
+  manager_ = make_manager();
+  auto resumed = orchestrator_.run(manager_->resume_unfinished());
+  ASSERT_TRUE(resumed) << resumed.error().describe();
+  EXPECT_EQ(*resumed, 1u);
+  const SagaStatus status = finish(id);
+  EXPECT_EQ(status.record.state, SagaState::completed);
+  EXPECT_EQ(ledger_.count("charge_card", id), 1) << "the resent payment was applied once";
+  EXPECT_EQ(ledger_.count("ship_order", id), 1);
+}
+
+TEST_F(SagaIntegration, UnknownSagasAndDefinitionsAreClearErrors) {
+  auto unknown = orchestrator_.run(manager_->create_and_start_saga("no_such_saga", Json::object()));
+  ASSERT_FALSE(unknown);
+  EXPECT_TRUE(unknown.error().is(errc::not_found));
+  EXPECT_FALSE(manager_->get_saga_status("nope"));
+  auto twice = manager_->register_saga_definition(order_saga());
+  ASSERT_FALSE(twice);
+  EXPECT_TRUE(twice.error().is(errc::invalid_argument));
+  SagaFilter completed;
+  completed.state = SagaState::completed;
+  auto listed = manager_->list_sagas(completed);
+  ASSERT_TRUE(listed);
+}
+
+}  // namespace
+}  // namespace marty::messaging::saga

@@ -1,6 +1,7 @@
 // The order flow of a small shop, on the embedded backend: four services, each with its own bus,
 // talking through one in-process broker. Shows a query, commands, events, a stream batch and a
-// compensation (a declined payment releases the stock reserved for it).
+// compensation (a declined payment releases the stock reserved for it); then the same checkout
+// as a saga, whose orchestrator compensates the declined order by itself.
 #include <unistd.h>
 
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include "marty/messaging.hpp"
+#include "marty/messaging/saga_manager.hpp"
 
 namespace mm = marty::messaging;
 using namespace std::chrono_literals;
@@ -215,6 +217,98 @@ awaitable<void> place_order(mm::UnifiedEventBus& orders, Shop& shop, std::string
   for (int i = 0; i < 500 && shop.order_state[id] == "placed"; ++i) co_await sleep_for(10ms);
 }
 
+mm::saga::SagaDefinition checkout_saga() {
+  mm::saga::SagaStep hold;
+  hold.name = "hold";
+  hold.service = "inventory";
+  hold.action = "hold_stock";
+  hold.compensation = "release_hold";
+  hold.timeout = 2s;
+  mm::saga::SagaStep charge;
+  charge.name = "charge";
+  charge.service = "payment";
+  charge.action = "charge_card";
+  charge.compensation = "refund_card";
+  charge.timeout = 2s;
+  mm::saga::SagaDefinition saga;
+  saga.name = "checkout";
+  saga.steps = {hold, charge};
+  saga.require_compensations = true;
+  return saga;
+}
+
+// The checkout as a saga: the orchestrator (on the orders service's bus) holds stock, then
+// charges the card; when the charge is declined it releases the hold by itself.
+awaitable<bool> run_checkout_saga(std::shared_ptr<mm::UnifiedEventBus> orders,
+                                  std::shared_ptr<mm::UnifiedEventBus> inventory,
+                                  std::shared_ptr<mm::UnifiedEventBus> payment, Shop& shop) {
+  using mm::saga::SagaStepRequest;
+  std::printf("\nThe same checkout as a saga (steps: hold stock, charge card)\n");
+  auto manager = mm::saga::create_distributed_saga_manager(
+      orders, std::make_shared<mm::saga::InMemorySagaStore>());
+  if (auto registered = manager->register_saga_definition(checkout_saga()); !registered) {
+    fail("register_saga_definition", registered.error());
+  }
+  mm::saga::SagaParticipant stock(inventory, "inventory");
+  stock.on_step(
+      "hold_stock", mm::saga::sync_step_handler([&shop](const SagaStepRequest& r) {
+        --shop.stock["LAPTOP-15"];
+        say("inventory", "<=",
+            "saga step hold_stock " + r.context["order"].get<std::string>() + " (" +
+                std::to_string(shop.stock["LAPTOP-15"]) + " left)");
+        return mm::Result<mm::Json>(mm::Json{{"context", {{"hold", "H-" + r.saga_id.substr(30)}}}});
+      }));
+  stock.on_compensation(
+      "release_hold", mm::saga::sync_step_handler([&shop](const SagaStepRequest& r) {
+        ++shop.stock["LAPTOP-15"];
+        say("inventory", "<=",
+            "saga compensation release_hold " + r.context["order"].get<std::string>() + " (" +
+                std::to_string(shop.stock["LAPTOP-15"]) + " left)");
+        return mm::Result<mm::Json>(mm::Json::object());
+      }));
+  mm::saga::SagaParticipant card(payment, "payment");
+  card.on_step(
+      "charge_card", mm::saga::sync_step_handler([](const SagaStepRequest& r) {
+        const double amount = r.context["amount"].get<double>();
+        const std::string order = r.context["order"].get<std::string>();
+        if (amount > 1000) {
+          say("payment", "<=", "saga step charge_card " + order + ": declined (limit 1000.00)");
+          return mm::Result<mm::Json>(mm::Error(mm::errc::failed_precondition, "card declined"));
+        }
+        say("payment", "<=", "saga step charge_card " + order + ": approved");
+        return mm::Result<mm::Json>(mm::Json::object());
+      }));
+  card.on_compensation(
+      "refund_card", mm::saga::sync_step_handler([](const SagaStepRequest& r) {
+        say("payment",
+            "<=", "saga compensation refund_card " + r.context["order"].get<std::string>());
+        return mm::Result<mm::Json>(mm::Json::object());
+      }));
+  for (auto* participant : {&stock, &card}) {
+    if (auto started = co_await participant->start(); !started)
+      fail("participant", started.error());
+  }
+  const int stock_before = shop.stock["LAPTOP-15"];
+  std::map<std::string, std::string> outcome;
+  for (const auto& [order, amount] : {std::pair<std::string, double>{"S-2001", 899.0},
+                                      std::pair<std::string, double>{"S-2002", 1499.0}}) {
+    say("orders", "->", "start saga checkout for " + order);
+    mm::Json context{{"order", order}, {"amount", amount}};
+    auto id = co_await manager->create_and_start_saga("checkout", std::move(context));
+    if (!id) fail("create_and_start_saga", id.error());
+    auto status = co_await manager->wait_for(*id, 10s);
+    if (!status) fail("wait_for", status.error());
+    const auto& record = status->record;
+    std::string line = "saga " + order + ": " + std::string(mm::saga::to_string(record.state));
+    if (!record.failure.empty()) line += " (" + record.failure + ")";
+    say("orders", "<-", line);
+    outcome[order] = std::string(mm::saga::to_string(record.state));
+  }
+  co_await manager->stop();
+  co_return outcome["S-2001"] == "completed" && outcome["S-2002"] == "compensated" &&
+      shop.stock["LAPTOP-15"] == stock_before - 1;
+}
+
 awaitable<void> demo(asio::io_context& io) {
   auto broker = mm::make_memory_broker();
   Shop shop;
@@ -246,12 +340,16 @@ awaitable<void> demo(asio::io_context& io) {
       shop.stock["LAPTOP-15"]);
   std::printf("  analytics saw %zu of %zu stream events\n", shop.activity_seen,
               shop.activity_published);
+  bool as_expected = shop.order_state["A-1001"] == "confirmed" &&
+                     shop.order_state["A-1002"] == "cancelled" && shop.stock["LAPTOP-15"] == 2 &&
+                     shop.activity_seen == shop.activity_published;
+  const bool saga_as_expected = co_await run_checkout_saga(orders, inventory, payment, shop);
+  as_expected = as_expected && saga_as_expected;
+  std::printf("  LAPTOP-15 stock after the sagas: %d (one held for S-2001; S-2002's released)\n",
+              shop.stock["LAPTOP-15"]);
   for (auto* bus : {orders.get(), inventory.get(), payment.get(), analytics.get()}) {
     if (auto stopped = co_await bus->stop(2s); !stopped) fail("stop", stopped.error());
   }
-  const bool as_expected =
-      shop.order_state["A-1001"] == "confirmed" && shop.order_state["A-1002"] == "cancelled" &&
-      shop.stock["LAPTOP-15"] == 2 && shop.activity_seen == shop.activity_published;
   std::printf("\n%s\n", as_expected ? "Demo finished: every step happened as expected."
                                     : "Demo finished, but something did not happen as expected.");
   if (!as_expected) std::exit(1);

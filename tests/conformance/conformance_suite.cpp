@@ -403,7 +403,9 @@ TEST_P(Conformance, LateJoinersReplayHistory) {
   ASSERT_TRUE(collect("from_start", StartPosition::earliest(), from_start));
   ASSERT_TRUE(collect("from_time", StartPosition::from_time(between), from_time));
   ASSERT_TRUE(collect("only_new", StartPosition::new_messages(), only_new));
-  ASSERT_TRUE(eventually([&] { return from_start.size() == 20 && from_time.size() == 10; }));
+  ASSERT_TRUE(eventually([&] { return from_start.size() == 20 && from_time.size() == 10; }))
+      << "from the start: " << from_start.size() << " of 20, from the time: " << from_time.size()
+      << " of 10, only new: " << only_new.size();
   std::this_thread::sleep_for(50ms);
   EXPECT_EQ(only_new.size(), 0u);
   ASSERT_TRUE(producer->stream_events(stream, {{{"n", 20}}}));

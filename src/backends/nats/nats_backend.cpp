@@ -353,13 +353,16 @@ class NatsDelivery final : public Delivery {
 
 class NatsSubscription final : public Subscription {
  public:
+  // `skip_before`: messages stored earlier are acknowledged and not handed out (see
+  // open_consumer: the consumer may start a little before the time asked for).
   NatsSubscription(ConnectionPtr connection, InboxPtr inbox, natsSubscription* sub, bool jetstream,
-                   std::string description)
+                   std::string description, std::optional<std::int64_t> skip_before)
       : connection_(std::move(connection)),
         inbox_(std::move(inbox)),
         sub_(sub),
         jetstream_(jetstream),
-        description_(std::move(description)) {}
+        description_(std::move(description)),
+        skip_before_(skip_before) {}
 
   ~NatsSubscription() override {
     close();
@@ -422,6 +425,10 @@ class NatsSubscription final : public Subscription {
         return nullptr;
       }
       info = *parsed;
+      if (skip_before_ && info.timestamp_ns < *skip_before_) {
+        (void)send_ack(connection_, msg.get(), "+ACK");
+        return nullptr;
+      }
     }
     auto message = from_nats(msg.get(), jetstream_);
     if (!message) {
@@ -439,6 +446,7 @@ class NatsSubscription final : public Subscription {
   natsSubscription* sub_;
   bool jetstream_;
   std::string description_;
+  std::optional<std::int64_t> skip_before_;
 };
 
 // ---- configuration ----
@@ -1061,7 +1069,11 @@ class NatsBackend final : public Backend {
     std::string deliver_subject = spec.subject;
     std::string queue = spec.group;
     std::string description = "'" + spec.subject + "'";
+    std::optional<std::int64_t> skip_before;
     if (jetstream) {
+      if (spec.kind == DestinationKind::stream && spec.start.kind == StartPosition::Kind::time) {
+        skip_before = nanos(spec.start.time.time_since_epoch());
+      }
       auto consumer = open_consumer(connection, spec);
       if (!consumer) return std::move(consumer).error();
       deliver_subject = consumer->first;
@@ -1090,8 +1102,8 @@ class NatsBackend final : public Backend {
     }
     // Our inbox bounds core subscriptions; JetStream is bounded by max_ack_pending.
     natsSubscription_SetPendingLimits(sub, -1, -1);
-    auto subscription =
-        std::make_shared<NatsSubscription>(connection, inbox, sub, jetstream, description);
+    auto subscription = std::make_shared<NatsSubscription>(connection, inbox, sub, jetstream,
+                                                           description, skip_before);
     // Subscribed means the server knows: a core publish sent after subscribe() returns, even
     // from another connection, must reach it.
     if (const natsStatus flushed =
@@ -1145,10 +1157,16 @@ class NatsBackend final : public Backend {
           config.DeliverPolicy = js_DeliverByStartSequence;
           config.OptStartSeq = std::max<std::uint64_t>(1, spec.start.sequence);
           break;
-        case StartPosition::Kind::time:
+        case StartPosition::Kind::time: {
+          // nats.c 3.4 writes the fraction of a second without its leading zeros (5 ms goes
+          // out as ".5"), so a fraction under 0.1 s is rounded down to the second here and
+          // the subscription skips what the stream stored before the time asked for.
+          const std::int64_t wanted = nanos(spec.start.time.time_since_epoch());
+          const std::int64_t fraction = wanted % 1'000'000'000;
           config.DeliverPolicy = js_DeliverByStartTime;
-          config.OptStartTime = nanos(spec.start.time.time_since_epoch());
+          config.OptStartTime = fraction < 100'000'000 ? wanted - fraction : wanted;
           break;
+        }
       }
     }
     jsConsumerInfo* info = nullptr;

@@ -210,7 +210,8 @@ std::optional<JetStreamInfo> parse_ack_subject(std::string_view reply) {
   auto number = [](std::string_view text, auto& out) {
     return std::from_chars(text.data(), text.data() + text.size(), out).ec == std::errc();
   };
-  if (!number(tokens[first], info.delivered) || !number(tokens[first + 1], info.stream_sequence)) {
+  if (!number(tokens[first], info.delivered) || !number(tokens[first + 1], info.stream_sequence) ||
+      !number(tokens[first + 3], info.timestamp_ns)) {
     return std::nullopt;
   }
   return info;

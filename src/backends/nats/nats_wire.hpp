@@ -42,6 +42,7 @@ Result<Message> from_nats(natsMsg* msg, bool jetstream);
 struct JetStreamInfo {
   int delivered = 1;
   std::uint64_t stream_sequence = 0;
+  std::int64_t timestamp_ns = 0;  ///< when the stream stored it (UTC, since the epoch)
 };
 std::optional<JetStreamInfo> parse_ack_subject(std::string_view reply);
 

@@ -45,7 +45,8 @@ SteadyClock::time_point steady_from(Clock::time_point at) {
 // A saga being driven by this manager.
 struct DistributedSagaManager::Running {
   std::shared_ptr<SagaMachine> machine;
-  SagaRecord record;  // guarded by the manager's mutex
+  SagaRecord record;              // guarded by the manager's mutex
+  Clock::time_point lease_until;  // used by the runner only
   std::shared_ptr<AsyncSignal> wake = AsyncSignal::create();
   bool stop = false;
 };
@@ -82,10 +83,21 @@ Result<void> DistributedSagaManager::launch(SagaRecord record) {
     if (stopping_) return Error(errc::failed_precondition, "the saga manager is stopping");
     auto definition = definitions_.find(record.definition);
     if (definition == definitions_.end()) {
-      return Error(errc::not_found, "saga definition '" + record.definition + "' is not registered");
+      return Error(errc::not_found,
+                   "saga definition '" + record.definition + "' is not registered");
     }
     if (running_.count(record.id) != 0) return ok();  // driven already
     running->machine = definition->second;
+  }
+  running->lease_until = Clock::now() + options_.lease;
+  auto leased = store_->acquire_lease(record.id, owner_, running->lease_until);
+  if (!leased) return leased.error().with_context("taking the lease of saga " + record.id);
+  if (!*leased) {
+    return Error(errc::aborted, "saga " + record.id + " is driven by another orchestrator");
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (running_.count(record.id) != 0) return ok();
     running->record = std::move(record);
     running_.emplace(running->record.id, running);
   }
@@ -93,8 +105,8 @@ Result<void> DistributedSagaManager::launch(SagaRecord record) {
   return ok();
 }
 
-asio::awaitable<Result<std::string>> DistributedSagaManager::create_and_start_saga(
-    std::string name, Json context) {
+asio::awaitable<Result<std::string>> DistributedSagaManager::create_and_start_saga(std::string name,
+                                                                                   Json context) {
   std::shared_ptr<SagaMachine> machine;
   {
     std::lock_guard lock(mutex_);
@@ -182,7 +194,9 @@ asio::awaitable<Result<std::size_t>> DistributedSagaManager::resume_unfinished()
   for (SagaRecord& record : *unfinished) {
     const std::string id = record.id;
     if (auto launched = launch(std::move(record)); !launched) {
-      logger().warn("saga {} not resumed: {}", id, launched.error().describe());
+      if (!launched.error().is(errc::aborted)) {  // aborted: another orchestrator drives it
+        logger().warn("saga {} not resumed: {}", id, launched.error().describe());
+      }
       continue;
     }
     ++resumed;
@@ -214,16 +228,15 @@ asio::awaitable<void> DistributedSagaManager::stop() {
 }
 
 asio::awaitable<Result<SagaStatus>> DistributedSagaManager::wait_for(std::string saga_id,
-                                                                    milliseconds limit) {
+                                                                     milliseconds limit) {
   const auto deadline = SteadyClock::now() + limit;
   while (true) {
     auto status = get_saga_status(saga_id);
     if (!status) co_return status;
     if (is_final(status->record.state)) co_return status;
     if (SteadyClock::now() >= deadline) {
-      co_return Error(errc::deadline_exceeded,
-                      "saga " + saga_id + " is still " +
-                          std::string(to_string(status->record.state)));
+      co_return Error(errc::deadline_exceeded, "saga " + saga_id + " is still " +
+                                                   std::string(to_string(status->record.state)));
     }
     co_await sleep_for(kPollInterval);
   }
@@ -279,7 +292,20 @@ asio::awaitable<Result<Json>> DistributedSagaManager::send(std::shared_ptr<SagaM
 asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<Running> running) {
   auto self = shared_from_this();  // the manager outlives its runners
   const SagaDefinition& definition = running->machine->definition();
+  bool leased = true;
   while (true) {
+    // Renew the lease while at least half of it is left; without it, stop.
+    if (Clock::now() + options_.lease / 2 > running->lease_until) {
+      const auto until = Clock::now() + options_.lease;
+      auto renewed = store_->acquire_lease(running->record.id, owner_, until);
+      if (!renewed || !*renewed) {
+        logger().warn("saga {}: lease lost ({}); another orchestrator carries on",
+                      running->record.id, renewed ? "taken over" : renewed.error().describe());
+        leased = false;
+        break;
+      }
+      running->lease_until = until;
+    }
     SagaAction action;
     SagaRecord snapshot;
     bool became_compensating = false;
@@ -288,11 +314,15 @@ asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<Running> run
       if (running->stop) break;
       const SagaState before = running->record.state;
       action = running->machine->next(running->record, Clock::now());
-      became_compensating = before == SagaState::running &&
-                            running->record.state == SagaState::compensating;
+      became_compensating =
+          before == SagaState::running && running->record.state == SagaState::compensating;
       snapshot = running->record;
     }
     if (auto saved = store_->save(snapshot); !saved) {
+      if (saved.error().is(errc::aborted)) {  // a newer writer: this runner is out of date
+        logger().warn("saga {}: {}; stopping this runner", snapshot.id, saved.error().describe());
+        break;
+      }
       logger().error("saga {}: storing a transition failed, retrying: {}", snapshot.id,
                      saved.error().describe());
       co_await sleep_for(kStoreRetry);
@@ -308,7 +338,9 @@ asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<Running> run
       break;
     }
     if (action.kind == SagaAction::Kind::wait) {
-      co_await running->wake->wait(steady_from(action.until));
+      // Wake up in time to renew the lease during long waits.
+      const auto until = std::min(action.until, running->lease_until - options_.lease / 2);
+      co_await running->wake->wait(steady_from(until));
       continue;
     }
     const bool compensation = action.kind == SagaAction::Kind::run_compensation;
@@ -338,6 +370,12 @@ asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<Running> run
       event(compensation ? "compensation_failed" : "step_failed", snapshot, std::move(details));
     } else {
       event(compensation ? "step_compensated" : "step_completed", snapshot, std::move(details));
+    }
+  }
+  if (leased) {
+    if (auto released = store_->release_lease(running->record.id, owner_); !released) {
+      logger().warn("saga {}: releasing the lease failed: {}", running->record.id,
+                    released.error().describe());
     }
   }
   std::lock_guard lock(mutex_);

@@ -45,4 +45,22 @@ Result<std::vector<SagaRecord>> InMemorySagaStore::list(const SagaFilter& filter
   return out;
 }
 
+Result<bool> InMemorySagaStore::acquire_lease(const std::string& id, const std::string& owner,
+                                              Clock::time_point until) {
+  std::lock_guard lock(mutex_);
+  auto it = leases_.find(id);
+  if (it != leases_.end() && it->second.owner != owner && it->second.until > Clock::now()) {
+    return false;
+  }
+  leases_.insert_or_assign(id, Lease{owner, until});
+  return true;
+}
+
+Result<void> InMemorySagaStore::release_lease(const std::string& id, const std::string& owner) {
+  std::lock_guard lock(mutex_);
+  auto it = leases_.find(id);
+  if (it != leases_.end() && it->second.owner == owner) leases_.erase(it);
+  return ok();
+}
+
 }  // namespace marty::messaging::saga

@@ -60,8 +60,8 @@ class SagaIntegration : public ::testing::Test {
  protected:
   void SetUp() override {
     for (auto* bus : {&orchestrator_, &inventory_, &payment_, &shipping_, &observer_}) {
-      ASSERT_TRUE(bus->bus().register_backend(MessageBackendType::memory,
-                                              make_memory_backend(broker_)));
+      ASSERT_TRUE(
+          bus->bus().register_backend(MessageBackendType::memory, make_memory_backend(broker_)));
       ASSERT_TRUE(bus->start());
     }
     start_participants();
@@ -216,10 +216,14 @@ TEST_F(SagaIntegration, CancelDuringAStepUndoesWhatWasDone) {
 }
 
 TEST_F(SagaIntegration, AParticipantAppliesAResentStepOnce) {
-  Json request{{"saga_id", "manual-1"},   {"saga", "place_order"},
-               {"step", "ship"},          {"attempt", 1},
-               {"compensation", false},   {"idempotency_key", "manual-1:ship:1"},
-               {"effect_key", "manual-1:ship"}, {"context", Json::object()}};
+  Json request{{"saga_id", "manual-1"},
+               {"saga", "place_order"},
+               {"step", "ship"},
+               {"attempt", 1},
+               {"compensation", false},
+               {"idempotency_key", "manual-1:ship:1"},
+               {"effect_key", "manual-1:ship"},
+               {"context", Json::object()}};
   ASSERT_TRUE(orchestrator_.query("ship_order", request, "shipping", 2s));
   request["attempt"] = 2;
   request["idempotency_key"] = "manual-1:ship:2";
@@ -251,6 +255,48 @@ TEST_F(SagaIntegration, AnotherManagerOnTheSameStoreResumesUnfinishedSagas) {
   EXPECT_EQ(status.record.state, SagaState::completed);
   EXPECT_EQ(ledger_.count("charge_card", id), 1) << "the resent payment was applied once";
   EXPECT_EQ(ledger_.count("ship_order", id), 1);
+}
+
+TEST_F(SagaIntegration, TwoManagersOnOneStoreNeverDriveTheSameSaga) {
+  slow_payment_ = true;
+  const std::string id = start_saga({{"order", 1006}, {"amount", 10}});
+  ASSERT_TRUE(eventually([&] {
+    auto status = manager_->get_saga_status(id);
+    return status && status->record.steps[1].state == StepState::running;
+  }));
+  auto second = make_manager();
+  auto resumed = orchestrator_.run(second->resume_unfinished());
+  ASSERT_TRUE(resumed);
+  EXPECT_EQ(*resumed, 0u) << "the first manager holds the saga's lease";
+  slow_payment_ = false;
+  EXPECT_EQ(finish(id).record.state, SagaState::completed);
+  EXPECT_EQ(ledger_.count("charge_card", id), 1);
+  EXPECT_EQ(ledger_.count("ship_order", id), 1);
+}
+
+TEST(SagaStoreTest, ALeaseIsHeldUntilItExpiresOrIsReleased) {
+  InMemorySagaStore store;
+  const auto now = Clock::now();
+  EXPECT_TRUE(*store.acquire_lease("s", "a", now + 10s));
+  EXPECT_FALSE(*store.acquire_lease("s", "b", now + 10s));
+  EXPECT_TRUE(*store.acquire_lease("s", "a", now + 20s)) << "the holder renews";
+  ASSERT_TRUE(store.release_lease("s", "b"));
+  EXPECT_FALSE(*store.acquire_lease("s", "b", now + 10s)) << "only the holder releases";
+  ASSERT_TRUE(store.release_lease("s", "a"));
+  EXPECT_TRUE(*store.acquire_lease("s", "b", now + 10s));
+  EXPECT_TRUE(*store.acquire_lease("t", "a", now - 1s));
+  EXPECT_TRUE(*store.acquire_lease("t", "b", now + 10s)) << "an expired lease is free";
+}
+
+TEST(SagaStoreTest, AnOlderVersionDoesNotOverwriteANewerOne) {
+  InMemorySagaStore store;
+  SagaRecord record = SagaMachine(order_saga()).start("s", Json::object(), Clock::now());
+  record.version = 5;
+  ASSERT_TRUE(store.save(record));
+  record.version = 4;
+  auto stale = store.save(record);
+  ASSERT_FALSE(stale);
+  EXPECT_TRUE(stale.error().is(errc::aborted));
 }
 
 TEST_F(SagaIntegration, UnknownSagasAndDefinitionsAreClearErrors) {

@@ -41,6 +41,9 @@ struct SagaManagerOptions {
   SagaManagerOptions() {}  // NOLINT(modernize-use-equals-default): not an aggregate (GCC 12)
   /// Publish the saga.* events.
   bool publish_events = true;
+  /// How long this manager's claim on a saga lasts in the store without renewal (it renews
+  /// while driving). After a crash, another manager can take the saga over once it expires.
+  std::chrono::milliseconds lease{15'000};
 };
 
 /// Registers saga definitions and runs sagas over a bus, writing every transition to a store.
@@ -94,6 +97,7 @@ class DistributedSagaManager : public std::enable_shared_from_this<DistributedSa
   std::map<std::string, std::shared_ptr<SagaMachine>> definitions_;
   std::map<std::string, std::shared_ptr<Running>> running_;
   bool stopping_ = false;
+  const std::string owner_ = make_uuid_v7();  // this manager, as a lease holder
 };
 
 /// The Python original's name for the saga runner; here one class registers definitions and
@@ -147,6 +151,7 @@ class SagaParticipant {
 };
 
 /// Adapts a plain function into a SagaParticipant::StepHandler.
-SagaParticipant::StepHandler sync_step_handler(std::function<Result<Json>(const SagaStepRequest&)> fn);
+SagaParticipant::StepHandler sync_step_handler(
+    std::function<Result<Json>(const SagaStepRequest&)> fn);
 
 }  // namespace marty::messaging::saga

@@ -34,6 +34,14 @@ class SagaStore {
   virtual Result<SagaRecord> load(const std::string& id) = 0;
   /// Newest first.
   virtual Result<std::vector<SagaRecord>> list(const SagaFilter& filter) = 0;
+
+  /// Takes, or renews, the right of `owner` to drive saga `id` until `until`. False when
+  /// another owner holds a lease that has not expired: two orchestrators on one store never
+  /// drive the same saga at once.
+  virtual Result<bool> acquire_lease(const std::string& id, const std::string& owner,
+                                     Clock::time_point until) = 0;
+  /// Gives the lease up (nothing happens when `owner` does not hold it).
+  virtual Result<void> release_lease(const std::string& id, const std::string& owner) = 0;
 };
 
 /// Records in this process's memory: for tests and for sagas that need not survive a restart.
@@ -42,10 +50,18 @@ class InMemorySagaStore final : public SagaStore {
   Result<void> save(const SagaRecord& record) override;
   Result<SagaRecord> load(const std::string& id) override;
   Result<std::vector<SagaRecord>> list(const SagaFilter& filter) override;
+  Result<bool> acquire_lease(const std::string& id, const std::string& owner,
+                             Clock::time_point until) override;
+  Result<void> release_lease(const std::string& id, const std::string& owner) override;
 
  private:
+  struct Lease {
+    std::string owner;
+    Clock::time_point until;
+  };
   std::mutex mutex_;
   std::map<std::string, SagaRecord> records_;
+  std::map<std::string, Lease> leases_;
 };
 
 /// True when `record` passes `filter` (stores share it).

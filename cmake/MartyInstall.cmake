@@ -7,7 +7,14 @@ install(TARGETS marty_messaging marty_asio EXPORT MartyMessagingTargets
 install(DIRECTORY include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT MartyMessagingTargets NAMESPACE marty::
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/MartyMessaging)
-# Each backend is an optional component with its own export set.
+# Each backend (and the SQLite saga store) is an optional component with its own export set.
+if(TARGET marty_messaging_sqlite)
+  install(TARGETS marty_messaging_sqlite EXPORT MartyMessagingSqliteTargets
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(EXPORT MartyMessagingSqliteTargets NAMESPACE marty::
+    DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/MartyMessaging)
+endif()
 if(TARGET marty_messaging_nats)
   install(TARGETS marty_messaging_nats EXPORT MartyMessagingNatsTargets
     LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}

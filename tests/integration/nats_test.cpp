@@ -12,7 +12,7 @@
 
 #include <nats/nats.h>
 
-#include "../support/server_process.hpp"
+#include "../support/nats_server.hpp"
 #include "../support/test_loop.hpp"
 #include "marty/messaging.hpp"
 #include "marty/messaging/nats_backend.hpp"
@@ -26,44 +26,12 @@ using testing::free_port;
 using testing::ServerProcess;
 using testing::TestLoop;
 
+using testing::PrivateJetStream;
+using testing::TempDir;
+
 std::string url(int port, std::string_view scheme = "nats", std::string_view host = "127.0.0.1") {
-  return std::string(scheme) + "://" + std::string(host) + ":" + std::to_string(port);
+  return testing::nats_url(port, scheme, host);
 }
-
-// A private directory, removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "marty-nats-XXXXXX").string();
-    path_ = ::mkdtemp(pattern.data());
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
-
-// A nats-server with JetStream on a store of its own, for one test.
-class PrivateJetStream {
- public:
-  PrivateJetStream()
-      : port_(free_port()),
-        server_({"nats-server", "-a", "127.0.0.1", "-p", std::to_string(port_), "-js", "-sd",
-                 store_.path().string()},
-                port_) {}
-  ServerProcess& server() { return server_; }
-  nats::NatsConfig config() const {
-    nats::NatsConfig config;
-    config.servers = {url(port_)};
-    return config;
-  }
-
- private:
-  TempDir store_;
-  int port_;
-  ServerProcess server_;
-};
 
 // A started bus on a NATS backend with `config`.
 std::unique_ptr<BlockingEventBus> nats_bus(nats::NatsConfig config) {

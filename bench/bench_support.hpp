@@ -46,7 +46,8 @@ inline double median(std::vector<double> values) {
 /// The run whose `by` is the median.
 template <class By>
 Latency median_latency(std::vector<Latency> values, By by) {
-  std::sort(values.begin(), values.end(), [&](const Latency& a, const Latency& b) { return by(a) < by(b); });
+  std::sort(values.begin(), values.end(),
+            [&](const Latency& a, const Latency& b) { return by(a) < by(b); });
   return values[values.size() / 2];
 }
 

@@ -75,9 +75,10 @@ class Statement {
   int step() { return sqlite3_step(stmt_); }
   std::string text(int column) const {
     const auto* data = sqlite3_column_text(stmt_, column);
-    return data != nullptr ? std::string(reinterpret_cast<const char*>(data),
-                                         static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)))
-                           : std::string();
+    return data != nullptr
+               ? std::string(reinterpret_cast<const char*>(data),
+                             static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)))
+               : std::string();
   }
   std::int64_t integer(int column) const { return sqlite3_column_int64(stmt_, column); }
 
@@ -99,8 +100,7 @@ struct SqliteSagaStore::Database {
   sqlite3_stmt* delete_lease = nullptr;
 
   ~Database() {
-    for (sqlite3_stmt* stmt :
-         {read_version, upsert, load, read_lease, write_lease, delete_lease}) {
+    for (sqlite3_stmt* stmt : {read_version, upsert, load, read_lease, write_lease, delete_lease}) {
       sqlite3_finalize(stmt);
     }
     sqlite3_close_v2(db);
@@ -150,9 +150,9 @@ Result<std::shared_ptr<SqliteSagaStore>> SqliteSagaStore::open(const std::string
                                                                SqliteSagaStoreOptions options) {
   auto database = std::make_unique<Database>();
   database->path = path;
-  const int rc = sqlite3_open_v2(path.c_str(), &database->db,
-                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                                 nullptr);
+  const int rc =
+      sqlite3_open_v2(path.c_str(), &database->db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) return sqlite_error(database->db, rc, "opening " + path);
   sqlite3_busy_timeout(database->db, static_cast<int>(options.busy_timeout.count()));
   const std::string pragmas = std::string("PRAGMA journal_mode=WAL; PRAGMA synchronous=") +
@@ -269,8 +269,8 @@ Result<std::vector<SagaRecord>> SqliteSagaStore::list(const SagaFilter& filter) 
       if (!record) return record.error();
       out.push_back(std::move(*record));
     } catch (const Json::exception& e) {
-      return Error(errc::data_loss, std::string("saga store: a record is not valid JSON: ") +
-                                        e.what());
+      return Error(errc::data_loss,
+                   std::string("saga store: a record is not valid JSON: ") + e.what());
     }
   }
   return out;

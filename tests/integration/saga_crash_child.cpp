@@ -47,8 +47,8 @@ int main(int argc, char** argv) {
   mm::BlockingEventBus bus;
   mm::nats::NatsConfig config;
   config.servers = {argv[2]};
-  if (auto registered = bus.bus().register_backend(mm::MessageBackendType::nats,
-                                                    mm::nats::make_backend(config));
+  if (auto registered =
+          bus.bus().register_backend(mm::MessageBackendType::nats, mm::nats::make_backend(config));
       !registered) {
     return fail("register", registered.error());
   }
@@ -56,8 +56,10 @@ int main(int argc, char** argv) {
   saga::SagaManagerOptions options;
   options.lease = 1s;
   options.publish_events = false;
-  auto manager = saga::create_distributed_saga_manager(bus.bus().shared_from_this(), *store, options);
-  if (auto registered = manager->register_saga_definition(crash_test::checkout_saga()); !registered) {
+  auto manager =
+      saga::create_distributed_saga_manager(bus.bus().shared_from_this(), *store, options);
+  if (auto registered = manager->register_saga_definition(crash_test::checkout_saga());
+      !registered) {
     return fail("register definition", registered.error());
   }
   if (mode == "start") {

@@ -85,7 +85,8 @@ TEST(SagaCrash, AKilledOrchestratorsSagasAllFinishAndNothingIsAppliedTwice) {
   constexpr int kSagas = 60;
   std::size_t unfinished_at_kill = 0;
   {
-    ChildProcess orchestrator({MARTY_SAGA_CHILD, "start", server.url(), db, std::to_string(kSagas)});
+    ChildProcess orchestrator(
+        {MARTY_SAGA_CHILD, "start", server.url(), db, std::to_string(kSagas)});
     ASSERT_TRUE(eventually([&] { return count(true) >= 5; }, 60s)) << "no saga finished";
     orchestrator.kill(SIGKILL);
     unfinished_at_kill = count(false);

@@ -65,6 +65,11 @@ std::shared_ptr<DistributedSagaManager> create_distributed_saga_manager(
                                                   std::move(options));
 }
 
+std::shared_ptr<DistributedSagaManager> create_distributed_saga_manager(
+    std::shared_ptr<UnifiedEventBus> bus, std::shared_ptr<SagaStore> store) {
+  return create_distributed_saga_manager(std::move(bus), std::move(store), SagaManagerOptions());
+}
+
 Result<void> DistributedSagaManager::register_saga_definition(SagaDefinition definition) {
   if (auto valid = validate(definition); !valid) return valid;
   std::lock_guard lock(mutex_);
@@ -182,6 +187,10 @@ Result<void> DistributedSagaManager::cancel_saga(const std::string& saga_id) {
 
 Result<std::vector<SagaRecord>> DistributedSagaManager::list_sagas(SagaFilter filter) {
   return store_->list(filter);
+}
+
+Result<std::vector<SagaRecord>> DistributedSagaManager::list_sagas() {
+  return list_sagas(SagaFilter());
 }
 
 asio::awaitable<Result<std::size_t>> DistributedSagaManager::resume_unfinished() {

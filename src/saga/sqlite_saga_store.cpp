@@ -146,6 +146,10 @@ SqliteSagaStore::SqliteSagaStore(std::unique_ptr<Database> database)
 
 SqliteSagaStore::~SqliteSagaStore() = default;
 
+Result<std::shared_ptr<SqliteSagaStore>> SqliteSagaStore::open(const std::string& path) {
+  return open(path, SqliteSagaStoreOptions());
+}
+
 Result<std::shared_ptr<SqliteSagaStore>> SqliteSagaStore::open(const std::string& path,
                                                                SqliteSagaStoreOptions options) {
   auto database = std::make_unique<Database>();

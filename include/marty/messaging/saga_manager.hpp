@@ -69,7 +69,8 @@ class DistributedSagaManager : public std::enable_shared_from_this<DistributedSa
   /// the saga has ended already, `not_found` for an unknown id or one this manager does not run.
   Result<void> cancel_saga(const std::string& saga_id);
 
-  Result<std::vector<SagaRecord>> list_sagas(SagaFilter filter = {});
+  Result<std::vector<SagaRecord>> list_sagas(SagaFilter filter);
+  Result<std::vector<SagaRecord>> list_sagas();  ///< all, newest first (up to 1,000)
 
   /// Starts a runner for every unfinished saga in the store whose definition is registered
   /// (after a restart); returns how many. Retry waits resume from their stored times.
@@ -104,9 +105,13 @@ class DistributedSagaManager : public std::enable_shared_from_this<DistributedSa
 /// drives the sagas.
 using EnhancedSagaOrchestrator = DistributedSagaManager;
 
+/// Overloads rather than a defaulted options argument: GCC 12 can leave a defaulted class
+/// argument unconstructed when the call is made inside a coroutine (docs/decisions/0001).
 std::shared_ptr<DistributedSagaManager> create_distributed_saga_manager(
     std::shared_ptr<UnifiedEventBus> bus, std::shared_ptr<SagaStore> store,
-    SagaManagerOptions options = {});
+    SagaManagerOptions options);
+std::shared_ptr<DistributedSagaManager> create_distributed_saga_manager(
+    std::shared_ptr<UnifiedEventBus> bus, std::shared_ptr<SagaStore> store);
 
 /// What a participant's handler gets for a step or compensation.
 struct SagaStepRequest {

@@ -26,7 +26,8 @@ class SqliteSagaStore final : public SagaStore {
   /// Opens or creates the database at `path` (":memory:" for a private in-memory one).
   /// An error names the file and SQLite's reason.
   static Result<std::shared_ptr<SqliteSagaStore>> open(const std::string& path,
-                                                       SqliteSagaStoreOptions options = {});
+                                                       SqliteSagaStoreOptions options);
+  static Result<std::shared_ptr<SqliteSagaStore>> open(const std::string& path);
   ~SqliteSagaStore() override;
 
   Result<void> save(const SagaRecord& record) override;

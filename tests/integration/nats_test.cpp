@@ -221,13 +221,14 @@ void publish_raw(int port, const std::string& subject, const std::string& body,
 // Foreign publishers: a plain NATS message is taken as it is, typed by its subject; one with
 // broken CloudEvents headers is refused (terminated, logged) and the subscriber goes on.
 TEST(NatsWire, ForeignMessagesAreTakenOrRefusedAndTheSubscriberGoesOn) {
+  // Declared before the bus, so that they outlive its handler.
+  std::mutex mutex;
+  std::vector<Message> got;
   PrivateJetStream server;
   ASSERT_TRUE(server.server().running());
   auto bus_home = nats_bus(server.config());
   BlockingEventBus& bus = *bus_home;
   const int port = server.server().port();
-  std::mutex mutex;
-  std::vector<Message> got;
   auto handler = sync_handler([&](const Message& m) -> Result<void> {
     std::lock_guard lock(mutex);
     got.push_back(m);
@@ -276,6 +277,8 @@ TEST(NatsRequests, NobodyListeningIsNotFoundAtOnce) {
 // on the same store: every command whose send succeeded is handled, and the bus reconnects by
 // itself.
 TEST(NatsRestart, NothingAcknowledgedIsLostAcrossAServerCrash) {
+  std::mutex mutex;  // before the buses, so that they outlive the handler
+  std::set<int> handled;
   PrivateJetStream jetstream;
   ServerProcess& server = jetstream.server();
   ASSERT_TRUE(server.running());
@@ -291,8 +294,6 @@ TEST(NatsRestart, NothingAcknowledgedIsLostAcrossAServerCrash) {
   BlockingEventBus& worker = *worker_home;
   BlockingEventBus& sender = *sender_home;
 
-  std::mutex mutex;
-  std::set<int> handled;
   auto handler = sync_handler([&](const Message& m) -> Result<void> {
     std::lock_guard lock(mutex);
     handled.insert(m.json()["n"].get<int>());

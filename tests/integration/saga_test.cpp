@@ -74,6 +74,14 @@ class SagaIntegration : public ::testing::Test {
     manager_ = make_manager();
   }
 
+  // The buses stop before the members their handlers use (declared after them) are destroyed.
+  void TearDown() override {
+    if (manager_) orchestrator_.run(manager_->stop());
+    for (auto* bus : {&observer_, &orchestrator_, &inventory_, &payment_, &shipping_}) {
+      (void)bus->stop(1s);
+    }
+  }
+
   std::shared_ptr<DistributedSagaManager> make_manager() {
     auto manager = create_distributed_saga_manager(orchestrator_.bus().shared_from_this(), store_);
     EXPECT_TRUE(manager->register_saga_definition(order_saga()));

@@ -6,6 +6,7 @@
 #include <iterator>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <asio/post.hpp>
@@ -218,7 +219,8 @@ class MemorySubscription;
 struct Connection {
   bool closed = false;
   std::vector<std::weak_ptr<MemorySubscription>> subscriptions;
-  std::vector<std::string> inboxes;
+  // Its requests in flight (many at once under load: a set, so forgetting one is not a scan).
+  std::unordered_set<std::string> inboxes;
 };
 using ConnectionPtr = std::shared_ptr<Connection>;
 
@@ -641,7 +643,7 @@ class MemoryBackend final : public Backend {
       std::lock_guard lock(state_->mutex);
       if (connection_->closed) co_return memory_error(errc::unavailable, "backend is closed");
       state_->inboxes.emplace(inbox, slot);
-      connection_->inboxes.push_back(inbox);
+      connection_->inboxes.insert(inbox);
     }
     const std::string subject = message.subject();
     message.mutable_metadata().reply_to = inbox;
@@ -697,7 +699,7 @@ class MemoryBackend final : public Backend {
 
   void forget_locked(const std::string& inbox) {
     state_->inboxes.erase(inbox);
-    std::erase(connection_->inboxes, inbox);
+    connection_->inboxes.erase(inbox);
   }
 
   // Ends this connection: its subscriptions close (waking their receivers) and its pending

@@ -2,8 +2,12 @@
 // What every benchmark program needs: failing loudly, timing, percentiles and medians.
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
+#include <map>
+#include <string>
 #include <vector>
 
 namespace marty::messaging::bench {
@@ -49,6 +53,23 @@ Latency median_latency(std::vector<Latency> values, By by) {
   std::sort(values.begin(), values.end(),
             [&](const Latency& a, const Latency& b) { return by(a) < by(b); });
   return values[values.size() / 2];
+}
+
+/// Reads "--name value" pairs (non-negative whole numbers) into `flags`; on an unknown flag or
+/// a missing value, says so with `usage` and returns false.
+inline bool parse_flags(int argc, char** argv,
+                        const std::map<std::string, std::function<void(std::uint64_t)>>& flags,
+                        const char* usage) {
+  for (int i = 1; i < argc; i += 2) {
+    auto flag = flags.find(argv[i]);
+    if (flag == flags.end() || i + 1 == argc) {
+      std::fprintf(stderr, "%s %s\nusage: %s\n",
+                   flag == flags.end() ? "unknown flag" : "no value for", argv[i], usage);
+      return false;
+    }
+    flag->second(std::strtoull(argv[i + 1], nullptr, 10));
+  }
+  return true;
 }
 
 }  // namespace marty::messaging::bench

@@ -331,27 +331,20 @@ double bus_jetstream(std::size_t count, std::size_t concurrency) {
 
 int main(int argc, char** argv) {
   Options options;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    const auto value = std::strtoull(argv[i + 1], nullptr, 10);
-    if (flag == "--messages") {
-      options.messages = value;
-    } else if (flag == "--requests") {
-      options.requests = value;
-    } else if (flag == "--jetstream-messages") {
-      options.jetstream_messages = value;
-    } else if (flag == "--only-bus-pubsub") {  // for profiling: the bus's pub/sub alone
-      std::printf("bus core pub/sub: %.0f msg/s\n", bus_pubsub(value));
-      return 0;
-    } else if (flag == "--runs") {
-      options.runs = static_cast<int>(value);
-    } else {
-      std::fprintf(stderr,
-                   "unknown flag %s (--messages, --requests, --jetstream-messages, --runs, "
-                   "--only-bus-pubsub N)\n",
-                   flag.c_str());
-      return 2;
-    }
+  std::size_t only_bus_pubsub = 0;  // for profiling: the bus's pub/sub alone
+  const bool parsed = parse_flags(
+      argc, argv,
+      {{"--messages", [&](std::uint64_t v) { options.messages = v; }},
+       {"--requests", [&](std::uint64_t v) { options.requests = v; }},
+       {"--jetstream-messages", [&](std::uint64_t v) { options.jetstream_messages = v; }},
+       {"--runs", [&](std::uint64_t v) { options.runs = static_cast<int>(v); }},
+       {"--only-bus-pubsub", [&](std::uint64_t v) { only_bus_pubsub = v; }}},
+      "marty_bench_nats [--messages N] [--requests N] [--jetstream-messages N] [--runs N] "
+      "[--only-bus-pubsub N]");
+  if (!parsed) return 2;
+  if (only_bus_pubsub != 0) {
+    std::printf("bus core pub/sub: %.0f msg/s\n", bus_pubsub(only_bus_pubsub));
+    return 0;
   }
   std::printf("NATS benchmark against %s: %zu-byte messages, median of %d alternating runs\n\n",
               server_url().c_str(), kPayloadBytes, options.runs);

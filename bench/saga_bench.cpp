@@ -142,20 +142,13 @@ std::pair<double, double> recovery_seconds(const std::string& path, std::size_t 
 
 int main(int argc, char** argv) {
   Options options;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    const auto value = std::strtoull(argv[i + 1], nullptr, 10);
-    if (flag == "--sagas") {
-      options.sagas = value;
-    } else if (flag == "--recover") {
-      options.recover = value;
-    } else if (flag == "--runs") {
-      options.runs = static_cast<int>(value);
-    } else {
-      std::fprintf(stderr, "unknown flag %s (--sagas N, --recover N, --runs N)\n", flag.c_str());
-      return 2;
-    }
-  }
+  const bool parsed =
+      parse_flags(argc, argv,
+                  {{"--sagas", [&](std::uint64_t v) { options.sagas = v; }},
+                   {"--recover", [&](std::uint64_t v) { options.recover = v; }},
+                   {"--runs", [&](std::uint64_t v) { options.runs = static_cast<int>(v); }}},
+                  "marty_bench_saga [--sagas N] [--recover N] [--runs N]");
+  if (!parsed) return 2;
   spdlog::set_level(spdlog::level::warn);
   const auto dir =
       std::filesystem::temp_directory_path() / ("marty-saga-bench-" + std::to_string(::getpid()));

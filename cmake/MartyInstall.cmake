@@ -7,21 +7,19 @@ install(TARGETS marty_messaging marty_asio EXPORT MartyMessagingTargets
 install(DIRECTORY include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT MartyMessagingTargets NAMESPACE marty::
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/MartyMessaging)
-# Each backend (and the SQLite saga store) is an optional component with its own export set.
-if(TARGET marty_messaging_sqlite)
-  install(TARGETS marty_messaging_sqlite EXPORT MartyMessagingSqliteTargets
-    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
-    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
-  install(EXPORT MartyMessagingSqliteTargets NAMESPACE marty::
-    DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/MartyMessaging)
-endif()
-if(TARGET marty_messaging_nats)
-  install(TARGETS marty_messaging_nats EXPORT MartyMessagingNatsTargets
-    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
-    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
-  install(EXPORT MartyMessagingNatsTargets NAMESPACE marty::
-    DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/MartyMessaging)
-endif()
+# Each backend (and the SQLite saga store) is an optional component with its own export set,
+# so a user needs only the client libraries of the components they use.
+function(marty_install_component target export_set)
+  if(TARGET ${target})
+    install(TARGETS ${target} EXPORT ${export_set}
+      LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+      ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+    install(EXPORT ${export_set} NAMESPACE marty::
+      DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/MartyMessaging)
+  endif()
+endfunction()
+marty_install_component(marty_messaging_sqlite MartyMessagingSqliteTargets)
+marty_install_component(marty_messaging_nats MartyMessagingNatsTargets)
 configure_package_config_file(cmake/MartyMessagingConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/MartyMessagingConfig.cmake
   INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/MartyMessaging)

@@ -218,18 +218,18 @@ awaitable<void> place_order(mm::UnifiedEventBus& orders, Shop& shop, std::string
 }
 
 mm::saga::SagaDefinition checkout_saga() {
-  mm::saga::SagaStep hold;
-  hold.name = "hold";
-  hold.service = "inventory";
-  hold.action = "hold_stock";
-  hold.compensation = "release_hold";
-  hold.timeout = 2s;
-  mm::saga::SagaStep charge;
-  charge.name = "charge";
-  charge.service = "payment";
-  charge.action = "charge_card";
-  charge.compensation = "refund_card";
-  charge.timeout = 2s;
+  auto step = [](const char* name, const char* service, const char* action,
+                 const char* compensation) {
+    mm::saga::SagaStep s;
+    s.name = name;
+    s.service = service;
+    s.action = action;
+    s.compensation = compensation;
+    s.timeout = 2s;
+    return s;
+  };
+  const auto hold = step("hold", "inventory", "hold_stock", "release_hold");
+  const auto charge = step("charge", "payment", "charge_card", "refund_card");
   mm::saga::SagaDefinition saga;
   saga.name = "checkout";
   saga.steps = {hold, charge};

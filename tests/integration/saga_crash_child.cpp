@@ -9,11 +9,11 @@
 #include <string>
 #include <thread>
 
+#include "../support/saga_definitions.hpp"
 #include "marty/messaging.hpp"
 #include "marty/messaging/nats_backend.hpp"
 #include "marty/messaging/saga_manager.hpp"
 #include "marty/messaging/sqlite_saga_store.hpp"
-#include "saga_crash_definition.hpp"
 
 namespace mm = marty::messaging;
 namespace saga = marty::messaging::saga;
@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
   options.publish_events = false;
   auto manager =
       saga::create_distributed_saga_manager(bus.bus().shared_from_this(), *store, options);
-  if (auto registered = manager->register_saga_definition(crash_test::checkout_saga());
+  if (auto registered = manager->register_saga_definition(mm::testing::crash_checkout_saga());
       !registered) {
     return fail("register definition", registered.error());
   }

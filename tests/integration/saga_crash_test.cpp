@@ -11,11 +11,11 @@
 #include <thread>
 
 #include "../support/nats_server.hpp"
+#include "../support/saga_definitions.hpp"
 #include "../support/test_loop.hpp"
 #include "marty/messaging.hpp"
 #include "marty/messaging/saga_manager.hpp"
 #include "marty/messaging/sqlite_saga_store.hpp"
-#include "saga_crash_definition.hpp"
 
 namespace marty::messaging::saga {
 namespace {

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <thread>
 
+#include "../support/saga_definitions.hpp"
 #include "../support/test_loop.hpp"
 #include "marty/messaging.hpp"
 #include "marty/messaging/saga_manager.hpp"
@@ -17,19 +18,7 @@ namespace {
 using namespace std::chrono_literals;
 using testing::eventually;
 
-SagaStep make_step(std::string name, std::string service, std::string action,
-                   std::string compensation) {
-  SagaStep step;
-  step.name = std::move(name);
-  step.service = std::move(service);
-  step.action = std::move(action);
-  step.compensation = std::move(compensation);
-  step.timeout = 2s;
-  step.retry.max_attempts = 3;
-  step.retry.initial_backoff = 10ms;
-  step.retry.max_backoff = 50ms;
-  return step;
-}
+using testing::make_step;
 
 SagaDefinition order_saga() {
   SagaDefinition saga;

@@ -43,6 +43,29 @@ inline bool port_open(int port) {
   return open;
 }
 
+/// Starts `argv` (argv[0] as a path, or a name found on PATH) in a child process.
+inline pid_t spawn(std::vector<std::string> argv) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    std::vector<char*> args;
+    for (auto& arg : argv) args.push_back(arg.data());
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    std::perror("execvp");
+    ::_exit(127);
+  }
+  return pid;
+}
+
+/// Sends `signal` to `pid` (when running) and reaps it; `pid` becomes -1.
+inline void end_process(pid_t& pid, int signal) {
+  if (pid <= 0) return;
+  ::kill(pid, signal);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  pid = -1;
+}
+
 /// A broker server run by a test (for the configurations the shared brokers of scripts/brokers
 /// do not have: authentication, TLS, restarts). Stopped when destroyed.
 class ServerProcess {
@@ -61,15 +84,7 @@ class ServerProcess {
   /// Returns false when the server did not open its port within `limit`.
   bool start(std::chrono::seconds limit = std::chrono::seconds(20)) {
     if (pid_ > 0) return true;
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      std::vector<char*> args;
-      for (auto& arg : argv_) args.push_back(arg.data());
-      args.push_back(nullptr);
-      ::execvp(args[0], args.data());
-      std::perror("execvp");
-      ::_exit(127);
-    }
+    pid_ = spawn(argv_);
     const auto deadline = std::chrono::steady_clock::now() + limit;
     while (!port_open(port_)) {
       int status = 0;
@@ -84,13 +99,7 @@ class ServerProcess {
   }
 
   /// Sends `signal` (SIGKILL: a crash) and waits for the process to end.
-  void stop(int signal) {
-    if (pid_ <= 0) return;
-    ::kill(pid_, signal);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
+  void stop(int signal) { end_process(pid_, signal); }
 
  private:
   std::vector<std::string> argv_;
@@ -101,28 +110,12 @@ class ServerProcess {
 /// A program run by a test, to be killed (a crash) or waited for.
 class ChildProcess {
  public:
-  explicit ChildProcess(std::vector<std::string> argv) {
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      std::vector<char*> args;
-      for (auto& arg : argv) args.push_back(arg.data());
-      args.push_back(nullptr);
-      ::execv(args[0], args.data());
-      std::perror("execv");
-      ::_exit(127);
-    }
-  }
+  explicit ChildProcess(std::vector<std::string> argv) : pid_(spawn(std::move(argv))) {}
   ~ChildProcess() { kill(SIGKILL); }
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
 
-  void kill(int signal) {
-    if (pid_ <= 0) return;
-    ::kill(pid_, signal);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
+  void kill(int signal) { end_process(pid_, signal); }
   /// The exit code, or -1 when it did not exit within `limit` (or was killed).
   int wait(std::chrono::seconds limit) {
     const auto deadline = std::chrono::steady_clock::now() + limit;

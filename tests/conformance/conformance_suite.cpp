@@ -86,9 +86,10 @@ std::unique_ptr<BlockingEventBus> Conformance::make_bus(std::string service) {
 }
 
 TEST_P(Conformance, RoundTripKeepsPayloadAndMetadata) {
+  // Declared before the buses: their handlers use it, so it must outlive them.
+  Recorder got;
   auto consumer = make_bus("consumer");
   auto producer = make_bus("producer");
-  Recorder got;
   const std::string type = unique("round_trip");
   ASSERT_TRUE(consumer->subscribe_to_events({type}, got.handler()));
 
@@ -150,15 +151,16 @@ TEST_P(Conformance, ManyPublishersAndSubscribersLoseNothing) {
   constexpr int kPerPublisher = 250;
   constexpr int kSubscribers = 3;
   const std::string type = unique("fan_out");
-  std::vector<std::unique_ptr<BlockingEventBus>> subscribers;
+  // Declared before the buses: their handlers use it, so it must outlive them.
   std::vector<std::unique_ptr<Recorder>> received;
+  std::atomic<int> failures{0};
+  std::vector<std::unique_ptr<BlockingEventBus>> subscribers;
   for (int i = 0; i < kSubscribers; ++i) {
     subscribers.push_back(make_bus("subscriber"));
     received.push_back(std::make_unique<Recorder>());
     ASSERT_TRUE(subscribers.back()->subscribe_to_events({type}, received.back()->handler()));
   }
   auto producer = make_bus("producer");
-  std::atomic<int> failures{0};
   std::vector<std::thread> threads;
   for (int p = 0; p < kPublishers; ++p) {
     threads.emplace_back([&, p] {
@@ -178,11 +180,12 @@ TEST_P(Conformance, ManyPublishersAndSubscribersLoseNothing) {
 TEST_P(Conformance, ManyTopicsAtOnce) {
   constexpr int kTopics = 40;
   constexpr int kEach = 5;
+  // Declared before the buses: their handlers use it, so it must outlive them.
+  Recorder got;
   auto consumer = make_bus();
   auto producer = make_bus();
   std::vector<std::string> types;
   for (int i = 0; i < kTopics; ++i) types.push_back(unique("topic" + std::to_string(i)));
-  Recorder got;
   ASSERT_TRUE(consumer->subscribe_to_events(types, got.handler()));
   for (int n = 0; n < kEach; ++n) {
     for (const auto& type : types) ASSERT_TRUE(producer->publish_event(type, {{"n", n}}));
@@ -197,10 +200,11 @@ TEST_P(Conformance, ManyTopicsAtOnce) {
 }
 
 TEST_P(Conformance, TopicsAreIsolated) {
+  // Declared before the buses: their handlers use it, so it must outlive them.
+  Recorder got;
   auto consumer = make_bus();
   auto producer = make_bus();
   const std::string wanted = unique("isolated_a");
-  Recorder got;
   ASSERT_TRUE(consumer->subscribe_to_events({wanted}, got.handler()));
   for (int i = 0; i < 3; ++i) {
     ASSERT_TRUE(producer->publish_event(unique("isolated_b"), {{"n", i}}));
@@ -215,12 +219,13 @@ TEST_P(Conformance, TopicsAreIsolated) {
 
 TEST_P(Conformance, FailedHandlerGetsTheMessageAgain) {
   REQUIRE_CAPABILITY(caps().delivery != DeliveryGuarantee::at_most_once, "at-least-once delivery");
-  auto consumer = make_bus();
-  auto producer = make_bus();
-  const std::string type = unique("redelivery");
+  // Declared before the buses: their handlers use it, so it must outlive them.
   std::mutex mutex;
   std::map<std::string, int> attempts;
   std::atomic<int> succeeded{0};
+  auto consumer = make_bus();
+  auto producer = make_bus();
+  const std::string type = unique("redelivery");
   auto handler = sync_handler([&](const Message& m) -> Result<void> {
     std::lock_guard lock(mutex);
     if (++attempts[m.id()] == 1) return Error(errc::unavailable, "first attempt fails");
@@ -236,20 +241,21 @@ TEST_P(Conformance, FailedHandlerGetsTheMessageAgain) {
 
 TEST_P(Conformance, NackStormDoesNotWedgeDelivery) {
   REQUIRE_CAPABILITY(caps().delivery != DeliveryGuarantee::at_most_once, "at-least-once delivery");
+  // Declared before the buses: their handlers use it, so it must outlive them.
+  std::mutex mutex;
+  std::map<std::string, int> attempts;
+  std::atomic<int> storm_done{0};
+  Recorder calm_got;
   auto consumer = make_bus();
   auto producer = make_bus();
   const std::string stormy = unique("storm");
   const std::string calm = unique("calm");
-  std::mutex mutex;
-  std::map<std::string, int> attempts;
-  std::atomic<int> storm_done{0};
   auto failing_twice = sync_handler([&](const Message& m) -> Result<void> {
     std::lock_guard lock(mutex);
     if (++attempts[m.id()] <= 2) return Error(errc::unavailable, "injected failure");
     ++storm_done;
     return ok();
   });
-  Recorder calm_got;
   ASSERT_TRUE(consumer->subscribe_to_events({stormy}, failing_twice));
   ASSERT_TRUE(consumer->subscribe_to_events({calm}, calm_got.handler()));
   for (int i = 0; i < 200; ++i) ASSERT_TRUE(producer->publish_event(stormy, {{"n", i}}));
@@ -263,12 +269,13 @@ TEST_P(Conformance, OrderIsKeptPerKey) {
   REQUIRE_CAPABILITY(caps().supports(MessagingPattern::streaming), "the streaming pattern");
   constexpr int kKeys = 4;
   constexpr int kPerKey = 50;
-  auto consumer = make_bus();
-  auto producer = make_bus();
-  const std::string stream = unique("ordered");
+  // Declared before the buses: their handlers use it, so it must outlive them.
   std::mutex mutex;
   std::map<std::string, std::vector<int>> seen;
   int calls = 0;
+  auto consumer = make_bus();
+  auto producer = make_bus();
+  const std::string stream = unique("ordered");
   auto processor = sync_batch_processor([&](const std::vector<Message>& batch) -> Result<void> {
     std::lock_guard lock(mutex);
     if (++calls % 4 == 0) return Error(errc::unavailable, "injected batch failure");
@@ -303,10 +310,11 @@ TEST_P(Conformance, ConsumerGroupsShareWithinAndFanOutAcross) {
   REQUIRE_CAPABILITY(caps().consumer_groups, "consumer_groups");
   constexpr int kEvents = 100;
   const std::string type = unique("grouped");
+  // Declared before the buses: their handlers use it, so it must outlive them.
+  Recorder got_a, got_b, got_other;
   auto member_a = make_bus("a");
   auto member_b = make_bus("b");
   auto other_group = make_bus("c");
-  Recorder got_a, got_b, got_other;
   ASSERT_TRUE(member_a->subscribe_to_events({type}, got_a.handler(2ms), "group_one"));
   ASSERT_TRUE(member_b->subscribe_to_events({type}, got_b.handler(2ms), "group_one"));
   ASSERT_TRUE(other_group->subscribe_to_events({type}, got_other.handler(), "group_two"));
@@ -328,9 +336,10 @@ TEST_P(Conformance, ConsumerGroupsShareWithinAndFanOutAcross) {
 TEST_P(Conformance, EachCommandIsHandledByOneInstance) {
   constexpr int kCommands = 60;
   const std::string service = unique("billing");
+  // Declared before the buses: their handlers use it, so it must outlive them.
+  Recorder got_1, got_2;
   auto instance_1 = make_bus(service);
   auto instance_2 = make_bus(service);
-  Recorder got_1, got_2;
   ASSERT_TRUE(instance_1->handle_commands({"charge"}, got_1.handler(1ms), service));
   ASSERT_TRUE(instance_2->handle_commands({"charge"}, got_2.handler(1ms), service));
   auto sender = make_bus("orders");
@@ -351,8 +360,9 @@ TEST_P(Conformance, EachCommandIsHandledByOneInstance) {
 TEST_P(Conformance, NothingIsLostAcrossSubscriberRestarts) {
   REQUIRE_CAPABILITY(caps().durable_groups, "durable_groups");
   const std::string service = unique("shipping");
-  auto sender = make_bus("orders");
+  // Declared before the buses: their handlers use it, so it must outlive them.
   Recorder first_run, second_run;
+  auto sender = make_bus("orders");
   {
     auto instance = make_bus(service);
     ASSERT_TRUE(instance->handle_commands({"ship"}, first_run.handler(), service));
@@ -376,6 +386,8 @@ TEST_P(Conformance, NothingIsLostAcrossSubscriberRestarts) {
 
 TEST_P(Conformance, LateJoinersReplayHistory) {
   REQUIRE_CAPABILITY(caps().persistent_replay, "persistent_replay");
+  // Declared before the buses: their handlers use it, so it must outlive them.
+  Recorder from_start, from_time, only_new;
   auto producer = make_bus();
   const std::string stream = unique("history");
   std::vector<Json> first, second;
@@ -399,7 +411,6 @@ TEST_P(Conformance, LateJoinersReplayHistory) {
     });
     return consumer->process_stream(stream, processor, std::move(group), options);
   };
-  Recorder from_start, from_time, only_new;
   ASSERT_TRUE(collect("from_start", StartPosition::earliest(), from_start));
   ASSERT_TRUE(collect("from_time", StartPosition::from_time(between), from_time));
   ASSERT_TRUE(collect("only_new", StartPosition::new_messages(), only_new));
@@ -435,8 +446,9 @@ TEST_P(Conformance, CloseFlushesPendingPublishes) {
     auto stopped = producer->stop();
     ASSERT_TRUE(stopped) << stopped.error().describe();
   }
-  auto consumer = make_bus();
+  // Declared before the buses: their handlers use it, so it must outlive them.
   Recorder got;
+  auto consumer = make_bus();
   StreamOptions options;
   options.start = StartPosition::earliest();
   options.max_wait = 20ms;
@@ -449,12 +461,14 @@ TEST_P(Conformance, CloseFlushesPendingPublishes) {
 }
 
 TEST_P(Conformance, ConcurrentCloseIsSafe) {
-  auto bus = make_bus();
-  const std::string type = unique("closing");
+  // Declared before the buses: their handlers use it, so it must outlive them.
   Recorder got;
-  ASSERT_TRUE(bus->subscribe_to_events({type}, got.handler()));
   std::atomic<bool> stop_publishing{false};
   std::atomic<int> unexpected{0};
+  std::atomic<int> stops_ok{0}, stops_refused{0};
+  auto bus = make_bus();
+  const std::string type = unique("closing");
+  ASSERT_TRUE(bus->subscribe_to_events({type}, got.handler()));
   std::vector<std::thread> publishers;
   for (int p = 0; p < 2; ++p) {
     publishers.emplace_back([&] {
@@ -471,7 +485,6 @@ TEST_P(Conformance, ConcurrentCloseIsSafe) {
     });
   }
   std::this_thread::sleep_for(20ms);
-  std::atomic<int> stops_ok{0}, stops_refused{0};
   std::vector<std::thread> stoppers;
   for (int s = 0; s < 2; ++s) {
     stoppers.emplace_back([&] {
@@ -569,10 +582,11 @@ TEST_P(Conformance, QueryWithoutResponderFails) {
 }
 
 TEST_P(Conformance, StopDrainsInFlightHandlers) {
+  // Declared before the buses: their handlers use it, so it must outlive them.
+  std::atomic<bool> started{false}, finished{false};
   auto consumer = make_bus();
   auto producer = make_bus();
   const std::string type = unique("draining");
-  std::atomic<bool> started{false}, finished{false};
   auto slow = sync_handler([&](const Message&) -> Result<void> {
     started = true;
     std::this_thread::sleep_for(300ms);
@@ -593,10 +607,11 @@ TEST_P(Conformance, StopDrainsInFlightHandlers) {
 
 TEST_P(Conformance, WildcardSubscriptions) {
   REQUIRE_CAPABILITY(caps().wildcard_subscriptions, "wildcard_subscriptions");
+  // Declared before the buses: their handlers use it, so it must outlive them.
+  Recorder one_token, tail;
   auto consumer = make_bus();
   auto producer = make_bus();
   const std::string base = unique("wild");
-  Recorder one_token, tail;
   ASSERT_TRUE(consumer->subscribe_to_events({base + ".*"}, one_token.handler()));
   ASSERT_TRUE(consumer->subscribe_to_events({base + ".>"}, tail.handler()));
   ASSERT_TRUE(producer->publish_event(base + ".created", {{"n", 1}}));
@@ -611,10 +626,12 @@ TEST_P(Conformance, WildcardSubscriptions) {
 
 TEST_P(Conformance, ExhaustedRetriesEndInTheDeadLetterStream) {
   REQUIRE_CAPABILITY(caps().supports(MessagingPattern::streaming), "the streaming pattern");
+  // Declared before the buses: their handlers use it, so it must outlive them.
+  std::atomic<int> calls{0};
+  Recorder dead;
   auto consumer = make_bus();
   auto producer = make_bus();
   const std::string type = unique("poison");
-  std::atomic<int> calls{0};
   auto always_down = sync_handler([&](const Message& m) -> Result<void> {
     ++calls;
     if (m.json()["kind"] == "bad") return Error(errc::invalid_argument, "field 'amount' missing");
@@ -624,7 +641,6 @@ TEST_P(Conformance, ExhaustedRetriesEndInTheDeadLetterStream) {
   ASSERT_TRUE(producer->publish_event(type, {{"kind", "transient"}}));
   ASSERT_TRUE(producer->publish_event(type, {{"kind", "bad"}}));
 
-  Recorder dead;
   StreamOptions options;
   options.start = StartPosition::earliest();
   options.max_wait = 20ms;

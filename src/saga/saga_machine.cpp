@@ -225,9 +225,10 @@ SagaAction SagaMachine::next(SagaRecord& record, Clock::time_point now) const {
     const SagaStep& definition = definition_.steps[i];
     // A step still `running` was in flight when the saga stopped (a crash, then a timeout):
     // it may have taken effect, so it is compensated too.
-    const bool took_effect = step.state == StepState::completed ||
-                             step.state == StepState::running ||
-                             step.state == StepState::compensating;
+    const bool took_effect =
+        step.state == StepState::completed || step.state == StepState::running ||
+        step.state == StepState::compensating ||
+        (step.uncertain && (step.state == StepState::pending || step.state == StepState::failed));
     if (!took_effect) continue;
     if (definition.compensation.empty()) {
       step.state = StepState::compensated;  // nothing to undo
@@ -281,6 +282,11 @@ void SagaMachine::step_finished(SagaRecord& record, const SagaAction& action,
     return;
   }
   step.last_error = outcome.error().describe();
+  // No answer is not a no: after a timeout the participant may have done the step. (An error
+  // it replied with, or one that kept the request from going out, is a definite "not done".)
+  if (outcome.error().is(errc::deadline_exceeded) || outcome.error().is(errc::cancelled)) {
+    step.uncertain = true;
+  }
   if (retryable(outcome.error()) && step.attempts < definition.retry.max_attempts) {
     step.state = StepState::pending;
     step.retry_at = retry_time(definition.retry, step.attempts, action.idempotency_key, now);
@@ -346,7 +352,8 @@ Json to_json(const SagaRecord& record) {
     Json s{{"state", std::string(to_string(step.state))},
            {"attempts", step.attempts},
            {"compensation_attempts", step.compensation_attempts},
-           {"last_error", step.last_error}};
+           {"last_error", step.last_error},
+           {"uncertain", step.uncertain}};
     if (step.started_at) s["started_at"] = to_ms(*step.started_at);
     if (step.finished_at) s["finished_at"] = to_ms(*step.finished_at);
     if (step.retry_at) s["retry_at"] = to_ms(*step.retry_at);
@@ -402,6 +409,7 @@ Result<SagaRecord> record_from_json(const Json& json) {
       step.attempts = s.at("attempts").get<int>();
       step.compensation_attempts = s.at("compensation_attempts").get<int>();
       step.last_error = s.at("last_error").get<std::string>();
+      step.uncertain = s.value("uncertain", false);
       if (s.contains("started_at")) step.started_at = from_ms(s["started_at"].get<std::int64_t>());
       if (s.contains("finished_at")) {
         step.finished_at = from_ms(s["finished_at"].get<std::int64_t>());

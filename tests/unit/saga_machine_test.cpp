@@ -176,6 +176,33 @@ TEST_F(SagaMachineTest, CancelDuringAStepCompensatesThatStepToo) {
   EXPECT_FALSE(machine_.cancel(record_, now_)) << "a finished saga cannot be cancelled";
 }
 
+TEST_F(SagaMachineTest, AStepThatTimedOutIsCompensatedItMayHaveTakenEffect) {
+  answer(SagaAction::Kind::run_step, 0, Json::object());
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    answer(SagaAction::Kind::run_step, 1, Error(errc::deadline_exceeded, "no reply"));
+    if (attempt < 3) {
+      ASSERT_EQ(next().kind, SagaAction::Kind::wait);
+      now_ += 1s;
+    }
+  }
+  ASSERT_EQ(record_.state, SagaState::compensating);
+  answer(SagaAction::Kind::run_compensation, 1, Json::object());  // the charge is refunded
+  answer(SagaAction::Kind::run_compensation, 0, Json::object());
+  EXPECT_EQ(next().kind, SagaAction::Kind::finished);
+  EXPECT_EQ(record_.state, SagaState::compensated);
+}
+
+TEST_F(SagaMachineTest, AStepNobodyReceivedIsNotCompensated) {
+  answer(SagaAction::Kind::run_step, 0, Json::object());
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    answer(SagaAction::Kind::run_step, 1, Error(errc::not_found, "no responder"));
+    if (attempt < 3) now_ += 1s;
+  }
+  answer(SagaAction::Kind::run_compensation, 0, Json::object());
+  EXPECT_EQ(next().kind, SagaAction::Kind::finished);
+  EXPECT_EQ(record_.steps[1].compensation_attempts, 0);
+}
+
 TEST_F(SagaMachineTest, ACompensationFailureIsRetriedThenSucceeds) {
   answer(SagaAction::Kind::run_step, 0, Json::object());
   answer(SagaAction::Kind::run_step, 1, Error(errc::invalid_argument, "bad card number"));

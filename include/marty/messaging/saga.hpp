@@ -102,6 +102,9 @@ struct StepRecord {
   std::optional<Clock::time_point> finished_at;
   /// While waiting to retry: when the next attempt may start.
   std::optional<Clock::time_point> retry_at;
+  /// An attempt ended without a definite answer (a timeout, a lost connection): the step may
+  /// have taken effect, so it is compensated if the saga is undone, even if it never completed.
+  bool uncertain = false;
 };
 
 /// Everything about one saga; what the store keeps. A saga is driven only from this record, so

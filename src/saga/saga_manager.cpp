@@ -45,10 +45,15 @@ SteadyClock::time_point steady_from(Clock::time_point at) {
 // A saga being driven by this manager.
 struct DistributedSagaManager::Running {
   std::shared_ptr<SagaMachine> machine;
-  SagaRecord record;              // guarded by the manager's mutex
-  Clock::time_point lease_until;  // used by the runner only
+  SagaRecord record;  // guarded by the manager's mutex
   std::shared_ptr<AsyncSignal> wake = AsyncSignal::create();
-  bool stop = false;
+  bool stop = false;        // guarded by the manager's mutex
+  bool lease_lost = false;  // guarded by the manager's mutex
+  bool finished = false;    // guarded by the manager's mutex
+  // The runner's own: what the store holds, and the lease's expiry.
+  std::uint64_t saved_version = 0;
+  SagaState saved_state = SagaState::running;
+  Clock::time_point lease_until;
 };
 
 DistributedSagaManager::DistributedSagaManager(std::shared_ptr<UnifiedEventBus> bus,
@@ -100,13 +105,20 @@ Result<void> DistributedSagaManager::launch(SagaRecord record) {
   if (!*leased) {
     return Error(errc::aborted, "saga " + record.id + " is driven by another orchestrator");
   }
+  // Now that it is ours, the freshest record: the list it came from may predate another
+  // orchestrator's last writes.
+  if (auto fresh = store_->load(record.id); fresh) record = std::move(*fresh);
+  running->saved_version = record.version;
+  running->saved_state = record.state;
   {
     std::lock_guard lock(mutex_);
     if (running_.count(record.id) != 0) return ok();
     running->record = std::move(record);
     running_.emplace(running->record.id, running);
   }
-  asio::co_spawn(bus_->get_executor(), drive(running), asio::detached);
+  auto self = shared_from_this();
+  asio::co_spawn(bus_->get_executor(), drive(self, running), asio::detached);
+  asio::co_spawn(bus_->get_executor(), keep_lease(self, running), asio::detached);
   return ok();
 }
 
@@ -124,11 +136,20 @@ asio::awaitable<Result<std::string>> DistributedSagaManager::create_and_start_sa
   if (!context.is_object() && !context.is_null()) {
     co_return Error(errc::invalid_argument, "create_and_start_saga: the context must be an object");
   }
+  {
+    // Refused before anything is stored: a saga stored but not started would run later
+    // (resume_unfinished) after its caller was told it failed.
+    std::lock_guard lock(mutex_);
+    if (stopping_) {
+      co_return Error(errc::failed_precondition, "create_and_start_saga: the manager is stopping");
+    }
+  }
   SagaRecord record = machine->start(make_uuid_v7(), std::move(context), Clock::now());
   if (auto saved = store_->save(record); !saved) {
     co_return saved.error().with_context("create_and_start_saga: storing the new saga");
   }
-  event("started", record, Json{{"context", record.context}});
+  Json started{{"context", record.context}};  // named: no braced lists inside co_await (GCC 12)
+  co_await event("started", record, std::move(started));
   const std::string id = record.id;
   if (auto launched = launch(std::move(record)); !launched) co_return launched.error();
   co_return id;
@@ -251,26 +272,58 @@ asio::awaitable<Result<SagaStatus>> DistributedSagaManager::wait_for(std::string
   }
 }
 
-void DistributedSagaManager::event(const std::string& type, const SagaRecord& record,
-                                   Json details) {
-  if (!options_.publish_events) return;
+// Published in order, by the saga's runner: its events arrive in the order things happened.
+// An event that cannot be published does not stop the saga; it is logged.
+asio::awaitable<void> DistributedSagaManager::event(std::string type, SagaRecord record,
+                                                    Json details) {
+  if (!options_.publish_events) co_return;
   details["saga_id"] = record.id;
   details["saga"] = record.definition;
   details["state"] = std::string(to_string(record.state));
   MessageMetadata metadata;
   metadata.correlation_id = record.id;
-  metadata.partition_key = record.id;  // a saga's events in order where the backend keeps it
-  // Fire and forget: an event that cannot be published must not stop the saga. It is logged.
-  auto publish = [](std::shared_ptr<UnifiedEventBus> bus, std::string event_type, Json data,
-                    MessageMetadata md) -> asio::awaitable<void> {
-    auto published = co_await bus->publish_event(event_type, std::move(data), std::move(md));
-    if (!published) {
-      logger().warn("saga event {} not published: {}", event_type, published.error().describe());
+  metadata.partition_key = record.id;
+  std::string event_type = "saga." + type;
+  auto published =
+      co_await bus_->publish_event(event_type, std::move(details), std::move(metadata));
+  if (!published) {
+    logger().warn("saga event {} not published: {}", event_type, published.error().describe());
+  }
+}
+
+// Renews the saga's lease every third of its length while the runner drives it. A failed
+// renewal is retried while the lease still holds; the lease is lost only when it ran out or
+// another orchestrator holds it, and then the runner stops.
+asio::awaitable<void> DistributedSagaManager::keep_lease(
+    std::shared_ptr<DistributedSagaManager> self, std::shared_ptr<Running> running) {
+  (void)self;  // held so that the manager outlives this coroutine
+  const std::string id = running->record.id;
+  while (true) {
+    co_await sleep_for(std::max(milliseconds(1), options_.lease / 3));
+    {
+      std::lock_guard lock(mutex_);
+      if (running->finished) co_return;
     }
-  };
-  asio::co_spawn(bus_->get_executor(),
-                 publish(bus_, "saga." + type, std::move(details), std::move(metadata)),
-                 asio::detached);
+    const auto until = Clock::now() + options_.lease;
+    auto renewed = store_->acquire_lease(id, owner_, until);
+    if (renewed && *renewed) {
+      running->lease_until = until;
+      continue;
+    }
+    if (!renewed && Clock::now() < running->lease_until) {
+      logger().warn("saga {}: renewing the lease failed, retrying: {}", id,
+                    renewed.error().describe());
+      continue;
+    }
+    logger().warn("saga {}: lease lost ({}); this orchestrator stops driving it", id,
+                  renewed ? "another orchestrator holds it" : renewed.error().describe());
+    {
+      std::lock_guard lock(mutex_);
+      running->lease_lost = true;
+    }
+    running->wake->notify();
+    co_return;
+  }
 }
 
 asio::awaitable<Result<Json>> DistributedSagaManager::send(std::shared_ptr<SagaMachine> machine,
@@ -298,66 +351,81 @@ asio::awaitable<Result<Json>> DistributedSagaManager::send(std::shared_ptr<SagaM
                                  timeout, std::move(metadata));
 }
 
-asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<Running> running) {
-  auto self = shared_from_this();  // the manager outlives its runners
-  const SagaDefinition& definition = running->machine->definition();
-  bool leased = true;
+// Stores `snapshot` unless the store has it already. False when this runner must stop (a
+// newer writer, or the lease is gone); transient store errors are retried.
+asio::awaitable<bool> DistributedSagaManager::persist(std::shared_ptr<Running> running,
+                                                      SagaRecord snapshot) {
   while (true) {
-    // Renew the lease while at least half of it is left; without it, stop.
-    if (Clock::now() + options_.lease / 2 > running->lease_until) {
-      const auto until = Clock::now() + options_.lease;
-      auto renewed = store_->acquire_lease(running->record.id, owner_, until);
-      if (!renewed || !*renewed) {
-        logger().warn("saga {}: lease lost ({}); another orchestrator carries on",
-                      running->record.id, renewed ? "taken over" : renewed.error().describe());
-        leased = false;
-        break;
-      }
-      running->lease_until = until;
-    }
-    SagaAction action;
-    SagaRecord snapshot;
-    bool became_compensating = false;
     {
       std::lock_guard lock(mutex_);
-      if (running->stop) break;
-      const SagaState before = running->record.state;
-      action = running->machine->next(running->record, Clock::now());
-      became_compensating =
-          before == SagaState::running && running->record.state == SagaState::compensating;
-      snapshot = running->record;
+      if (running->lease_lost) co_return false;
     }
-    if (auto saved = store_->save(snapshot); !saved) {
-      if (saved.error().is(errc::aborted)) {  // a newer writer: this runner is out of date
-        logger().warn("saga {}: {}; stopping this runner", snapshot.id, saved.error().describe());
+    if (snapshot.version == running->saved_version) co_return true;
+    auto saved = store_->save(snapshot);
+    if (saved) {
+      running->saved_version = snapshot.version;
+      co_return true;
+    }
+    if (saved.error().is(errc::aborted)) {  // a newer writer: this runner is out of date
+      logger().warn("saga {}: {}; this orchestrator stops driving it", snapshot.id,
+                    saved.error().describe());
+      co_return false;
+    }
+    logger().error("saga {}: storing a transition failed, retrying: {}", snapshot.id,
+                   saved.error().describe());
+    co_await sleep_for(kStoreRetry);
+  }
+}
+
+asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<DistributedSagaManager> self,
+                                                    std::shared_ptr<Running> running) {
+  (void)self;  // held so that the manager outlives this coroutine
+  const SagaDefinition& definition = running->machine->definition();
+  bool owner = true;  // false once the lease is lost or a newer writer took over
+  while (true) {
+    SagaAction action;
+    SagaRecord snapshot;
+    {
+      std::lock_guard lock(mutex_);
+      if (running->stop || running->lease_lost) {
+        owner = !running->lease_lost;
         break;
       }
-      logger().error("saga {}: storing a transition failed, retrying: {}", snapshot.id,
-                     saved.error().describe());
-      co_await sleep_for(kStoreRetry);
-      continue;  // the machine re-derives the same action from the record
+      action = running->machine->next(running->record, Clock::now());
+      snapshot = running->record;
     }
-    if (became_compensating) {
-      event(snapshot.failure == "cancelled" ? "cancelled" : "compensating", snapshot,
-            Json{{"reason", snapshot.failure}});
+    if (!co_await persist(running, snapshot)) {
+      owner = false;
+      break;
     }
+    if (running->saved_state == SagaState::running && snapshot.state == SagaState::compensating) {
+      Json reason{{"reason", snapshot.failure}};
+      co_await event(snapshot.cancel_requested ? "cancelled" : "compensating", snapshot,
+                     std::move(reason));
+    }
+    running->saved_state = snapshot.state;
     if (action.kind == SagaAction::Kind::finished) {
-      event(std::string(to_string(snapshot.state)), snapshot,
-            Json{{"context", snapshot.context}, {"failure", snapshot.failure}});
+      Json outcome{{"context", snapshot.context}, {"failure", snapshot.failure}};
+      co_await event(std::string(to_string(snapshot.state)), snapshot, std::move(outcome));
       break;
     }
     if (action.kind == SagaAction::Kind::wait) {
-      // Wake up in time to renew the lease during long waits.
-      const auto until = std::min(action.until, running->lease_until - options_.lease / 2);
-      co_await running->wake->wait(steady_from(until));
+      co_await running->wake->wait(steady_from(action.until));
       continue;
     }
     const bool compensation = action.kind == SagaAction::Kind::run_compensation;
     const std::string step_name = definition.steps[action.step].name;
     if (!compensation) {
-      event("step_started", snapshot, Json{{"step", step_name}, {"attempt", action.attempt}});
+      Json started{{"step", step_name}, {"attempt", action.attempt}};
+      co_await event("step_started", snapshot, std::move(started));
     }
     Result<Json> outcome = co_await send(running->machine, snapshot, action);
+    if (!outcome && !bus_->running()) {
+      // The local bus stopped under the saga: not the participant's answer. The saga stays as
+      // stored (the attempt in flight), for resume_unfinished() after a restart.
+      logger().info("saga {}: the bus stopped; leaving the saga for a later resume", snapshot.id);
+      break;
+    }
     {
       std::lock_guard lock(mutex_);
       if (compensation) {
@@ -367,28 +435,33 @@ asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<Running> run
       }
       snapshot = running->record;
     }
-    // Written here as well as at the top of the loop, so that an outcome is not lost when the
-    // process dies before the next decision.
-    if (auto saved = store_->save(snapshot); !saved) {
-      logger().error("saga {}: storing an outcome failed: {}", snapshot.id,
-                     saved.error().describe());
+    // Stored at once, so that an outcome is not lost when the process dies before the next
+    // decision.
+    if (!co_await persist(running, snapshot)) {
+      owner = false;
+      break;
     }
     Json details{{"step", step_name}, {"attempt", action.attempt}};
     if (!outcome) {
       details["error"] = outcome.error().describe();
-      event(compensation ? "compensation_failed" : "step_failed", snapshot, std::move(details));
+      co_await event(compensation ? "compensation_failed" : "step_failed", snapshot,
+                     std::move(details));
     } else {
-      event(compensation ? "step_compensated" : "step_completed", snapshot, std::move(details));
+      co_await event(compensation ? "step_compensated" : "step_completed", snapshot,
+                     std::move(details));
     }
   }
-  if (leased) {
+  {
+    std::lock_guard lock(mutex_);
+    running->finished = true;
+    running_.erase(running->record.id);
+  }
+  if (owner) {
     if (auto released = store_->release_lease(running->record.id, owner_); !released) {
       logger().warn("saga {}: releasing the lease failed: {}", running->record.id,
                     released.error().describe());
     }
   }
-  std::lock_guard lock(mutex_);
-  running_.erase(running->record.id);
 }
 
 // ---- participants ----
@@ -400,7 +473,21 @@ struct SagaParticipant::State {
   std::unordered_map<std::string, Json> applied;  // effect key -> first success's reply
   std::deque<std::string> order;                  // oldest first, to bound `applied`
   std::size_t max_remembered = 0;
+
+  // Remembers a success (bounded, oldest forgotten first).
+  void remember(const std::string& effect_key, Json reply) {
+    if (!applied.emplace(effect_key, std::move(reply)).second) return;
+    order.push_back(effect_key);
+    while (order.size() > max_remembered) {
+      applied.erase(order.front());
+      order.pop_front();
+    }
+  }
 };
+
+namespace {
+constexpr std::string_view kCompensateSuffix = ":compensate";
+}  // namespace
 
 SagaParticipant::SagaParticipant(std::shared_ptr<UnifiedEventBus> bus, std::string service,
                                  std::size_t max_remembered)
@@ -456,11 +543,26 @@ asio::awaitable<Result<SubscriptionId>> SagaParticipant::start() {
   QueryHandler handle = [state](Message message) -> asio::awaitable<Result<Json>> {
     auto request = parse_request(message);
     if (!request) co_return request.error();
+    if (!request->effect_key.starts_with(request->saga_id + ":")) {
+      co_return Error(errc::invalid_argument,
+                      "saga step request: effect_key '" + request->effect_key +
+                          "' does not belong to saga '" + request->saga_id + "'");
+    }
+    // A step whose compensation already ran here must not take effect after it (a late resend
+    // of the step): it would never be undone.
+    const std::string compensated_marker =
+        request->compensation ? std::string()
+                              : request->effect_key + std::string(kCompensateSuffix);
     StepHandler handler;
     {
       std::lock_guard lock(state->mutex);
       if (auto done = state->applied.find(request->effect_key); done != state->applied.end()) {
         co_return done->second;  // applied already: the same reply, nothing done again
+      }
+      if (!compensated_marker.empty() && state->applied.count(compensated_marker) != 0) {
+        co_return Error(errc::failed_precondition, "step '" + request->step + "' of saga " +
+                                                       request->saga_id +
+                                                       " was compensated already; not applied");
       }
       auto it = state->handlers.find(message.type());
       if (it == state->handlers.end()) {
@@ -477,12 +579,7 @@ asio::awaitable<Result<SubscriptionId>> SagaParticipant::start() {
       if (auto done = state->applied.find(effect_key); done != state->applied.end()) {
         co_return done->second;
       }
-      state->applied.emplace(effect_key, *outcome);
-      state->order.push_back(effect_key);
-      while (state->order.size() > state->max_remembered) {
-        state->applied.erase(state->order.front());
-        state->order.pop_front();
-      }
+      state->remember(effect_key, *outcome);
     }
     co_return outcome;
   };

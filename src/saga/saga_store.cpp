@@ -15,9 +15,10 @@ Result<void> InMemorySagaStore::save(const SagaRecord& record) {
   if (record.id.empty()) return Error(errc::invalid_argument, "saga record has no id");
   std::lock_guard lock(mutex_);
   auto it = records_.find(record.id);
-  if (it != records_.end() && it->second.version > record.version) {
-    return Error(errc::aborted, "saga " + record.id + " was written at version " +
-                                    std::to_string(it->second.version) + ", newer than " +
+  // Versions only go up: two writers starting from the same record cannot both succeed.
+  if (it != records_.end() && it->second.version >= record.version) {
+    return Error(errc::aborted, "saga " + record.id + " is stored at version " +
+                                    std::to_string(it->second.version) + ", not older than " +
                                     std::to_string(record.version));
   }
   records_.insert_or_assign(record.id, record);

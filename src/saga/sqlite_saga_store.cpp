@@ -201,9 +201,10 @@ Result<void> SqliteSagaStore::save(const SagaRecord& record) {
       Statement read(d.read_version);
       read.bind(1, record.id);
       const int rc = read.step();
-      if (rc == SQLITE_ROW && static_cast<std::uint64_t>(read.integer(0)) > record.version) {
-        return Error(errc::aborted, "saga " + record.id + " was written at version " +
-                                        std::to_string(read.integer(0)) + ", newer than " +
+      // Versions only go up: two writers starting from the same record cannot both succeed.
+      if (rc == SQLITE_ROW && static_cast<std::uint64_t>(read.integer(0)) >= record.version) {
+        return Error(errc::aborted, "saga " + record.id + " is stored at version " +
+                                        std::to_string(read.integer(0)) + ", not older than " +
                                         std::to_string(record.version));
       }
       if (rc != SQLITE_ROW && rc != SQLITE_DONE) {

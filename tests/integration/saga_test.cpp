@@ -71,8 +71,12 @@ class SagaIntegration : public ::testing::Test {
     }
   }
 
-  std::shared_ptr<DistributedSagaManager> make_manager() {
-    auto manager = create_distributed_saga_manager(orchestrator_.bus().shared_from_this(), store_);
+  std::shared_ptr<DistributedSagaManager> make_manager(
+      std::chrono::milliseconds lease = std::chrono::milliseconds(15'000)) {
+    SagaManagerOptions options;
+    options.lease = lease;
+    auto manager =
+        create_distributed_saga_manager(orchestrator_.bus().shared_from_this(), store_, options);
     EXPECT_TRUE(manager->register_saga_definition(order_saga()));
     return manager;
   }
@@ -226,6 +230,28 @@ TEST_F(SagaIntegration, AParticipantAppliesAResentStepOnce) {
   request["idempotency_key"] = "manual-1:ship:2";
   ASSERT_TRUE(orchestrator_.query("ship_order", request, "shipping", 2s));
   EXPECT_EQ(ledger_.count("ship_order", "manual-1"), 1);
+  // Once compensated, a late resend of the step is refused rather than applied.
+  Json undo = request;
+  undo["compensation"] = true;
+  undo["effect_key"] = "manual-1:ship:compensate";
+  undo["idempotency_key"] = "manual-1:ship:compensate:1";
+  ASSERT_TRUE(orchestrator_.query("cancel_shipment", undo, "shipping", 2s));
+  Json late = request;
+  late["saga_id"] = "manual-2";
+  late["effect_key"] = "manual-2:ship";
+  Json late_undo = undo;
+  late_undo["saga_id"] = "manual-2";
+  late_undo["effect_key"] = "manual-2:ship:compensate";
+  ASSERT_TRUE(orchestrator_.query("cancel_shipment", late_undo, "shipping", 2s));
+  auto refused = orchestrator_.query("ship_order", late, "shipping", 2s);
+  ASSERT_FALSE(refused);
+  EXPECT_TRUE(refused.error().is(errc::failed_precondition)) << refused.error().describe();
+  EXPECT_EQ(ledger_.count("ship_order", "manual-2"), 0);
+  Json foreign = request;
+  foreign["effect_key"] = "someone-else:ship";
+  auto mismatched = orchestrator_.query("ship_order", foreign, "shipping", 2s);
+  ASSERT_FALSE(mismatched);
+  EXPECT_TRUE(mismatched.error().is(errc::invalid_argument));
   auto malformed = orchestrator_.query("ship_order", Json{{"nope", 1}}, "shipping", 2s);
   ASSERT_FALSE(malformed);
   EXPECT_TRUE(malformed.error().is(errc::invalid_argument)) << malformed.error().describe();
@@ -271,6 +297,31 @@ TEST_F(SagaIntegration, TwoManagersOnOneStoreNeverDriveTheSameSaga) {
   EXPECT_EQ(ledger_.count("ship_order", id), 1);
 }
 
+TEST_F(SagaIntegration, TheLeaseIsRenewedWhileAStepTakesLongerThanIt) {
+  manager_ = make_manager(120ms);  // the payment takes 300 ms
+  slow_payment_ = true;
+  const std::string id = start_saga({{"order", 1007}, {"amount", 10}});
+  ASSERT_TRUE(eventually([&] {
+    auto status = manager_->get_saga_status(id);
+    return status && status->record.steps[1].state == StepState::running;
+  }));
+  std::this_thread::sleep_for(200ms);  // past the lease's first expiry
+  auto second = make_manager(120ms);
+  auto resumed = orchestrator_.run(second->resume_unfinished());
+  ASSERT_TRUE(resumed);
+  EXPECT_EQ(*resumed, 0u) << "the first manager renewed its lease during the step";
+  EXPECT_EQ(finish(id).record.state, SagaState::completed);
+  EXPECT_EQ(ledger_.count("charge_card", id), 1);
+}
+
+TEST_F(SagaIntegration, AStoppingManagerStoresNoNewSaga) {
+  orchestrator_.run(manager_->stop());
+  auto refused = orchestrator_.run(manager_->create_and_start_saga("place_order", Json::object()));
+  ASSERT_FALSE(refused);
+  EXPECT_TRUE(refused.error().is(errc::failed_precondition));
+  EXPECT_TRUE(manager_->list_sagas()->empty()) << "nothing was stored for a later resume";
+}
+
 TEST(SagaStoreTest, ALeaseIsHeldUntilItExpiresOrIsReleased) {
   InMemorySagaStore store;
   const auto now = Clock::now();
@@ -294,6 +345,8 @@ TEST(SagaStoreTest, AnOlderVersionDoesNotOverwriteANewerOne) {
   auto stale = store.save(record);
   ASSERT_FALSE(stale);
   EXPECT_TRUE(stale.error().is(errc::aborted));
+  record.version = 5;
+  EXPECT_FALSE(store.save(record)) << "a second writer from the same version is refused too";
 }
 
 TEST_F(SagaIntegration, UnknownSagasAndDefinitionsAreClearErrors) {

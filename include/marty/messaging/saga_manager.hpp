@@ -23,10 +23,11 @@
 ///    "idempotency_key": "<saga>:<step>[:compensate]:<attempt>",
 ///    "effect_key": "<saga>:<step>[:compensate]", "context": {...}}
 /// and the saga id as correlation id. A step's reply may carry {"context": {...}}, merged into
-/// the saga's context for later steps. The orchestrator publishes `saga.started`,
-/// `saga.step_started`, `saga.step_completed`, `saga.step_failed`, `saga.step_compensated`,
-/// `saga.cancelled`, `saga.completed`, `saga.compensated` and `saga.failed` events (on
-/// `events.saga.*`) with the saga id as correlation id.
+/// the saga's context for later steps. The orchestrator publishes, in order, `saga.started`,
+/// `saga.step_started`, `saga.step_completed`, `saga.step_failed`, `saga.compensating` (or
+/// `saga.cancelled`), `saga.step_compensated`, `saga.compensation_failed`, `saga.completed`,
+/// `saga.compensated` and `saga.failed` events (on `events.saga.*`) with the saga id as
+/// correlation id.
 namespace marty::messaging::saga {
 
 /// What get_saga_status() returns: the stored record with the definition's step names.
@@ -34,7 +35,7 @@ struct SagaStatus {
   SagaStatus() {}  // NOLINT(modernize-use-equals-default): not an aggregate (GCC 12)
   SagaRecord record;
   std::vector<std::string> step_names;
-  bool cancelled() const { return record.failure == "cancelled"; }
+  bool cancelled() const { return record.cancel_requested; }
 };
 
 struct SagaManagerOptions {
@@ -85,10 +86,14 @@ class DistributedSagaManager : public std::enable_shared_from_this<DistributedSa
 
  private:
   struct Running;
-  asio::awaitable<void> drive(std::shared_ptr<Running> running);
+  asio::awaitable<void> drive(std::shared_ptr<DistributedSagaManager> self,
+                              std::shared_ptr<Running> running);
+  asio::awaitable<void> keep_lease(std::shared_ptr<DistributedSagaManager> self,
+                                   std::shared_ptr<Running> running);
+  asio::awaitable<bool> persist(std::shared_ptr<Running> running, SagaRecord snapshot);
   asio::awaitable<Result<Json>> send(std::shared_ptr<SagaMachine> machine, SagaRecord record,
                                      SagaAction action);
-  void event(const std::string& type, const SagaRecord& record, Json details);
+  asio::awaitable<void> event(std::string type, SagaRecord record, Json details);
   Result<void> launch(SagaRecord record);
 
   std::shared_ptr<UnifiedEventBus> bus_;

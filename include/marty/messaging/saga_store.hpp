@@ -27,8 +27,8 @@ struct SagaFilter {
 class SagaStore {
  public:
   virtual ~SagaStore() = default;
-  /// Inserts or replaces the record with its id. A record older than the stored one (a lower
-  /// `version`) is refused with `aborted`: another writer got there first.
+  /// Inserts or replaces the record with its id. A record whose `version` is not above the
+  /// stored one is refused with `aborted`: another writer got there first.
   virtual Result<void> save(const SagaRecord& record) = 0;
   /// `not_found` for an unknown id.
   virtual Result<SagaRecord> load(const std::string& id) = 0;

@@ -47,13 +47,13 @@ struct DistributedSagaManager::Running {
   std::shared_ptr<SagaMachine> machine;
   SagaRecord record;  // guarded by the manager's mutex
   std::shared_ptr<AsyncSignal> wake = AsyncSignal::create();
-  bool stop = false;        // guarded by the manager's mutex
-  bool lease_lost = false;  // guarded by the manager's mutex
-  bool finished = false;    // guarded by the manager's mutex
-  // The runner's own: what the store holds, and the lease's expiry.
+  bool stop = false;              // guarded by the manager's mutex
+  bool lease_lost = false;        // guarded by the manager's mutex
+  bool finished = false;          // guarded by the manager's mutex
+  Clock::time_point lease_until;  // guarded by the manager's mutex
+  // The runner's own: what the store holds.
   std::uint64_t saved_version = 0;
   SagaState saved_state = SagaState::running;
-  Clock::time_point lease_until;
 };
 
 DistributedSagaManager::DistributedSagaManager(std::shared_ptr<UnifiedEventBus> bus,
@@ -86,7 +86,7 @@ Result<void> DistributedSagaManager::register_saga_definition(SagaDefinition def
   return ok();
 }
 
-Result<void> DistributedSagaManager::launch(SagaRecord record) {
+Result<void> DistributedSagaManager::launch(SagaRecord record, bool fresh) {
   auto running = std::make_shared<Running>();
   {
     std::lock_guard lock(mutex_);
@@ -107,7 +107,9 @@ Result<void> DistributedSagaManager::launch(SagaRecord record) {
   }
   // Now that it is ours, the freshest record: the list it came from may predate another
   // orchestrator's last writes.
-  if (auto fresh = store_->load(record.id); fresh) record = std::move(*fresh);
+  if (!fresh) {
+    if (auto stored = store_->load(record.id); stored) record = std::move(*stored);
+  }
   running->saved_version = record.version;
   running->saved_state = record.state;
   {
@@ -118,7 +120,15 @@ Result<void> DistributedSagaManager::launch(SagaRecord record) {
   }
   auto self = shared_from_this();
   asio::co_spawn(bus_->get_executor(), drive(self, running), asio::detached);
-  asio::co_spawn(bus_->get_executor(), keep_lease(self, running), asio::detached);
+  bool start_keeper = false;
+  {
+    std::lock_guard lock(mutex_);
+    start_keeper = !keeper_running_;
+    keeper_running_ = true;
+  }
+  if (start_keeper) {
+    asio::co_spawn(bus_->get_executor(), keep_leases(weak_from_this()), asio::detached);
+  }
   return ok();
 }
 
@@ -151,7 +161,7 @@ asio::awaitable<Result<std::string>> DistributedSagaManager::create_and_start_sa
   Json started{{"context", record.context}};  // named: no braced lists inside co_await (GCC 12)
   co_await event("started", record, std::move(started));
   const std::string id = record.id;
-  if (auto launched = launch(std::move(record)); !launched) co_return launched.error();
+  if (auto launched = launch(std::move(record), true); !launched) co_return launched.error();
   co_return id;
 }
 
@@ -223,7 +233,7 @@ asio::awaitable<Result<std::size_t>> DistributedSagaManager::resume_unfinished()
   std::size_t resumed = 0;
   for (SagaRecord& record : *unfinished) {
     const std::string id = record.id;
-    if (auto launched = launch(std::move(record)); !launched) {
+    if (auto launched = launch(std::move(record), false); !launched) {
       if (!launched.error().is(errc::aborted)) {  // aborted: another orchestrator drives it
         logger().warn("saga {} not resumed: {}", id, launched.error().describe());
       }
@@ -291,39 +301,58 @@ asio::awaitable<void> DistributedSagaManager::event(std::string type, SagaRecord
   }
 }
 
-// Renews the saga's lease every third of its length while the runner drives it. A failed
-// renewal is retried while the lease still holds; the lease is lost only when it ran out or
-// another orchestrator holds it, and then the runner stops.
-asio::awaitable<void> DistributedSagaManager::keep_lease(
-    std::shared_ptr<DistributedSagaManager> self, std::shared_ptr<Running> running) {
-  (void)self;  // held so that the manager outlives this coroutine
-  const std::string id = running->record.id;
+// One coroutine per manager renews the leases of every saga it drives, every third of the
+// lease's length (so also while a step takes longer than the lease). A failed renewal is
+// retried while the lease still holds; a lease is lost only when it ran out or another
+// orchestrator holds it, and then that saga's runner stops. Holds the manager only weakly.
+asio::awaitable<void> DistributedSagaManager::keep_leases(
+    std::weak_ptr<DistributedSagaManager> weak) {
   while (true) {
-    co_await sleep_for(std::max(milliseconds(1), options_.lease / 3));
+    milliseconds period{0};
     {
-      std::lock_guard lock(mutex_);
-      if (running->finished) co_return;
+      auto self = weak.lock();
+      if (!self) co_return;
+      period = std::max(milliseconds(1), self->options_.lease / 3);
     }
-    const auto until = Clock::now() + options_.lease;
-    auto renewed = store_->acquire_lease(id, owner_, until);
-    if (renewed && *renewed) {
-      running->lease_until = until;
-      continue;
-    }
-    if (!renewed && Clock::now() < running->lease_until) {
-      logger().warn("saga {}: renewing the lease failed, retrying: {}", id,
-                    renewed.error().describe());
-      continue;
-    }
-    logger().warn("saga {}: lease lost ({}); this orchestrator stops driving it", id,
-                  renewed ? "another orchestrator holds it" : renewed.error().describe());
+    co_await sleep_for(period);
+    auto self = weak.lock();
+    if (!self) co_return;
+    std::vector<std::shared_ptr<Running>> driven;
     {
-      std::lock_guard lock(mutex_);
-      running->lease_lost = true;
+      std::lock_guard lock(self->mutex_);
+      if (self->running_.empty() && self->stopping_) {
+        self->keeper_running_ = false;
+        co_return;
+      }
+      for (const auto& entry : self->running_) driven.push_back(entry.second);
     }
-    running->wake->notify();
-    co_return;
+    for (const auto& running : driven) self->renew(*running);
   }
+}
+
+void DistributedSagaManager::renew(Running& running) {
+  std::string id;
+  {
+    std::lock_guard lock(mutex_);
+    if (running.finished || running.lease_lost) return;
+    id = running.record.id;
+  }
+  const auto until = Clock::now() + options_.lease;
+  auto renewed = store_->acquire_lease(id, owner_, until);
+  std::lock_guard lock(mutex_);
+  if (renewed && *renewed) {
+    running.lease_until = until;
+    return;
+  }
+  if (!renewed && Clock::now() < running.lease_until) {
+    logger().warn("saga {}: renewing the lease failed, retrying: {}", id,
+                  renewed.error().describe());
+    return;
+  }
+  logger().warn("saga {}: lease lost ({}); this orchestrator stops driving it", id,
+                renewed ? "another orchestrator holds it" : renewed.error().describe());
+  running.lease_lost = true;
+  running.wake->notify();
 }
 
 asio::awaitable<Result<Json>> DistributedSagaManager::send(std::shared_ptr<SagaMachine> machine,
@@ -382,6 +411,7 @@ asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<DistributedS
   (void)self;  // held so that the manager outlives this coroutine
   const SagaDefinition& definition = running->machine->definition();
   bool owner = true;  // false once the lease is lost or a newer writer took over
+  const bool events = options_.publish_events;
   while (true) {
     SagaAction action;
     SagaRecord snapshot;
@@ -394,19 +424,23 @@ asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<DistributedS
       action = running->machine->next(running->record, Clock::now());
       snapshot = running->record;
     }
-    if (!co_await persist(running, snapshot)) {
+    // (Each call copies the record: only when there is something to store or to publish.)
+    if (snapshot.version != running->saved_version && !co_await persist(running, snapshot)) {
       owner = false;
       break;
     }
-    if (running->saved_state == SagaState::running && snapshot.state == SagaState::compensating) {
+    if (events && running->saved_state == SagaState::running &&
+        snapshot.state == SagaState::compensating) {
       Json reason{{"reason", snapshot.failure}};
       co_await event(snapshot.cancel_requested ? "cancelled" : "compensating", snapshot,
                      std::move(reason));
     }
     running->saved_state = snapshot.state;
     if (action.kind == SagaAction::Kind::finished) {
-      Json outcome{{"context", snapshot.context}, {"failure", snapshot.failure}};
-      co_await event(std::string(to_string(snapshot.state)), snapshot, std::move(outcome));
+      if (events) {
+        Json outcome{{"context", snapshot.context}, {"failure", snapshot.failure}};
+        co_await event(std::string(to_string(snapshot.state)), snapshot, std::move(outcome));
+      }
       break;
     }
     if (action.kind == SagaAction::Kind::wait) {
@@ -415,7 +449,7 @@ asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<DistributedS
     }
     const bool compensation = action.kind == SagaAction::Kind::run_compensation;
     const std::string step_name = definition.steps[action.step].name;
-    if (!compensation) {
+    if (events && !compensation) {
       Json started{{"step", step_name}, {"attempt", action.attempt}};
       co_await event("step_started", snapshot, std::move(started));
     }
@@ -437,10 +471,11 @@ asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<DistributedS
     }
     // Stored at once, so that an outcome is not lost when the process dies before the next
     // decision.
-    if (!co_await persist(running, snapshot)) {
+    if (snapshot.version != running->saved_version && !co_await persist(running, snapshot)) {
       owner = false;
       break;
     }
+    if (!events) continue;
     Json details{{"step", step_name}, {"attempt", action.attempt}};
     if (!outcome) {
       details["error"] = outcome.error().describe();

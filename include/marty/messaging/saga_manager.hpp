@@ -88,13 +88,14 @@ class DistributedSagaManager : public std::enable_shared_from_this<DistributedSa
   struct Running;
   asio::awaitable<void> drive(std::shared_ptr<DistributedSagaManager> self,
                               std::shared_ptr<Running> running);
-  asio::awaitable<void> keep_lease(std::shared_ptr<DistributedSagaManager> self,
-                                   std::shared_ptr<Running> running);
+  static asio::awaitable<void> keep_leases(std::weak_ptr<DistributedSagaManager> weak);
+  void renew(Running& running);
   asio::awaitable<bool> persist(std::shared_ptr<Running> running, SagaRecord snapshot);
   asio::awaitable<Result<Json>> send(std::shared_ptr<SagaMachine> machine, SagaRecord record,
                                      SagaAction action);
   asio::awaitable<void> event(std::string type, SagaRecord record, Json details);
-  Result<void> launch(SagaRecord record);
+  /// `fresh`: just created and stored by this manager (no need to reload it).
+  Result<void> launch(SagaRecord record, bool fresh);
 
   std::shared_ptr<UnifiedEventBus> bus_;
   std::shared_ptr<SagaStore> store_;
@@ -103,6 +104,7 @@ class DistributedSagaManager : public std::enable_shared_from_this<DistributedSa
   std::map<std::string, std::shared_ptr<SagaMachine>> definitions_;
   std::map<std::string, std::shared_ptr<Running>> running_;
   bool stopping_ = false;
+  bool keeper_running_ = false;               // the lease keeper coroutine
   const std::string owner_ = make_uuid_v7();  // this manager, as a lease holder
 };
 

@@ -335,6 +335,9 @@ void DistributedSagaManager::renew(Running& running) {
   {
     std::lock_guard lock(mutex_);
     if (running.finished || running.lease_lost) return;
+    // Only leases with less than half their length left: most sagas end before they need it,
+    // and each renewal is a store transaction.
+    if (running.lease_until - Clock::now() > options_.lease / 2) return;
     id = running.record.id;
   }
   const auto until = Clock::now() + options_.lease;

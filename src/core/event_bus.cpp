@@ -14,6 +14,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include "marty/messaging/detail/async_signal.hpp"
+#include "marty/messaging/detail/sleep.hpp"
 #include "marty/messaging/memory_backend.hpp"
 #include "marty/messaging/subject.hpp"
 
@@ -21,6 +22,7 @@ namespace marty::messaging {
 namespace {
 
 using detail::AsyncSignal;
+using detail::sleep_for;
 using SignalPtr = std::shared_ptr<AsyncSignal>;
 using std::chrono::milliseconds;
 
@@ -36,12 +38,6 @@ spdlog::logger& logger() {
 // then redelivers, so the failure is reported, not retried.
 void warn_if_failed(const Result<void>& result, std::string_view what, const std::string& subject) {
   if (!result) logger().warn("{} on {} failed: {}", what, subject, result.error().describe());
-}
-
-asio::awaitable<void> sleep_for(milliseconds duration) {
-  asio::steady_timer timer(co_await asio::this_coro::executor, duration);
-  std::error_code ignored;
-  co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
 }
 
 Error not_running(std::string_view operation) {

@@ -12,11 +12,13 @@
 #include <asio/use_awaitable.hpp>
 
 #include "marty/messaging/detail/async_signal.hpp"
+#include "marty/messaging/detail/sleep.hpp"
 
 namespace marty::messaging::saga {
 namespace {
 
 using detail::AsyncSignal;
+using detail::sleep_for;
 using std::chrono::milliseconds;
 
 // How long a runner waits before writing again after the store refused a write: acting on a
@@ -27,12 +29,6 @@ constexpr milliseconds kPollInterval{2};
 spdlog::logger& logger() {
   static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
   return named ? *named : *spdlog::default_logger_raw();
-}
-
-asio::awaitable<void> sleep_for(milliseconds duration) {
-  asio::steady_timer timer(co_await asio::this_coro::executor, duration);
-  std::error_code ignored;
-  co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
 }
 
 SteadyClock::time_point steady_from(Clock::time_point at) {
@@ -506,8 +502,7 @@ asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<DistributedS
 
 struct SagaParticipant::State {
   std::mutex mutex;
-  std::map<std::string, StepHandler> handlers;  // by query type
-  std::set<std::string> compensations;
+  std::map<std::string, StepHandler> handlers;    // by query type
   std::unordered_map<std::string, Json> applied;  // effect key -> first success's reply
   std::deque<std::string> order;                  // oldest first, to bound `applied`
   std::size_t max_remembered = 0;
@@ -539,9 +534,8 @@ void SagaParticipant::on_step(std::string action, StepHandler handler) {
 }
 
 void SagaParticipant::on_compensation(std::string compensation, StepHandler handler) {
-  std::lock_guard lock(state_->mutex);
-  state_->compensations.insert(compensation);
-  state_->handlers.insert_or_assign(std::move(compensation), std::move(handler));
+  // Handled like a step; the request itself says it is a compensation (its effect key too).
+  on_step(std::move(compensation), std::move(handler));
 }
 
 namespace {

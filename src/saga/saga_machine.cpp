@@ -1,5 +1,7 @@
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
+#include <optional>
 #include <set>
 
 #include "marty/messaging/saga.hpp"
@@ -374,6 +376,19 @@ Json to_json(const SagaRecord& record) {
   return out;
 }
 
+namespace {
+
+// The value among `values` whose to_string() is `name`.
+template <class State>
+std::optional<State> from_name(std::string_view name, std::initializer_list<State> values) {
+  for (State value : values) {
+    if (to_string(value) == name) return value;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 Result<SagaRecord> record_from_json(const Json& json) {
   auto bad = [](const std::string& what) {
     return Error(errc::data_loss, "stored saga record: " + what);
@@ -383,29 +398,21 @@ Result<SagaRecord> record_from_json(const Json& json) {
     record.id = json.at("id").get<std::string>();
     record.definition = json.at("definition").get<std::string>();
     const std::string state = json.at("state").get<std::string>();
-    bool known = false;
-    for (SagaState s : {SagaState::running, SagaState::compensating, SagaState::completed,
-                        SagaState::compensated, SagaState::failed}) {
-      if (to_string(s) == state) {
-        record.state = s;
-        known = true;
-      }
-    }
-    if (!known) return bad("unknown state '" + state + "'");
+    auto saga_state =
+        from_name(state, {SagaState::running, SagaState::compensating, SagaState::completed,
+                          SagaState::compensated, SagaState::failed});
+    if (!saga_state) return bad("unknown state '" + state + "'");
+    record.state = *saga_state;
     record.context = json.at("context");
     for (const Json& s : json.at("steps")) {
       StepRecord step;
       const std::string step_state = s.at("state").get<std::string>();
-      bool step_known = false;
-      for (StepState candidate :
-           {StepState::pending, StepState::running, StepState::completed, StepState::failed,
-            StepState::compensating, StepState::compensated, StepState::compensation_failed}) {
-        if (to_string(candidate) == step_state) {
-          step.state = candidate;
-          step_known = true;
-        }
-      }
-      if (!step_known) return bad("unknown step state '" + step_state + "'");
+      auto parsed =
+          from_name(step_state, {StepState::pending, StepState::running, StepState::completed,
+                                 StepState::failed, StepState::compensating, StepState::compensated,
+                                 StepState::compensation_failed});
+      if (!parsed) return bad("unknown step state '" + step_state + "'");
+      step.state = *parsed;
       step.attempts = s.at("attempts").get<int>();
       step.compensation_attempts = s.at("compensation_attempts").get<int>();
       step.last_error = s.at("last_error").get<std::string>();

@@ -629,11 +629,22 @@ std::string join(const std::set<std::string>& items) {
   return "[" + out + "]";
 }
 
+jsRetentionPolicy js_retention(Retention retention) {
+  switch (retention) {
+    case Retention::interest:
+      return js_InterestPolicy;
+    case Retention::workqueue:
+      return js_WorkQueuePolicy;
+    case Retention::limits:
+      break;
+  }
+  return js_LimitsPolicy;
+}
+
 // Creates the stream, or checks that the existing one is the same stream (subjects,
 // retention, storage) and updates its limits. A different existing stream is an error, never
 // a silent change.
-Result<void> provision_stream(jsCtx* js, const std::string& name, const StreamConfig& wanted,
-                              jsRetentionPolicy retention) {
+Result<void> provision_stream(jsCtx* js, const std::string& name, const StreamConfig& wanted) {
   std::vector<const char*> subjects;
   for (const auto& s : wanted.subjects) subjects.push_back(s.c_str());
   jsStreamConfig config;
@@ -641,7 +652,7 @@ Result<void> provision_stream(jsCtx* js, const std::string& name, const StreamCo
   config.Name = name.c_str();
   config.Subjects = subjects.data();
   config.SubjectsLen = static_cast<int>(subjects.size());
-  config.Retention = retention;
+  config.Retention = js_retention(wanted.retention);
   config.Storage = wanted.storage == Storage::memory ? js_MemoryStorage : js_FileStorage;
   config.MaxMsgs = wanted.max_messages;
   config.MaxBytes = wanted.max_bytes;
@@ -904,30 +915,23 @@ class NatsBackend final : public Backend {
     StreamConfig topics;
     topics.subjects = config_.topic_subjects;
     topics.storage = config_.topic_storage;
-    if (auto made =
-            provision_stream(connection->js, config_.topic_stream, topics, js_InterestPolicy);
-        !made) {
+    topics.retention = Retention::interest;
+    if (auto made = provision_stream(connection->js, config_.topic_stream, topics); !made) {
       return made.error().with_context("NatsConfig.topic_stream");
     }
     if (!config_.command_stream.empty()) {
       StreamConfig commands;
       commands.subjects = {std::string(kCommandSubjects)};
       commands.storage = config_.topic_storage;
-      if (auto made = provision_stream(connection->js, config_.command_stream, commands,
-                                       js_WorkQueuePolicy);
-          !made) {
+      commands.retention = Retention::workqueue;
+      if (auto made = provision_stream(connection->js, config_.command_stream, commands); !made) {
         return made.error().with_context("NatsConfig.command_stream");
       }
     }
     for (const auto& [name, stream] : config_.streams) {
       StreamConfig wanted = stream;
       if (wanted.subjects.empty()) wanted.subjects = {name};
-      const jsRetentionPolicy retention =
-          stream.retention == Retention::interest    ? js_InterestPolicy
-          : stream.retention == Retention::workqueue ? js_WorkQueuePolicy
-                                                     : js_LimitsPolicy;
-      if (auto made = provision_stream(connection->js, jetstream_name(name), wanted, retention);
-          !made) {
+      if (auto made = provision_stream(connection->js, jetstream_name(name), wanted); !made) {
         return made.error().with_context("NatsConfig.streams[" + name + "]");
       }
       std::lock_guard lock(mutex_);
@@ -1027,12 +1031,7 @@ class NatsBackend final : public Backend {
     if (known_stream(stream)) return ok();
     StreamConfig wanted = config_.stream_defaults;
     wanted.subjects = {stream};
-    const jsRetentionPolicy retention = wanted.retention == Retention::interest ? js_InterestPolicy
-                                        : wanted.retention == Retention::workqueue
-                                            ? js_WorkQueuePolicy
-                                            : js_LimitsPolicy;
-    if (auto made = provision_stream(connection->js, jetstream_name(stream), wanted, retention);
-        !made) {
+    if (auto made = provision_stream(connection->js, jetstream_name(stream), wanted); !made) {
       return made;
     }
     std::lock_guard lock(mutex_);

@@ -17,6 +17,7 @@
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 
+#include "bench_bus.hpp"
 #include "bench_support.hpp"
 #include "marty/messaging.hpp"
 #include "marty/messaging/nats_backend.hpp"
@@ -212,24 +213,11 @@ double raw_jetstream(std::size_t count) {
 // ---- the bus ----
 
 std::unique_ptr<mm::BlockingEventBus> bus_on_nats(bool jetstream) {
-  auto bus = std::make_unique<mm::BlockingEventBus>();
   mm::nats::NatsConfig config;
   config.servers = {server_url()};
   config.jetstream = jetstream;
-  check(bus->bus()
-            .register_backend(mm::MessageBackendType::nats, mm::nats::make_backend(config))
-            .has_value(),
-        "register");
-  if (!jetstream) {  // core NATS delivers at most once; say so, or start() refuses the route
-    auto pubsub = mm::default_pattern_config(mm::MessagingPattern::pub_sub);
-    pubsub.delivery_guarantee = mm::DeliveryGuarantee::at_most_once;
-    check(bus->bus().update_pattern_config(mm::MessagingPattern::pub_sub, pubsub).has_value(),
-          "pattern config");
-  }
-  auto started = bus->start();
-  if (!started) std::fprintf(stderr, "%s\n", started.error().describe().c_str());
-  check(started.has_value(), "start");
-  return bus;
+  // Core NATS delivers at most once; say so, or start() refuses the route.
+  return started_bus(mm::MessageBackendType::nats, mm::nats::make_backend(config), !jetstream);
 }
 
 double bus_pubsub(std::size_t count) {
@@ -301,29 +289,11 @@ double bus_jetstream(std::size_t count, std::size_t concurrency) {
           .has_value(),
       "create stream");
   const mm::Message prototype = mm::Message::from_bytes(std::string(kPayloadBytes, 'x'));
-  std::atomic<std::size_t> next{0};
-  std::atomic<std::size_t> finished_workers{0};
-  std::atomic<bool> failed{false};
-  std::promise<void> all_done;
-  auto worker = [&]() -> asio::awaitable<void> {
-    while (next.fetch_add(1) < count) {
-      std::vector<mm::Message> one{prototype};
-      auto published = co_await producer->bus().stream_events(stream, std::move(one));
-      if (!published) {
-        std::fprintf(stderr, "%s\n", published.error().describe().c_str());
-        failed = true;
-        break;
-      }
-    }
-    if (finished_workers.fetch_add(1) + 1 == concurrency) all_done.set_value();
-  };
-  auto done = all_done.get_future();
   const auto start = Steady::now();
-  for (std::size_t i = 0; i < concurrency; ++i) {
-    asio::co_spawn(producer->context(), worker(), asio::detached);
-  }
-  done.wait();
-  check(!failed, "jetstream publish");
+  publish_concurrently(*producer, count, concurrency, [&]() -> asio::awaitable<mm::Result<void>> {
+    std::vector<mm::Message> one{prototype};
+    co_return co_await producer->bus().stream_events(stream, std::move(one));
+  });
   return static_cast<double>(count) / seconds(Steady::now() - start);
 }
 

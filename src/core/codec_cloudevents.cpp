@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "marty/messaging/codec.hpp"
+#include "marty/messaging/subject.hpp"
 
 namespace marty::messaging::codec {
 namespace {
@@ -90,6 +92,23 @@ bool is_json_media_type(std::string_view content_type) {
 // Never throws: strings the caller put in metadata are not guaranteed to be UTF-8.
 std::string dump(const auto& json) {
   return json.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+// Appends `text` as a JSON string. Printable ASCII (ids, types, times) is copied as it is;
+// anything else goes through the serializer, which escapes it and replaces bytes that are not
+// UTF-8 with U+FFFD.
+void append_json_string(std::string& out, std::string_view text) {
+  const bool plain = std::all_of(text.begin(), text.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u >= 0x20 && u < 0x7f && c != '"' && c != '\\';
+  });
+  if (!plain) {
+    out += dump(Json(std::string(text)));
+    return;
+  }
+  out += '"';
+  out += text;
+  out += '"';
 }
 
 constexpr std::string_view kBase64Alphabet =
@@ -418,38 +437,205 @@ Result<Message> decode_binary(const Headers& headers, std::shared_ptr<const Payl
 }
 
 std::string encode_structured(const Message& message) {
-  nlohmann::ordered_json event = nlohmann::ordered_json::object();
-  for (auto& [name, value] : encode_attributes(message.metadata())) {
-    if (std::holds_alternative<std::string>(value)) {
-      event[name] = std::move(std::get<std::string>(value));
-    } else {
-      event[name] = std::get<std::int64_t>(value);
-    }
-  }
+  // Written directly rather than through a JSON document: this runs for every message a
+  // structured-mode transport (Redis pub/sub) carries.
   const std::string_view bytes = message.bytes();
-  if (bytes.empty()) return dump(event);  // an event without data
-
-  // Splice `data` in as text rather than copying the payload's JSON into `event`.
-  std::string text = dump(event);
-  text.pop_back();  // the closing brace; `event` always has members, so a comma follows
-  bool as_json = false;
-  if (is_json_media_type(message.metadata().content_type)) {
-    if (auto parsed = message.try_json()) {
-      text += ",\"data\":";
-      text += dump(parsed->get());
-      as_json = true;
+  std::string text;
+  text.reserve(320 + bytes.size() + bytes.size() / 2);
+  text += '{';
+  for (auto& [name, value] : encode_attributes(message.metadata())) {
+    if (text.size() > 1) text += ',';
+    append_json_string(text, name);
+    text += ':';
+    if (const auto* string = std::get_if<std::string>(&value)) {
+      append_json_string(text, *string);
+    } else {
+      text += std::to_string(std::get<std::int64_t>(value));
     }
   }
-  if (!as_json) {
-    text += ",\"data_base64\":\"";
-    text += base64_encode(bytes);
-    text += '"';
+  if (!bytes.empty()) {
+    // JSON bytes go in `data` as they are (validated unless already known to be JSON); any
+    // other payload in `data_base64`.
+    const bool as_json = is_json_media_type(message.metadata().content_type) &&
+                         (message.payload()->known_json() || Json::accept(bytes));
+    if (as_json) {
+      text += ",\"data\":";
+      text += bytes;
+    } else {
+      text += ",\"data_base64\":\"";
+      text += base64_encode(bytes);
+      text += '"';
+    }
   }
   text += '}';
   return text;
 }
 
+namespace {
+
+// A reader for the shape our encoder writes: one flat object whose members are strings
+// without escapes, integers, and `data` (any JSON value, kept as its text). Anything else
+// makes it give up (nullopt), and the general parser takes over.
+class FlatEventReader {
+ public:
+  explicit FlatEventReader(std::string_view text) : text_(text) {}
+
+  struct Event {
+    ReceivedAttributes attributes;
+    std::optional<std::string_view> data;         // the JSON text of `data`
+    std::optional<std::string_view> data_base64;  // the string's contents
+  };
+
+  std::optional<Event> read() {
+    Event event;
+    skip_space();
+    if (!take('{')) return std::nullopt;
+    skip_space();
+    if (take('}')) return finish(std::move(event));
+    while (true) {
+      skip_space();
+      auto name = plain_string();
+      if (!name) return std::nullopt;
+      skip_space();
+      if (!take(':')) return std::nullopt;
+      skip_space();
+      if (*name == "data") {
+        const std::size_t start = at_;
+        if (!skip_value(0)) return std::nullopt;
+        event.data = text_.substr(start, at_ - start);
+      } else if (*name == "data_base64") {
+        auto value = plain_string();
+        if (!value) return std::nullopt;
+        event.data_base64 = *value;
+      } else if (peek() == '"') {
+        auto value = plain_string();
+        if (!value) return std::nullopt;
+        event.attributes.emplace(std::string(*name), Json(std::string(*value)));
+      } else {
+        std::int64_t number = 0;
+        const char* first = text_.data() + at_;
+        auto [end, ec] = std::from_chars(first, text_.data() + text_.size(), number);
+        if (ec != std::errc() || end == first) return std::nullopt;
+        at_ += static_cast<std::size_t>(end - first);
+        if (peek() == '.' || peek() == 'e' || peek() == 'E') return std::nullopt;
+        event.attributes.emplace(std::string(*name), Json(number));
+      }
+      skip_space();
+      if (take(',')) continue;
+      if (take('}')) return finish(std::move(event));
+      return std::nullopt;
+    }
+  }
+
+ private:
+  std::optional<Event> finish(Event event) {
+    skip_space();
+    if (at_ != text_.size()) return std::nullopt;
+    return event;
+  }
+  char peek() const { return at_ < text_.size() ? text_[at_] : '\0'; }
+  bool take(char c) {
+    if (peek() != c) return false;
+    ++at_;
+    return true;
+  }
+  void skip_space() {
+    while (at_ < text_.size() &&
+           (text_[at_] == ' ' || text_[at_] == '\n' || text_[at_] == '\r' || text_[at_] == '\t')) {
+      ++at_;
+    }
+  }
+  // A string of printable ASCII without escapes (ids, types, times, base64).
+  std::optional<std::string_view> plain_string() {
+    if (!take('"')) return std::nullopt;
+    const std::size_t start = at_;
+    while (at_ < text_.size()) {
+      const auto c = static_cast<unsigned char>(text_[at_]);
+      if (c == '"') return text_.substr(start, at_++ - start);
+      if (c == '\\' || c < 0x20 || c >= 0x7f) return std::nullopt;
+      ++at_;
+    }
+    return std::nullopt;
+  }
+  // Steps over one JSON value by its structure (strings and nesting); its validity is checked
+  // by the caller.
+  bool skip_value(int depth) {
+    if (depth > 512) return false;
+    const char c = peek();
+    if (c == '"') {
+      ++at_;
+      while (at_ < text_.size()) {
+        const char d = text_[at_++];
+        if (d == '\\') {
+          ++at_;
+        } else if (d == '"') {
+          return true;
+        }
+      }
+      return false;
+    }
+    if (c == '{' || c == '[') {
+      const char close = c == '{' ? '}' : ']';
+      ++at_;
+      while (at_ < text_.size()) {
+        skip_space();
+        const char d = peek();
+        if (d == close) {
+          ++at_;
+          return true;
+        }
+        if (d == ',' || d == ':') {
+          ++at_;
+          continue;
+        }
+        if (!skip_value(depth + 1)) return false;
+      }
+      return false;
+    }
+    // A number or a literal: up to the next delimiter.
+    const std::size_t start = at_;
+    while (at_ < text_.size() && text_[at_] != ',' && text_[at_] != '}' && text_[at_] != ']' &&
+           text_[at_] != ' ' && text_[at_] != '\n' && text_[at_] != '\r' && text_[at_] != '\t') {
+      ++at_;
+    }
+    return at_ > start;
+  }
+
+  std::string_view text_;
+  std::size_t at_ = 0;
+};
+
+// decode_structured for what FlatEventReader read; nullopt where the general path must decide.
+std::optional<Result<Message>> decode_flat(FlatEventReader::Event event) {
+  if (event.data && event.data_base64) {
+    return invalid("data and data_base64 must not both be present");
+  }
+  const bool string_data = event.data && !event.data->empty() && event.data->front() == '"';
+  if (string_data) return std::nullopt;  // a string under a non-JSON type: unescaping needed
+  auto metadata = decode_attributes(std::move(event.attributes), AttributeSource{});
+  if (!metadata) return Result<Message>(std::move(metadata).error());
+  std::shared_ptr<const Payload> payload;
+  if (event.data_base64) {
+    auto bytes = base64_decode(*event.data_base64);
+    if (!bytes) return invalid("attribute 'data_base64' is not valid base64");
+    payload = std::make_shared<const Payload>(std::move(*bytes));
+  } else if (event.data) {
+    if (!Json::accept(*event.data)) return invalid("data is not valid JSON");
+    // The JSON event format: data without datacontenttype is JSON.
+    if (metadata->content_type.empty()) metadata->content_type = "application/json";
+    payload = std::make_shared<const Payload>(std::string(*event.data));
+  } else {
+    payload = std::make_shared<const Payload>(std::string());
+  }
+  return Message(std::move(*metadata), std::move(payload));
+}
+
+}  // namespace
+
 Result<Message> decode_structured(std::string_view text) {
+  if (auto event = FlatEventReader(text).read()) {
+    if (auto decoded = decode_flat(std::move(*event))) return std::move(*decoded);
+  }
   Json event = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (event.is_discarded()) return invalid("structured event is not valid JSON");
   if (!event.is_object()) return invalid("structured event must be a JSON object");
@@ -491,6 +677,26 @@ Result<Message> decode_structured(std::string_view text) {
     payload = std::make_shared<const Payload>(std::string());
   }
   return Message(std::move(*metadata), std::move(payload));
+}
+
+Message foreign_message(std::string_view subject, std::shared_ptr<const Payload> body,
+                        const Headers& headers) {
+  MessageMetadata metadata;
+  metadata.message_id = make_uuid_v7();
+  metadata.message_type = subject::type_of(subject);
+  metadata.time = Clock::now();
+  for (const auto& [name, value] : headers) {
+    if (name.size() == 12 &&
+        std::equal(name.begin(), name.end(), "content-type", [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) == b;
+        })) {
+      metadata.content_type = value;
+    }
+    metadata.headers.emplace(name, value);
+  }
+  Message message(std::move(metadata), std::move(body));
+  message.set_subject(std::string(subject));
+  return message;
 }
 
 }  // namespace marty::messaging::codec

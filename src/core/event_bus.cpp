@@ -632,6 +632,8 @@ asio::awaitable<Result<void>> UnifiedEventBus::start() {
     SubscriptionSpec spec;
     spec.subject = inbox->subject;
     spec.pattern = MessagingPattern::request_response;
+    // A reply is useful only to the caller waiting for it now: at most once.
+    spec.guarantee = DeliveryGuarantee::at_most_once;
     auto subscription = co_await backend->subscribe(spec);
     if (!subscription) {
       outcome = std::move(subscription)
@@ -879,6 +881,7 @@ asio::awaitable<Result<std::shared_ptr<Registration>>> open_workers(
       spec.group = group;
       spec.kind = kind;
       spec.pattern = pattern;
+      spec.guarantee = target->config().delivery_guarantee;
       spec.start = start;
       if (subject::has_wildcard(subject_name) &&
           !target->backend->capabilities().wildcard_subscriptions) {

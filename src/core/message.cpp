@@ -13,7 +13,8 @@ namespace marty::messaging {
 struct Payload::Parsed {
   std::once_flag once;
   Json value;
-  std::string error;  // non-empty when the bytes are not JSON
+  std::string error;               // non-empty when the bytes are not JSON
+  std::atomic<bool> valid{false};  // set once the bytes are known to be JSON
 };
 
 Payload::Payload(std::string bytes)
@@ -23,6 +24,7 @@ Payload::Payload(std::string bytes, Json value)
     : bytes_(std::move(bytes)), parsed_(std::make_unique<Parsed>()) {
   // Mark the once_flag as done so json() returns the given value without parsing.
   std::call_once(parsed_->once, [&] { parsed_->value = std::move(value); });
+  parsed_->valid.store(true, std::memory_order_release);
 }
 
 Payload::~Payload() = default;
@@ -32,12 +34,17 @@ Result<std::reference_wrapper<const Json>> Payload::json() const {
   std::call_once(parsed.once, [&] {
     try {
       parsed.value = Json::parse(bytes_);
+      parsed.valid.store(true, std::memory_order_release);
     } catch (const Json::exception& e) {
       parsed.error = std::string("payload is not valid JSON: ") + e.what();
     }
   });
   if (!parsed.error.empty()) return Error(errc::invalid_argument, parsed.error);
   return std::cref(parsed.value);
+}
+
+bool Payload::known_json() const noexcept {
+  return parsed_->valid.load(std::memory_order_acquire);
 }
 
 namespace {

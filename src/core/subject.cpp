@@ -117,4 +117,19 @@ bool glob_matches(std::string_view glob, std::string_view text) noexcept {
   return g == glob.size();
 }
 
+std::string type_of(std::string_view subject) {
+  auto after_tokens = [&](int tokens) {
+    std::size_t at = 0;
+    for (int i = 0; i < tokens; ++i) {
+      at = subject.find('.', at);
+      if (at == std::string_view::npos) return std::string(subject);
+      ++at;
+    }
+    return std::string(subject.substr(at));
+  };
+  if (subject.starts_with("events.")) return after_tokens(1);
+  if (subject.starts_with("commands.") || subject.starts_with("queries.")) return after_tokens(2);
+  return std::string(subject);
+}
+
 }  // namespace marty::messaging::subject

@@ -31,6 +31,12 @@ inline void PrintTo(const BackendUnderTest& backend, std::ostream* os) {
 /// end of the run. `dir` comes from MARTY_CONFORMANCE_REPORT_DIR, else the working directory.
 void install_report_writer(const std::vector<BackendUnderTest>& backends);
 
+/// main() of a broker's suite: fails at once when `url_variable` (the broker's address, which
+/// scripts/brokers exports) is not set, since a missing broker is a failure; otherwise writes
+/// the reports of `backends` and runs every test.
+int run_broker_suite(int argc, char** argv, const char* url_variable, const char* broker,
+                     const std::vector<BackendUnderTest>& backends);
+
 /// The suite's fixture: each test makes buses ("service instances") on the backend under test.
 class Conformance : public ::testing::TestWithParam<BackendUnderTest> {
  protected:

@@ -1,7 +1,6 @@
 // The conformance suite against a real nats-server with JetStream, started by scripts/brokers
 // (which exports MARTY_NATS_URL), twice: with JetStream (the default) and core NATS only.
 // Without a server this fails: a missing broker is a failure.
-#include <cstdio>
 #include <cstdlib>
 
 #include <filesystem>
@@ -69,12 +68,6 @@ INSTANTIATE_TEST_SUITE_P(Nats, Conformance, ::testing::ValuesIn(backends()),
 }  // namespace marty::messaging::conformance
 
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  if (marty::messaging::conformance::server_url().empty()) {
-    std::fprintf(stderr,
-                 "MARTY_NATS_URL is not set: start the server with scripts/brokers start nats\n");
-    return 1;
-  }
-  marty::messaging::conformance::install_report_writer(marty::messaging::conformance::backends());
-  return RUN_ALL_TESTS();
+  return marty::messaging::conformance::run_broker_suite(argc, argv, "MARTY_NATS_URL", "nats",
+                                                         marty::messaging::conformance::backends());
 }

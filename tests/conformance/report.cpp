@@ -1,3 +1,4 @@
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -80,6 +81,19 @@ class ReportWriter : public ::testing::EmptyTestEventListener {
 
 void install_report_writer(const std::vector<BackendUnderTest>& backends) {
   ::testing::UnitTest::GetInstance()->listeners().Append(new ReportWriter(backends));
+}
+
+int run_broker_suite(int argc, char** argv, const char* url_variable, const char* broker,
+                     const std::vector<BackendUnderTest>& backends) {
+  ::testing::InitGoogleTest(&argc, argv);
+  const char* url = std::getenv(url_variable);
+  if (url == nullptr || *url == '\0') {
+    std::fprintf(stderr, "%s is not set: start the server with scripts/brokers start %s\n",
+                 url_variable, broker);
+    return 1;
+  }
+  install_report_writer(backends);
+  return RUN_ALL_TESTS();
 }
 
 }  // namespace marty::messaging::conformance

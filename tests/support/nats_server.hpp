@@ -1,9 +1,6 @@
 #pragma once
 // nats-server processes for tests that need a server of their own (a configuration or a
 // restart the shared broker of scripts/brokers cannot offer).
-#include <stdlib.h>
-
-#include <filesystem>
 #include <string>
 #include <string_view>
 
@@ -16,22 +13,6 @@ inline std::string nats_url(int port, std::string_view scheme = "nats",
                             std::string_view host = "127.0.0.1") {
   return std::string(scheme) + "://" + std::string(host) + ":" + std::to_string(port);
 }
-
-/// A private directory, removed with everything in it at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "marty-test-XXXXXX").string();
-    path_ = ::mkdtemp(pattern.data());
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
 
 /// A nats-server with JetStream on a store of its own, for one test.
 class PrivateJetStream {

@@ -478,6 +478,36 @@ TEST(CodecStructuredTest, RejectsInputThatIsNotAJsonObject) {
   expect_invalid(decode_structured(""), "JSON");
 }
 
+// Events in the shape our encoder writes take a fast path; anything else the general parser.
+// Both must agree.
+TEST(CodecStructuredTest, FastAndGeneralPathsAgree) {
+  const std::string plain = R"({"specversion":"1.0","id":"a-1","source":"s","type":"t","ttl":5,)"
+                            R"("data":{"k":"}\"{","n":[1,{"x":null}]}})";
+  // The same event written by another encoder: spaces, an escape, members in another order.
+  const std::string other =
+      "{ \"data\" : {\"k\":\"}\\\"{\",\"n\":[1,{\"x\":null}]},\n"
+      "  \"type\":\"t\", \"ttl\": 5, \"id\":\"a\\u002d1\", \"source\":\"s\","
+      " \"specversion\":\"1.0\" }";
+  auto fast = decode_structured(plain);
+  auto general = decode_structured(other);
+  ASSERT_TRUE(fast.has_value()) << fast.error().describe();
+  ASSERT_TRUE(general.has_value()) << general.error().describe();
+  expect_same_metadata(fast->metadata(), general->metadata());
+  EXPECT_EQ(fast->metadata().ttl, std::chrono::milliseconds(5));
+  EXPECT_EQ(fast->json(), general->json());
+  EXPECT_EQ(fast->json()["k"], "}\"{");
+}
+
+TEST(CodecStructuredTest, FastPathRejectsWhatTheGeneralPathRejects) {
+  const std::string head = R"({"specversion":"1.0","id":"a","source":"s","type":"t",)";
+  expect_invalid(decode_structured(head + R"("data":{"a":}})"), "JSON");
+  expect_invalid(decode_structured(head + R"("data":tru})"), "JSON");
+  expect_invalid(decode_structured(head + R"("data":{"a":1}} trailing)"), "JSON");
+  expect_invalid(decode_structured(head + R"("data":{"a":1})"), "JSON");
+  expect_invalid(decode_structured(head + R"("ttl":1.5,"data":{}})"), "ttl");
+  expect_invalid(decode_structured(head + R"("data":{},"data_base64":"AA=="})"), "data");
+}
+
 // --- Envelope ------------------------------------------------------------------------------
 
 TEST(CodecEnvelopeTest, RoundTripsEveryField) {

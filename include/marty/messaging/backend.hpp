@@ -61,6 +61,9 @@ struct SubscriptionSpec {
   std::string group;
   DestinationKind kind = DestinationKind::topic;
   MessagingPattern pattern = MessagingPattern::pub_sub;
+  /// What the subscriber's pattern config asks for. A backend that carries each guarantee on a
+  /// different transport (Redis: pub/sub or Streams) reads from the one it names.
+  DeliveryGuarantee guarantee = DeliveryGuarantee::at_least_once;
   StartPosition start;
 };
 

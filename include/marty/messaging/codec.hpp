@@ -40,6 +40,12 @@ BinaryMessage encode_binary(const Message& message, const BinaryModeOptions& opt
 Result<Message> decode_binary(const Headers& headers, std::shared_ptr<const Payload> body,
                               const BinaryModeOptions& options = {});
 
+/// A message from a plain publisher of the broker (no CloudEvents attributes): a fresh id and
+/// the current time, typed by its subject (subject::type_of), its headers kept as metadata
+/// headers and its `content-type` header, if any, as the content type.
+Message foreign_message(std::string_view subject, std::shared_ptr<const Payload> body,
+                        const Headers& headers = {});
+
 /// CloudEvents 1.0 structured mode (JSON event format, `application/cloudevents+json`).
 /// JSON payloads (JSON content type and valid JSON bytes) go in `data`, any other payload in
 /// `data_base64`; an empty payload gives an event without data. Never throws: strings that are

@@ -67,6 +67,9 @@ class Payload {
   Payload& operator=(const Payload&) = delete;
 
   std::string_view bytes() const noexcept { return bytes_; }
+  /// True when the bytes are known to be valid JSON without parsing them: they came with their
+  /// parsed value, or json() has parsed them already. (False says nothing either way.)
+  bool known_json() const noexcept;
   /// The bytes parsed as JSON; a parse failure is `invalid_argument` naming the position.
   /// Thread-safe; the returned reference lives as long as this payload.
   Result<std::reference_wrapper<const Json>> json() const;

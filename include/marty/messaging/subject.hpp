@@ -16,6 +16,11 @@ std::string for_command(std::string_view service, std::string_view command_type)
 /// "queries.<service>.<type>"
 std::string for_query(std::string_view service, std::string_view query_type);
 
+/// The message type a subject carries: "events.<type>", "commands.<service>.<type>" and
+/// "queries.<service>.<type>" give <type>; any other subject is its own type (streams, and
+/// messages from foreign publishers).
+std::string type_of(std::string_view subject);
+
 /// Checks a name used as one or more subject tokens (a type, a service, a stream): non-empty,
 /// no whitespace or control characters, no empty token, no wildcard characters.
 /// `what` names the argument in the error ("event type").

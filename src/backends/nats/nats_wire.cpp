@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "marty/messaging/codec.hpp"
+#include "marty/messaging/subject.hpp"
 
 namespace marty::messaging::nats {
 namespace {
@@ -50,21 +51,6 @@ errc code_for(natsStatus status) {
     default:
       return errc::internal;
   }
-}
-
-std::string type_from_subject(std::string_view subject) {
-  auto after_tokens = [&](int tokens) {
-    std::size_t at = 0;
-    for (int i = 0; i < tokens; ++i) {
-      at = subject.find('.', at);
-      if (at == std::string_view::npos) return std::string(subject);
-      ++at;
-    }
-    return std::string(subject.substr(at));
-  };
-  if (subject.starts_with("events.")) return after_tokens(1);
-  if (subject.starts_with("commands.") || subject.starts_with("queries.")) return after_tokens(2);
-  return std::string(subject);
 }
 
 codec::Headers headers_of(natsMsg* msg) {
@@ -165,16 +151,10 @@ Result<Message> from_nats(natsMsg* msg, bool jetstream) {
     }
   } else {
     // A plain NATS publisher: keep its headers, type the message by its subject.
-    MessageMetadata metadata;
-    if (const auto* id = find_header(headers, "Nats-Msg-Id")) metadata.message_id = *id;
-    if (metadata.message_id.empty()) metadata.message_id = make_uuid_v7();
-    metadata.message_type = type_from_subject(subject);
-    metadata.time = Clock::now();
-    if (const auto* type = find_header(headers, "content-type")) {
-      metadata.content_type = *type;
+    decoded = codec::foreign_message(subject, std::move(body), headers);
+    if (const auto* id = find_header(headers, "Nats-Msg-Id"); id != nullptr && !id->empty()) {
+      decoded->mutable_metadata().message_id = *id;
     }
-    for (const auto& [name, value] : headers) metadata.headers.emplace(name, value);
-    decoded = Message(std::move(metadata), std::move(body));
   }
   Message message = std::move(*decoded);
   message.set_subject(subject);

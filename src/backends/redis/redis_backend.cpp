@@ -1,0 +1,1322 @@
+// The Redis backend: pub/sub channels for at-most-once traffic and query replies, Streams with
+// consumer groups for everything at-least-once (events, commands, queries, bus streams).
+//
+// Threads: hiredis connections run on a small process-wide pool of io threads (IoPool), one
+// thread per connection. Subscriptions hand deliveries to the bus's executor through an inbox
+// and a signal, as the other backends do; settling a delivery sends its command from there.
+//
+// Streams: each subscription has a connection of its own for its blocking XREADGROUP, a reader
+// coroutine and a reclaimer coroutine on that connection's thread. The reclaimer takes entries
+// that stayed pending longer than the visibility timeout (a crashed or closed consumer's) with
+// XAUTOCLAIM, and moves entries delivered too often to the dead-letter stream.
+#include "marty/messaging/redis_backend.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <charconv>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/executor_work_guard.hpp>
+#include <asio/post.hpp>
+
+#include "marty/messaging/detail/async_signal.hpp"
+#include "marty/messaging/detail/sleep.hpp"
+#include "marty/messaging/event_bus.hpp"
+#include "marty/messaging/subject.hpp"
+#include "redis_connection.hpp"
+#include "redis_wire.hpp"
+
+namespace marty::messaging::redis {
+namespace {
+
+using detail::AsyncSignal;
+using std::chrono::milliseconds;
+
+spdlog::logger& logger() {
+  static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
+  return named ? *named : *spdlog::default_logger_raw();
+}
+
+// Messages a pub/sub subscription may queue before it drops, as Redis itself does for a slow
+// subscriber (client-output-buffer-limit pubsub).
+constexpr std::size_t kChannelQueueLimit = 65'536;
+constexpr std::string_view kEntryIdHeader = "marty-redis-entry-id";
+
+// ---- Scripts -------------------------------------------------------------------------------
+// Each runs atomically on the server, so a check and the append it guards cannot be split by
+// another client. Each begins with kAppend.
+
+// Appends the fields ARGV[from..] to `key`, trimmed to about `maxlen` entries (0: untrimmed).
+constexpr std::string_view kAppend = R"lua(
+local function append(key, maxlen, from)
+  if tonumber(maxlen) > 0 then
+    return redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, from))
+  end
+  return redis.call('XADD', key, '*', unpack(ARGV, from))
+end
+)lua";
+
+// An at-least-once event: appended to its Stream when a consumer group reads it (the Stream
+// exists only while groups do), and published on its channel for pub/sub and wildcard
+// subscribers. KEYS: stream. ARGV: channel, maxlen, channel payload, fields...
+constexpr std::string_view kPublishEventScript = R"lua(
+local appended = 0
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  append(KEYS[1], ARGV[2], 4)
+  appended = 1
+end
+redis.call('PUBLISH', ARGV[1], ARGV[3])
+return appended
+)lua";
+
+// A command: appended only when a consumer group (a service) will take it. nil otherwise.
+// KEYS: stream. ARGV: maxlen, fields...
+constexpr std::string_view kSendCommandScript = R"lua(
+if redis.call('EXISTS', KEYS[1]) == 0 or #redis.call('XINFO', 'GROUPS', KEYS[1]) == 0 then
+  return false
+end
+return append(KEYS[1], ARGV[1], 2)
+)lua";
+
+// A query: appended only when some consumer of some group read the Stream within the last
+// ARGV[2] ms (a live responder; readers block for at most block_timeout at a time). nil
+// otherwise. KEYS: stream. ARGV: maxlen, liveness ms, fields...
+constexpr std::string_view kSendQueryScript = R"lua(
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local live = false
+local limit = tonumber(ARGV[2])
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], group[2])) do
+    for i = 1, #consumer, 2 do
+      if consumer[i] == 'idle' and consumer[i + 1] < limit then live = true end
+    end
+  end
+end
+if not live then return false end
+return append(KEYS[1], ARGV[1], 3)
+)lua";
+
+// Takes entries pending longer than ARGV[3] ms, with their delivery counts.
+// KEYS: stream. ARGV: group, consumer, min idle ms, count.
+// Returns {entries, counts, ids of entries trimmed away while pending}.
+constexpr std::string_view kReclaimScript = R"lua(
+local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', ARGV[4])
+local counts = {}
+for i, entry in ipairs(claimed[2]) do
+  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], entry[1], entry[1], 1)
+  counts[i] = pending[1] and pending[1][4] or 1
+end
+return {claimed[2], counts, claimed[3]}
+)lua";
+
+// Moves an entry to the dead-letter stream: appends the dead letter and acknowledges the
+// original in one step, so it is neither lost nor left behind.
+// KEYS: stream, dead-letter stream. ARGV: group, entry id, maxlen, fields...
+constexpr std::string_view kDeadLetterScript = R"lua(
+append(KEYS[2], ARGV[3], 4)
+return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+)lua";
+
+// Removes a subscriber's private group; a topic Stream no group reads any more goes too, so
+// that events stop being appended to it. KEYS: stream. ARGV: group, "1" to drop an unread topic.
+constexpr std::string_view kDropGroupScript = R"lua(
+redis.call('XGROUP', 'DESTROY', KEYS[1], ARGV[1])
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[1]) == 1 and
+   #redis.call('XINFO', 'GROUPS', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1])
+end
+return 1
+)lua";
+
+enum class ScriptId { publish_event, send_command, send_query, reclaim, dead_letter, drop_group };
+constexpr ScriptId kAllScripts[] = {ScriptId::publish_event, ScriptId::send_command,
+                                    ScriptId::send_query,    ScriptId::reclaim,
+                                    ScriptId::dead_letter,   ScriptId::drop_group};
+
+const std::string& script_text(ScriptId id) {
+  static const std::map<ScriptId, std::string> texts = [] {
+    const std::pair<ScriptId, std::string_view> bodies[] = {
+        {ScriptId::publish_event, kPublishEventScript},
+        {ScriptId::send_command, kSendCommandScript},
+        {ScriptId::send_query, kSendQueryScript},
+        {ScriptId::reclaim, kReclaimScript},
+        {ScriptId::dead_letter, kDeadLetterScript},
+        {ScriptId::drop_group, kDropGroupScript}};
+    std::map<ScriptId, std::string> out;
+    for (const auto& body : bodies)
+      out[body.first] = std::string(kAppend) + std::string(body.second);
+    return out;
+  }();
+  return texts.at(id);
+}
+
+// ---- Threads -------------------------------------------------------------------------------
+
+// The io threads every Redis connection of the process runs on, started on first use and
+// stopped at exit. Each connection stays on one thread (hiredis contexts are single-threaded);
+// connections are spread over the threads in turn.
+class IoPool {
+ public:
+  static IoPool& instance() {
+    static IoPool* pool = [] {
+      auto* p = new IoPool(2);
+      std::atexit([] { instance().stop(); });
+      return p;
+    }();
+    return *pool;
+  }
+  asio::io_context& next() {
+    return *contexts_[next_.fetch_add(1, std::memory_order_relaxed) % contexts_.size()];
+  }
+
+ private:
+  explicit IoPool(std::size_t threads) {
+    for (std::size_t i = 0; i < threads; ++i) {
+      contexts_.push_back(std::make_unique<asio::io_context>(1));
+      guards_.emplace_back(asio::make_work_guard(*contexts_.back()));
+    }
+    for (auto& context : contexts_) threads_.emplace_back([&context] { context->run(); });
+  }
+  void stop() {
+    guards_.clear();
+    for (auto& context : contexts_) context->stop();
+    for (auto& thread : threads_) {
+      if (thread.joinable()) thread.join();
+    }
+  }
+
+  std::vector<std::unique_ptr<asio::io_context>> contexts_;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
+  std::vector<std::thread> threads_;
+  std::atomic<std::size_t> next_{0};
+};
+
+// ---- Errors --------------------------------------------------------------------------------
+
+errc code_for_error_reply(std::string_view code) {
+  if (code == "NOPERM" || code == "NOAUTH" || code == "WRONGPASS") return errc::permission_denied;
+  if (code == "OOM") return errc::resource_exhausted;
+  if (code == "LOADING" || code == "BUSY" || code == "READONLY" || code == "MASTERDOWN" ||
+      code == "TRYAGAIN" || code == "CLUSTERDOWN") {
+    return errc::unavailable;
+  }
+  if (code == "NOGROUP") return errc::not_found;
+  return errc::internal;
+}
+
+// A reply as a result: error replies become errors naming `what`.
+Result<Reply> checked(ReplyResult result, std::string_view what) {
+  if (!result) return std::move(result).error().with_context(what);
+  if (result->is_error()) {
+    return redis_error(code_for_error_reply(result->error_code()),
+                       std::string(what) + ": " + result->text);
+  }
+  return result;
+}
+
+std::string millis(milliseconds d) {
+  return std::to_string(d.count());
+}
+
+// ---- Shared state --------------------------------------------------------------------------
+
+// What a backend's subscriptions and deliveries share with it. Read-only after connect(),
+// except `closed`.
+struct Core {
+  RedisConfig config;
+  ConnectionOptions connection_options;
+  ConnectionPtr commands;
+  std::map<ScriptId, std::string> script_shas;
+  std::atomic<bool> closed{false};
+
+  std::string key(std::string_view subject) const {
+    return config.key_prefix + std::string(subject);
+  }
+  std::string maxlen() const { return std::to_string(config.max_stream_length); }
+
+  ConnectionPtr open_connection(std::string role) {
+    auto connection =
+        Connection::create(IoPool::instance().next(), connection_options, std::move(role));
+    connection->start();
+    return connection;
+  }
+
+  // Runs a script by its SHA, loading it again if the server lost it (a restart).
+  asio::awaitable<ReplyResult> run_script(
+      ScriptId id, std::vector<std::string> keys, std::vector<std::string> args,
+      SteadyClock::time_point deadline = SteadyClock::time_point::max()) {
+    Command command;
+    command.reserve(3 + keys.size() + args.size());
+    command.emplace_back("EVALSHA");
+    command.push_back(script_shas.at(id));
+    command.push_back(std::to_string(keys.size()));
+    for (auto& k : keys) command.push_back(std::move(k));
+    for (auto& a : args) command.push_back(std::move(a));
+    Command again = command;
+    auto reply = co_await commands->command(std::move(command), deadline);
+    if (reply && reply->is_error() && reply->error_code() == "NOSCRIPT") {
+      again[0] = "EVAL";
+      again[1] = script_text(id);
+      reply = co_await commands->command(std::move(again), deadline);
+    }
+    co_return reply;
+  }
+};
+using CorePtr = std::shared_ptr<Core>;
+
+// The dead-letter form of an entry the bus cannot take (undecodable, or delivered too often):
+// the decoded message when there is one, else the entry's fields as a JSON object, with the
+// reason and where it came from.
+Message dead_letter_message(const Result<Message>& decoded, const std::vector<std::string>& fields,
+                            const std::string& subject, const std::string& id, int attempt,
+                            const std::string& reason) {
+  Message dead;
+  if (decoded) {
+    dead = *decoded;
+  } else {
+    Json raw = Json::object();
+    for (std::size_t i = 0; i + 1 < fields.size(); i += 2) raw[fields[i]] = fields[i + 1];
+    MessageMetadata metadata;
+    metadata.message_type = subject::type_of(subject);
+    metadata.message_id = make_uuid_v7();
+    metadata.time = Clock::now();
+    dead = Message::from_json(std::move(raw), std::move(metadata));
+  }
+  dead.set_subject(dead_letter_subject(subject));
+  auto& headers = dead.mutable_metadata().headers;
+  headers[std::string(headers::kDeadLetterReason)] = reason;
+  headers[std::string(headers::kDeadLetterSubject)] = subject;
+  headers[std::string(headers::kDeadLetterAttempts)] = std::to_string(attempt);
+  headers[std::string(kEntryIdHeader)] = id;
+  return dead;
+}
+
+// ---- Pub/sub -------------------------------------------------------------------------------
+
+struct ChannelItem {
+  std::string channel;
+  std::string payload;
+};
+
+// What a pub/sub subscription has received and its receiver has not taken yet.
+struct ChannelInbox {
+  std::string pattern;  // the subject pattern, for wildcard subscriptions
+  std::mutex mutex;
+  std::deque<ChannelItem> items;
+  bool closed = false;
+  std::size_t dropped = 0;
+  std::shared_ptr<AsyncSignal> signal = AsyncSignal::create();
+
+  void push(ChannelItem item) {
+    {
+      std::lock_guard lock(mutex);
+      if (closed) return;
+      if (items.size() >= kChannelQueueLimit) {
+        if (dropped++ % 10'000 == 0) {
+          logger().warn("Redis subscriber on {} is not keeping up: dropped {} message(s)",
+                        item.channel, dropped);
+        }
+        return;
+      }
+      items.push_back(std::move(item));
+    }
+    signal->notify();
+  }
+};
+using ChannelInboxPtr = std::shared_ptr<ChannelInbox>;
+
+// The backend's pub/sub connection and who listens on what. Its maps are touched on the
+// connection's io thread only. Subscriptions are renewed after every reconnection.
+class PubSubHub : public std::enable_shared_from_this<PubSubHub> {
+ public:
+  explicit PubSubHub(ConnectionPtr connection) : connection_(std::move(connection)) {}
+
+  void attach() {
+    std::weak_ptr<PubSubHub> weak = shared_from_this();
+    connection_->on_push = [weak](const Reply& reply) {
+      if (auto self = weak.lock()) self->on_push(reply);
+    };
+    connection_->on_ready = [weak] {
+      if (auto self = weak.lock()) self->renew();
+    };
+  }
+  const ConnectionPtr& connection() const { return connection_; }
+
+  // Adds a listener; resumes the caller once the server confirmed the subscription.
+  asio::awaitable<Result<void>> add(std::string name, bool pattern, ChannelInboxPtr inbox,
+                                    SteadyClock::time_point deadline) {
+    auto confirmed = std::make_shared<Confirmation>();
+    auto self = shared_from_this();
+    asio::post(connection_->io(), [self, name, pattern, inbox, confirmed] {
+      auto& listeners = pattern ? self->patterns_ : self->channels_;
+      auto& list = listeners[name];
+      list.push_back(inbox);
+      if (list.size() == 1) {
+        self->confirmations_[key_of(name, pattern)].push_back(confirmed);
+        self->connection_->send_subscription({pattern ? "PSUBSCRIBE" : "SUBSCRIBE", name});
+      } else {
+        confirmed->set();
+      }
+    });
+    while (true) {
+      {
+        std::lock_guard lock(confirmed->mutex);
+        if (confirmed->done) co_return ok();
+      }
+      if (!co_await confirmed->signal->wait(deadline)) {
+        remove(name, pattern, inbox);
+        co_return redis_error(errc::unavailable,
+                              "Redis did not confirm the subscription to '" + name + "' in time");
+      }
+    }
+  }
+
+  void remove(std::string name, bool pattern, ChannelInboxPtr inbox) {
+    auto self = shared_from_this();
+    asio::post(connection_->io(), [self, name = std::move(name), pattern, inbox] {
+      auto& listeners = pattern ? self->patterns_ : self->channels_;
+      auto it = listeners.find(name);
+      if (it == listeners.end()) return;
+      std::erase(it->second, inbox);
+      if (!it->second.empty()) return;
+      listeners.erase(it);
+      self->connection_->send_subscription({pattern ? "PUNSUBSCRIBE" : "UNSUBSCRIBE", name});
+    });
+  }
+
+ private:
+  struct Confirmation {
+    std::mutex mutex;
+    bool done = false;
+    std::shared_ptr<AsyncSignal> signal = AsyncSignal::create();
+    void set() {
+      {
+        std::lock_guard lock(mutex);
+        done = true;
+      }
+      signal->notify();
+    }
+  };
+  static std::string key_of(const std::string& name, bool pattern) {
+    return (pattern ? "p:" : "c:") + name;
+  }
+
+  void on_push(const Reply& reply) {
+    if (!reply.is_array() || reply.elements.empty()) return;
+    const std::string& kind = reply.elements[0].text;
+    const auto& e = reply.elements;
+    if (kind == "message" && e.size() >= 3) {
+      auto it = channels_.find(e[1].text);
+      if (it == channels_.end()) return;
+      for (const auto& inbox : it->second) inbox->push({e[1].text, e[2].text});
+    } else if (kind == "pmessage" && e.size() >= 4) {
+      auto it = patterns_.find(e[1].text);
+      if (it == patterns_.end()) return;
+      for (const auto& inbox : it->second) inbox->push({e[2].text, e[3].text});
+    } else if ((kind == "subscribe" || kind == "psubscribe") && e.size() >= 2) {
+      auto it = confirmations_.find(key_of(e[1].text, kind == "psubscribe"));
+      if (it == confirmations_.end()) return;
+      for (auto& c : it->second) c->set();
+      confirmations_.erase(it);
+    }
+  }
+
+  void renew() {
+    Command channels{"SUBSCRIBE"}, patterns{"PSUBSCRIBE"};
+    for (const auto& [name, list] : channels_) channels.push_back(name);
+    for (const auto& [name, list] : patterns_) patterns.push_back(name);
+    if (channels.size() > 1) connection_->send_subscription(channels);
+    if (patterns.size() > 1) connection_->send_subscription(patterns);
+  }
+
+  ConnectionPtr connection_;
+  std::map<std::string, std::vector<ChannelInboxPtr>> channels_;
+  std::map<std::string, std::vector<ChannelInboxPtr>> patterns_;
+  std::map<std::string, std::vector<std::shared_ptr<Confirmation>>> confirmations_;
+};
+using PubSubHubPtr = std::shared_ptr<PubSubHub>;
+
+class ChannelDelivery final : public Delivery {
+ public:
+  explicit ChannelDelivery(Message message) : Delivery(std::move(message), 1, 0) {}
+  asio::awaitable<Result<void>> ack() override { co_return ok(); }
+  asio::awaitable<Result<void>> nack(milliseconds) override {
+    co_return redis_error(errc::unimplemented,
+                          "Redis pub/sub delivers at most once: a failed message is not "
+                          "redelivered (use an at-least-once subscription)");
+  }
+  asio::awaitable<Result<void>> term() override { co_return ok(); }
+};
+
+class ChannelSubscription final : public Subscription {
+ public:
+  ChannelSubscription(PubSubHubPtr hub, ChannelInboxPtr inbox, std::string name, bool pattern,
+                      std::string prefix)
+      : hub_(std::move(hub)),
+        inbox_(std::move(inbox)),
+        name_(std::move(name)),
+        pattern_(pattern),
+        prefix_(std::move(prefix)) {}
+  ~ChannelSubscription() override { close(); }
+
+  asio::awaitable<Result<std::unique_ptr<Delivery>>> receive(
+      std::optional<SteadyClock::time_point> deadline) override {
+    while (true) {
+      std::optional<ChannelItem> item;
+      {
+        std::lock_guard lock(inbox_->mutex);
+        if (!inbox_->items.empty()) {
+          item = std::move(inbox_->items.front());
+          inbox_->items.pop_front();
+        } else if (inbox_->closed) {
+          co_return redis_error(errc::cancelled, "subscription closed");
+        }
+      }
+      if (!item) {
+        if (!co_await inbox_->signal->wait(deadline)) {
+          co_return redis_error(errc::deadline_exceeded, "no message before the deadline");
+        }
+        continue;
+      }
+      std::string subject = item->channel.substr(prefix_.size());
+      if (!inbox_->pattern.empty() && !subject::matches(inbox_->pattern, subject)) continue;
+      auto message = decode_channel_payload(std::move(item->payload), subject);
+      if (!message) {
+        // At most once: nothing to redeliver or dead-letter; say what was dropped.
+        logger().warn("dropped a malformed message on Redis channel {}: {}", item->channel,
+                      message.error().describe());
+        continue;
+      }
+      co_return std::unique_ptr<Delivery>(new ChannelDelivery(std::move(*message)));
+    }
+  }
+
+  void close() override {
+    {
+      std::lock_guard lock(inbox_->mutex);
+      if (inbox_->closed) return;
+      inbox_->closed = true;
+    }
+    inbox_->signal->notify();
+    hub_->remove(name_, pattern_, inbox_);
+  }
+
+ private:
+  PubSubHubPtr hub_;
+  ChannelInboxPtr inbox_;
+  std::string name_;
+  bool pattern_;
+  std::string prefix_;
+};
+
+// ---- Streams -------------------------------------------------------------------------------
+
+struct Entry {
+  std::string id;
+  std::vector<std::string> fields;
+  int attempt = 1;
+};
+
+// Entries of a Stream reply ([[id, [field, value...]], ...]); deleted entries (nil) are skipped.
+std::vector<Entry> entries_of(const Reply& list, int attempt) {
+  std::vector<Entry> out;
+  for (const auto& item : list.elements) {
+    if (!item.is_array() || item.elements.size() < 2 || !item.elements[1].is_array()) continue;
+    Entry entry;
+    entry.id = item.elements[0].text;
+    entry.attempt = attempt;
+    entry.fields.reserve(item.elements[1].elements.size());
+    for (const auto& f : item.elements[1].elements) entry.fields.push_back(f.text);
+    out.push_back(std::move(entry));
+  }
+  return out;
+}
+
+// One consumer of one group on one Stream. Shared by its Subscription, its Deliveries and its
+// reader and reclaimer coroutines (which run on the reader connection's io thread).
+struct StreamConsumer : std::enable_shared_from_this<StreamConsumer> {
+  CorePtr core;
+  ConnectionPtr reader;
+  std::string subject, key, group, consumer;
+  bool private_group = false;  // made for this subscriber alone: removed when it closes
+  bool topic = true;           // events/commands/queries (not a bus stream)
+
+  std::mutex mutex;
+  std::deque<Entry> ready;  // read, not yet handed out
+  std::vector<std::string> unsent_acks;
+  int held = 0;  // read and not yet settled (ready, handed out, or waiting to retry)
+  bool closed = false;
+  std::shared_ptr<AsyncSignal> arrived = AsyncSignal::create();  // wakes receive()
+  std::shared_ptr<AsyncSignal> room = AsyncSignal::create();     // wakes the reader
+  std::shared_ptr<AsyncSignal> reclaim_now = AsyncSignal::create();
+  std::shared_ptr<AsyncSignal> stopped = AsyncSignal::create();  // reader and reclaimer ended
+  int running = 0;
+
+  const RedisConfig& config() const { return core->config; }
+
+  int free_slots() {
+    std::lock_guard lock(mutex);
+    return config().prefetch - held;
+  }
+  void add(std::vector<Entry> entries) {
+    if (entries.empty()) return;
+    {
+      std::lock_guard lock(mutex);
+      held += static_cast<int>(entries.size());
+      for (auto& e : entries) ready.push_back(std::move(e));
+    }
+    arrived->notify();
+  }
+  void settled(int count = 1) {
+    {
+      std::lock_guard lock(mutex);
+      held -= count;
+    }
+    room->notify();
+  }
+  bool is_closed() {
+    std::lock_guard lock(mutex);
+    return closed;
+  }
+
+  // Acknowledges an entry. Acks are gathered and sent as one XACK per turn of the commands
+  // connection's thread, so a batch of settled entries costs one command, not one each. The
+  // XACK is not waited for, as NATS acks are not: its reply only says whether the entry was
+  // still pending, and an ack lost with the connection leads to a redelivery, which
+  // at-least-once allows. Failures are logged.
+  void acknowledge(std::string id) {
+    bool first = false;
+    {
+      std::lock_guard lock(mutex);
+      first = unsent_acks.empty();
+      unsent_acks.push_back(std::move(id));
+    }
+    if (!first) return;
+    auto self = shared_from_this();
+    asio::post(core->commands->io(), [self] { self->flush_acks(); });
+  }
+  void flush_acks() {
+    Command command{"XACK", key, group};
+    {
+      std::lock_guard lock(mutex);
+      for (auto& id : unsent_acks) command.push_back(std::move(id));
+      unsent_acks.clear();
+    }
+    const std::size_t count = command.size() - 3;
+    core->commands->post(
+        std::move(command), make_callback([key = key, group = group, count](ReplyResult reply) {
+          auto outcome = checked(std::move(reply), "acknowledging " + std::to_string(count) +
+                                                       " entries of " + key + " for " + group);
+          if (!outcome) logger().warn("{}", outcome.error().describe());
+        }));
+  }
+
+  // Makes entries reclaimable by any consumer of the group at once (their idle time is set
+  // past the visibility timeout). Fire and forget: if it fails they come back after the
+  // visibility timeout anyway.
+  void release(const std::vector<std::string>& ids) {
+    if (ids.empty()) return;
+    Command command{"XCLAIM", key, group, consumer, "0"};
+    for (const auto& id : ids) command.push_back(id);
+    command.insert(command.end(), {"IDLE", millis(config().visibility_timeout), "JUSTID"});
+    core->commands->post(std::move(command), make_callback([](ReplyResult) {}));
+  }
+
+  asio::awaitable<Result<void>> dead_letter(const Result<Message>& decoded, const Entry& entry,
+                                            std::string reason) {
+    Message dead =
+        dead_letter_message(decoded, entry.fields, subject, entry.id, entry.attempt, reason);
+    std::vector<std::string> args{group, entry.id, core->maxlen()};
+    for (auto& f : entry_fields(dead)) args.push_back(std::move(f));
+    std::vector<std::string> keys{key, core->key(dead.subject())};
+    auto reply =
+        checked(co_await core->run_script(ScriptId::dead_letter, std::move(keys), std::move(args)),
+                "moving entry " + entry.id + " of " + key + " to the dead letters");
+    if (!reply) co_return std::move(reply).error();
+    logger().warn("Redis entry {} of {} moved to {}: {}", entry.id, key, dead.subject(), reason);
+    co_return ok();
+  }
+
+  static asio::awaitable<void> admit_later(std::shared_ptr<StreamConsumer> self,
+                                           std::vector<Entry> entries) {
+    co_await self->admit(std::move(entries));
+  }
+
+  // Entries delivered more often than max_deliveries go to the dead letters, not the bus.
+  asio::awaitable<void> admit(std::vector<Entry> entries) {
+    const int limit = config().max_deliveries;
+    std::vector<Entry> keep;
+    for (auto& entry : entries) {
+      if (limit > 0 && entry.attempt > limit) {
+        auto moved = co_await dead_letter(decode_entry(entry.fields, subject), entry,
+                                          "delivered " + std::to_string(entry.attempt) +
+                                              " times without being settled (max_deliveries " +
+                                              std::to_string(limit) + ")");
+        if (!moved) logger().error("{}", moved.error().describe());
+        continue;
+      }
+      keep.push_back(std::move(entry));
+    }
+    add(std::move(keep));
+  }
+
+  // `keep` holds this consumer alive while the loop runs.
+  asio::awaitable<void> read_loop(std::shared_ptr<StreamConsumer> keep) {
+    (void)keep;
+    while (!is_closed()) {
+      const int slots = free_slots();
+      if (slots <= 0) {
+        co_await room->wait(SteadyClock::now() + config().block_timeout);
+        continue;
+      }
+      // Commands are named before co_await: GCC 12 miscompiles braced lists inside it (0001).
+      Command read{"XREADGROUP", "GROUP",
+                   group,        consumer,
+                   "COUNT",      std::to_string(slots),
+                   "BLOCK",      millis(config().block_timeout),
+                   "STREAMS",    key,
+                   ">"};
+      auto reply = co_await reader->command(std::move(read));
+      if (is_closed()) break;
+      if (!reply) {
+        co_await detail::sleep_for(config().reconnect_wait);
+        continue;
+      }
+      if (reply->is_error()) {
+        if (reply->error_code() == "NOGROUP") {
+          // The Stream or the group went (a server that lost its data, a manual DEL): make
+          // the group again, from the start of what is there now.
+          logger().warn("Redis group {} of {} is gone; recreating it", group, key);
+          Command create{"XGROUP", "CREATE", key, group, "0", "MKSTREAM"};
+          (void)co_await core->commands->command(std::move(create));
+        } else {
+          logger().warn("reading {} for group {} failed: {}", key, group, reply->text);
+          co_await detail::sleep_for(config().reconnect_wait * 4);
+        }
+        continue;
+      }
+      if (!reply->is_array() || reply->elements.empty()) continue;  // timed out: read again
+      const Reply& stream = reply->elements[0];
+      if (stream.elements.size() < 2) continue;
+      add(entries_of(stream.elements[1], 1));
+    }
+    finished();
+  }
+
+  asio::awaitable<void> reclaim_loop(std::shared_ptr<StreamConsumer> keep) {
+    (void)keep;
+    while (!is_closed()) {
+      const int slots = free_slots();
+      if (slots > 0) {
+        std::vector<std::string> keys{key};
+        std::vector<std::string> args{group, consumer, millis(config().visibility_timeout),
+                                      std::to_string(slots)};
+        auto reply = co_await core->run_script(ScriptId::reclaim, std::move(keys), std::move(args));
+        if (is_closed()) break;
+        if (reply && reply->is_array() && reply->elements.size() >= 3) {
+          auto entries = entries_of(reply->elements[0], 1);
+          const auto& counts = reply->elements[1].elements;
+          for (std::size_t i = 0; i < entries.size() && i < counts.size(); ++i) {
+            entries[i].attempt = static_cast<int>(counts[i].integer);
+          }
+          if (const auto trimmed = reply->elements[2].elements.size(); trimmed > 0) {
+            logger().error(
+                "{} entr{} of {} pending with group {} were trimmed before being acknowledged "
+                "(max_stream_length {}): lost",
+                trimmed, trimmed == 1 ? "y" : "ies", key, group, config().max_stream_length);
+          }
+          const bool full = static_cast<int>(entries.size()) >= slots;
+          co_await admit(std::move(entries));
+          if (full) continue;  // more may be waiting
+        } else if (reply && reply->is_error() && reply->error_code() != "NOGROUP") {
+          logger().warn("reclaiming entries of {} for group {} failed: {}", key, group,
+                        reply->text);
+        }
+      }
+      co_await reclaim_now->wait(SteadyClock::now() + config().reclaim_interval);
+    }
+    finished();
+  }
+
+  void finished() {
+    bool last = false;
+    {
+      std::lock_guard lock(mutex);
+      last = --running == 0;
+    }
+    if (last) stopped->notify();
+  }
+
+  // Redelivers a nacked entry to this consumer after `delay`; the entry stays pending with it
+  // meanwhile (so a crash here still leaves it to the reclaimers).
+  void retry_later(Entry entry, milliseconds delay) {
+    auto self = shared_from_this();
+    auto timer = std::make_shared<asio::steady_timer>(reader->io(), delay);
+    timer->async_wait([self, timer, entry = std::move(entry),
+                       delay](const std::error_code&) mutable {
+      if (self->is_closed()) {
+        self->release({entry.id});
+        self->settled();
+        return;
+      }
+      // Claims it again only if nobody else did meanwhile (its idle time would be short).
+      const auto min_idle = std::max<milliseconds::rep>(0, delay.count() - 50);
+      auto connection = self->core->commands;
+      Command claim{"XCLAIM", self->key, self->group, self->consumer, std::to_string(min_idle),
+                    entry.id};
+      auto callback = make_callback([self, entry = std::move(entry)](ReplyResult reply) mutable {
+        if (!reply || !reply->is_array()) {
+          // Still pending with us: the reclaimers take it after the visibility timeout.
+          self->settled();
+          return;
+        }
+        auto again = entries_of(*reply, entry.attempt + 1);
+        self->settled();            // `admit` counts what it keeps again
+        if (again.empty()) return;  // acknowledged, trimmed, or claimed by another consumer
+        asio::co_spawn(self->reader->io(), admit_later(self, std::move(again)), asio::detached);
+      });
+      connection->post(std::move(claim), std::move(callback));
+    });
+  }
+};
+using StreamConsumerPtr = std::shared_ptr<StreamConsumer>;
+
+class StreamDelivery final : public Delivery {
+ public:
+  StreamDelivery(Message message, Entry entry, StreamConsumerPtr owner)
+      : Delivery(std::move(message), entry.attempt,
+                 owner->topic ? 0 : sequence_from_entry_id(entry.id)),
+        entry_(std::move(entry)),
+        owner_(std::move(owner)) {}
+
+  ~StreamDelivery() override {
+    if (settled_) return;
+    owner_->release({entry_.id});
+    owner_->settled();
+    owner_->reclaim_now->notify();
+  }
+
+  asio::awaitable<Result<void>> ack() override { co_return co_await acknowledge("ack"); }
+  asio::awaitable<Result<void>> term() override { co_return co_await acknowledge("term"); }
+
+  asio::awaitable<Result<void>> nack(milliseconds delay) override {
+    if (settled_) co_return already();
+    settled_ = true;
+    owner_->retry_later(std::move(entry_), delay);
+    co_return ok();
+  }
+
+ private:
+  Result<void> already() const {
+    return redis_error(errc::failed_precondition, "delivery was already settled");
+  }
+  // XACK is sent without waiting for its reply, as NATS sends its acks: the reply only says
+  // whether the entry was still pending, and an ack that is lost (the connection drops) just
+  // leads to a redelivery, which at-least-once allows. Failures are logged.
+  asio::awaitable<Result<void>> acknowledge(std::string_view) {
+    if (settled_) co_return already();
+    settled_ = true;
+    if (owner_->core->closed) {
+      owner_->settled();
+      co_return redis_error(errc::failed_precondition, "the backend is closed");
+    }
+    owner_->acknowledge(entry_.id);
+    owner_->settled();
+    co_return ok();
+  }
+
+  Entry entry_;
+  StreamConsumerPtr owner_;
+  bool settled_ = false;
+};
+
+class StreamSubscription final : public Subscription {
+ public:
+  explicit StreamSubscription(StreamConsumerPtr consumer) : consumer_(std::move(consumer)) {}
+  ~StreamSubscription() override { close(); }
+
+  asio::awaitable<Result<std::unique_ptr<Delivery>>> receive(
+      std::optional<SteadyClock::time_point> deadline) override {
+    StreamConsumer& c = *consumer_;
+    while (true) {
+      std::optional<Entry> entry;
+      {
+        std::lock_guard lock(c.mutex);
+        if (c.closed) co_return redis_error(errc::cancelled, "subscription closed");
+        if (!c.ready.empty()) {
+          entry = std::move(c.ready.front());
+          c.ready.pop_front();
+        }
+      }
+      if (!entry) {
+        if (!co_await c.arrived->wait(deadline)) {
+          co_return redis_error(errc::deadline_exceeded, "no message before the deadline");
+        }
+        continue;
+      }
+      auto message = decode_entry(entry->fields, c.subject);
+      if (!message) {
+        // The bus could not even tell what it is: straight to the dead letters, with why.
+        auto moved = co_await c.dead_letter(message, *entry, message.error().describe());
+        if (!moved) {
+          logger().error("{}; it stays pending", moved.error().describe());
+        }
+        c.settled();
+        continue;
+      }
+      co_return std::unique_ptr<Delivery>(
+          new StreamDelivery(std::move(*message), std::move(*entry), consumer_));
+    }
+  }
+
+  void close() override {
+    StreamConsumer& c = *consumer_;
+    std::vector<std::string> unread;
+    {
+      std::lock_guard lock(c.mutex);
+      if (c.closed) return;
+      c.closed = true;
+      for (const auto& e : c.ready) unread.push_back(e.id);
+      c.held -= static_cast<int>(c.ready.size());
+      c.ready.clear();
+    }
+    c.arrived->notify();
+    c.room->notify();
+    c.reclaim_now->notify();
+    c.reader->close();  // ends the blocked read at once
+    c.release(unread);
+    if (c.private_group) {
+      // Nobody else reads this group: it goes, and its Stream with it if it was the last.
+      auto core = c.core;
+      std::vector<std::string> keys{c.key};
+      std::vector<std::string> args{c.group, c.topic ? "1" : "0"};
+      asio::co_spawn(core->commands->io(), drop_group(core, std::move(keys), std::move(args)),
+                     asio::detached);
+    }
+  }
+
+ private:
+  static asio::awaitable<void> drop_group(CorePtr core, std::vector<std::string> keys,
+                                          std::vector<std::string> args) {
+    auto reply =
+        checked(co_await core->run_script(ScriptId::drop_group, std::move(keys), std::move(args)),
+                "removing a subscriber's group");
+    if (!reply) logger().debug("{}", reply.error().describe());
+  }
+
+  StreamConsumerPtr consumer_;
+};
+
+// ---- Configuration -------------------------------------------------------------------------
+
+std::string percent_decode(std::string_view text) {
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '%' && i + 2 < text.size()) {
+      int value = 0;
+      auto [end, ec] = std::from_chars(text.data() + i + 1, text.data() + i + 3, value, 16);
+      if (ec == std::errc() && end == text.data() + i + 3) {
+        out.push_back(static_cast<char>(value));
+        i += 2;
+        continue;
+      }
+    }
+    out.push_back(text[i]);
+  }
+  return out;
+}
+
+// Applies `config.url` to the other fields.
+Result<void> apply_url(RedisConfig& config) {
+  if (config.url.empty()) return ok();
+  auto bad = [&](std::string why) {
+    return Error(errc::invalid_argument, "RedisConfig.url '" + config.url + "': " + why);
+  };
+  std::string_view rest = config.url;
+  if (!rest.starts_with("redis://")) return bad("must start with redis://");
+  rest.remove_prefix(8);
+  if (const auto at = rest.rfind('@'); at != std::string_view::npos) {
+    const std::string_view userinfo = rest.substr(0, at);
+    rest.remove_prefix(at + 1);
+    const auto colon = userinfo.find(':');
+    config.username = percent_decode(userinfo.substr(0, colon));
+    config.password = colon == std::string_view::npos ? std::string()
+                                                      : percent_decode(userinfo.substr(colon + 1));
+  }
+  std::string_view hostport = rest.substr(0, rest.find('/'));
+  if (const auto slash = rest.find('/'); slash != std::string_view::npos) {
+    const std::string_view db = rest.substr(slash + 1);
+    if (!db.empty()) {
+      auto [end, ec] = std::from_chars(db.data(), db.data() + db.size(), config.database);
+      if (ec != std::errc() || end != db.data() + db.size()) return bad("database is not a number");
+    }
+  }
+  if (const auto colon = hostport.rfind(':'); colon != std::string_view::npos) {
+    const std::string_view port = hostport.substr(colon + 1);
+    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), config.port);
+    if (ec != std::errc() || end != port.data() + port.size()) return bad("port is not a number");
+    hostport = hostport.substr(0, colon);
+  }
+  if (hostport.empty()) return bad("no host");
+  config.host = std::string(hostport);
+  return ok();
+}
+
+Result<void> validate(const RedisConfig& c) {
+  auto bad = [](std::string_view field, std::string why) {
+    return Error(errc::invalid_argument, "RedisConfig." + std::string(field) + " " + why);
+  };
+  if (c.host.empty()) return bad("host", "is empty");
+  if (c.port <= 0 || c.port > 65535) return bad("port", "must be 1..65535");
+  if (c.database < 0) return bad("database", "must not be negative");
+  if (c.connect_timeout.count() <= 0) return bad("connect_timeout", "must be positive");
+  if (c.reconnect_wait.count() <= 0) return bad("reconnect_wait", "must be positive");
+  if (c.outage_wait.count() < 0) return bad("outage_wait", "must not be negative");
+  for (char ch : c.key_prefix) {
+    if (std::isspace(static_cast<unsigned char>(ch)) ||
+        std::iscntrl(static_cast<unsigned char>(ch))) {
+      return bad("key_prefix", "must not contain white space or control characters");
+    }
+  }
+  for (char ch : c.client_name) {
+    if (std::isspace(static_cast<unsigned char>(ch)) ||
+        std::iscntrl(static_cast<unsigned char>(ch))) {
+      return bad("client_name", "must not contain white space or control characters");
+    }
+  }
+  if (c.max_stream_length < 0) return bad("max_stream_length", "must not be negative");
+  if (c.visibility_timeout.count() <= 0) return bad("visibility_timeout", "must be positive");
+  if (c.reclaim_interval.count() <= 0) return bad("reclaim_interval", "must be positive");
+  if (c.max_deliveries < 0) return bad("max_deliveries", "must not be negative");
+  if (c.prefetch <= 0) return bad("prefetch", "must be positive");
+  if (c.block_timeout.count() <= 0) return bad("block_timeout", "must be positive");
+  return ok();
+}
+
+// The group's last-delivered ID that makes a new group start at `start`.
+std::string group_start(const StartPosition& start) {
+  switch (start.kind) {
+    case StartPosition::Kind::new_messages:
+      return "$";
+    case StartPosition::Kind::earliest:
+      return "0";
+    case StartPosition::Kind::sequence: {
+      // The group's last-delivered ID is the one just before the first entry to deliver.
+      const std::string first = entry_id_from_sequence(start.sequence);
+      const auto dash = first.find('-');
+      const std::uint64_t ms = std::stoull(first.substr(0, dash));
+      const std::uint64_t seq = std::stoull(first.substr(dash + 1));
+      if (seq > 0) return std::to_string(ms) + "-" + std::to_string(seq - 1);
+      if (ms > 0) return std::to_string(ms - 1) + "-18446744073709551615";
+      return "0";
+    }
+    case StartPosition::Kind::time: {
+      const auto ms =
+          std::chrono::duration_cast<milliseconds>(start.time.time_since_epoch()).count();
+      if (ms <= 0) return "0";
+      return std::to_string(ms - 1) + "-18446744073709551615";
+    }
+  }
+  return "$";
+}
+
+// ---- The backend ---------------------------------------------------------------------------
+
+class RedisBackend final : public Backend {
+ public:
+  explicit RedisBackend(RedisConfig config) : core_(std::make_shared<Core>()) {
+    core_->config = std::move(config);
+    caps_.patterns = {MessagingPattern::pub_sub, MessagingPattern::point_to_point,
+                      MessagingPattern::request_response, MessagingPattern::streaming,
+                      MessagingPattern::broadcast};
+    caps_.delivery = DeliveryGuarantee::at_least_once;
+    // A failed entry is redelivered while later ones go on, and members of a group read in
+    // parallel: no ordering is promised (docs/redis-backend.md).
+    caps_.ordering = Ordering::none;
+    caps_.persistent_replay = true;
+    caps_.durable_groups = true;
+    caps_.consumer_groups = true;
+    caps_.native_request_reply = false;  // replies come on the bus's private reply channel
+    caps_.delayed_redelivery = true;
+    caps_.native_dead_letter = false;
+    caps_.headers = true;
+    caps_.wildcard_subscriptions = true;
+    caps_.max_payload_bytes = 512u << 20;  // proto-max-bulk-len's default
+  }
+  ~RedisBackend() override { shutdown(); }
+
+  std::string_view name() const noexcept override { return kBackendName; }
+  const Capabilities& capabilities() const noexcept override { return caps_; }
+
+  asio::awaitable<Result<void>> connect() override {
+    {
+      std::lock_guard lock(mutex_);
+      if (connected_) co_return ok();
+    }
+    RedisConfig& config = core_->config;
+    if (auto applied = apply_url(config); !applied) co_return applied;
+    if (auto valid = validate(config); !valid) co_return valid;
+    ConnectionOptions& options = core_->connection_options;
+    options.host = config.host;
+    options.port = config.port;
+    options.database = config.database;
+    options.username = config.username;
+    options.password = config.password;
+    options.client_name = config.client_name;
+    options.connect_timeout = config.connect_timeout;
+    options.reconnect_wait = config.reconnect_wait;
+    options.outage_wait = config.outage_wait;
+
+    auto commands = core_->open_connection("commands");
+    auto pubsub_connection = core_->open_connection("pubsub");
+    auto hub = std::make_shared<PubSubHub>(pubsub_connection);
+    hub->attach();
+    core_->commands = commands;
+    auto failed = [&](Error error) {
+      commands->close();
+      pubsub_connection->close();
+      return error;
+    };
+    auto ready = co_await commands->wait_ready();
+    if (ready) ready = co_await pubsub_connection->wait_ready();
+    if (!ready) co_return failed(std::move(ready).error());
+    // XAUTOCLAIM (6.2) is what reclaims a crashed consumer's entries.
+    Command info_command{"INFO", "server"};
+    auto info = checked(co_await commands->command(std::move(info_command)), "INFO server");
+    if (!info) co_return failed(std::move(info).error());
+    const auto at = info->text.find("redis_version:");
+    if (at != std::string::npos) {
+      const std::string version = info->text.substr(at + 14, info->text.find('\r', at) - at - 14);
+      int major = 0, minor = 0;
+      const char* end = version.data() + version.size();
+      auto parsed = std::from_chars(version.data(), end, major);
+      if (parsed.ptr != end && *parsed.ptr == '.') std::from_chars(parsed.ptr + 1, end, minor);
+      if (major < 6 || (major == 6 && minor < 2)) {
+        co_return failed(redis_error(errc::failed_precondition,
+                                     "the Redis backend needs Redis 6.2 or later (XAUTOCLAIM); "
+                                     "the server is " +
+                                         version));
+      }
+    }
+    for (ScriptId id : kAllScripts) {
+      Command load{"SCRIPT", "LOAD", script_text(id)};
+      auto loaded = checked(co_await commands->command(std::move(load)), "SCRIPT LOAD");
+      if (!loaded) co_return failed(std::move(loaded).error());
+      core_->script_shas[id] = loaded->text;
+    }
+    std::lock_guard lock(mutex_);
+    hub_ = hub;
+    connected_ = true;
+    co_return ok();
+  }
+
+  asio::awaitable<Result<void>> publish(Message message, PublishOptions options) override {
+    if (auto usable = check_usable(); !usable) co_return usable;
+    const RedisConfig& config = core_->config;
+    const std::string subject = message.subject();
+    const std::string key = core_->key(subject);
+    const auto deadline = options.deadline;
+    const std::string what = "publish on '" + subject + "'";
+
+    const bool topic = options.kind == DestinationKind::topic;
+    const bool query =
+        topic && options.pattern == MessagingPattern::request_response && options.require_receiver;
+    if (query || (topic && options.pattern == MessagingPattern::point_to_point &&
+                  options.require_receiver)) {
+      std::vector<std::string> args{core_->maxlen()};
+      if (query) {
+        // A responder reads at least once per block_timeout; allow for a slow round.
+        args.push_back(millis(config.block_timeout * 3 + milliseconds(1'000)));
+      }
+      for (auto& f : entry_fields(message)) args.push_back(std::move(f));
+      const ScriptId script = query ? ScriptId::send_query : ScriptId::send_command;
+      std::vector<std::string> keys{key};
+      auto reply = checked(
+          co_await core_->run_script(script, std::move(keys), std::move(args), deadline), what);
+      if (!reply) co_return std::move(reply).error();
+      if (reply->is_nil()) {
+        co_return redis_error(errc::not_found, query ? "no responder is reading '" + subject + "'"
+                                                     : "no consumer group reads '" + subject +
+                                                           "' (no service has subscribed)");
+      }
+      co_return ok();
+    }
+    // Bus streams, and commands that may wait for a service to come.
+    if (options.kind == DestinationKind::stream ||
+        options.pattern == MessagingPattern::point_to_point) {
+      Command command{"XADD", key};
+      if (config.max_stream_length > 0)
+        command.insert(command.end(), {"MAXLEN", "~", core_->maxlen()});
+      command.emplace_back("*");
+      for (auto& f : entry_fields(message)) command.push_back(std::move(f));
+      auto reply = checked(co_await core_->commands->command(std::move(command), deadline), what);
+      if (!reply) co_return std::move(reply).error();
+      co_return ok();
+    }
+    if (options.pattern == MessagingPattern::request_response ||
+        options.guarantee == DeliveryGuarantee::at_most_once) {
+      Command command{"PUBLISH", key, channel_payload(message)};
+      auto reply = checked(co_await core_->commands->command(std::move(command), deadline), what);
+      if (!reply) co_return std::move(reply).error();
+      if (options.require_receiver && reply->integer == 0) {
+        co_return redis_error(errc::not_found, "nobody listens on '" + subject + "'");
+      }
+      co_return ok();
+    }
+    std::vector<std::string> args{key, core_->maxlen(), channel_payload(message)};
+    for (auto& f : entry_fields(message)) args.push_back(std::move(f));
+    std::vector<std::string> keys{key};
+    auto reply = checked(co_await core_->run_script(ScriptId::publish_event, std::move(keys),
+                                                    std::move(args), deadline),
+                         what);
+    if (!reply) co_return std::move(reply).error();
+    co_return ok();
+  }
+
+  asio::awaitable<Result<std::shared_ptr<Subscription>>> subscribe(SubscriptionSpec spec) override {
+    if (auto usable = check_usable(); !usable) co_return std::move(usable).error();
+    const bool wildcard = subject::has_wildcard(spec.subject);
+    const bool on_channel =
+        spec.kind == DestinationKind::topic &&
+        (wildcard || spec.guarantee == DeliveryGuarantee::at_most_once ||
+         (spec.pattern == MessagingPattern::request_response && spec.group.empty()));
+    if (on_channel) co_return co_await subscribe_channel(std::move(spec), wildcard);
+    co_return co_await subscribe_stream(std::move(spec));
+  }
+
+  asio::awaitable<Result<void>> close(SteadyClock::time_point deadline) override {
+    ConnectionPtr commands;
+    {
+      std::lock_guard lock(mutex_);
+      if (!connected_) {
+        core_->closed = true;
+        co_return ok();
+      }
+      commands = core_->commands;
+    }
+    // Replies come in order: once a PING is answered, every earlier publish has been.
+    Command ping{"PING"};
+    auto flushed = co_await commands->command(std::move(ping), deadline);
+    shutdown();
+    if (!flushed) co_return std::move(flushed).error().with_context("close: flushing publishes");
+    co_return ok();
+  }
+
+ private:
+  Result<void> check_usable() {
+    std::lock_guard lock(mutex_);
+    if (core_->closed) return redis_error(errc::failed_precondition, "the backend is closed");
+    if (!connected_) return redis_error(errc::failed_precondition, "the backend is not connected");
+    return ok();
+  }
+
+  void shutdown() {
+    std::vector<std::weak_ptr<Subscription>> subscriptions;
+    PubSubHubPtr hub;
+    {
+      std::lock_guard lock(mutex_);
+      if (core_->closed.exchange(true)) return;
+      subscriptions = std::move(subscriptions_);
+      hub = std::move(hub_);
+    }
+    for (auto& weak : subscriptions) {
+      if (auto subscription = weak.lock()) subscription->close();
+    }
+    if (hub) hub->connection()->close();
+    if (core_->commands) core_->commands->close();
+  }
+
+  void track(const std::shared_ptr<Subscription>& subscription) {
+    std::lock_guard lock(mutex_);
+    std::erase_if(subscriptions_, [](const auto& weak) { return weak.expired(); });
+    subscriptions_.push_back(subscription);
+  }
+
+  asio::awaitable<Result<std::shared_ptr<Subscription>>> subscribe_channel(SubscriptionSpec spec,
+                                                                           bool wildcard) {
+    PubSubHubPtr hub;
+    {
+      std::lock_guard lock(mutex_);
+      hub = hub_;
+    }
+    const RedisConfig& config = core_->config;
+    auto inbox = std::make_shared<ChannelInbox>();
+    std::string name;
+    if (wildcard) {
+      inbox->pattern = spec.subject;
+      name = glob_for(config.key_prefix, spec.subject);
+    } else {
+      name = core_->key(spec.subject);
+    }
+    const auto deadline = SteadyClock::now() + config.connect_timeout + config.outage_wait;
+    auto added = co_await hub->add(name, wildcard, inbox, deadline);
+    if (!added) co_return std::move(added).error().with_context("subscribe " + spec.subject);
+    std::shared_ptr<Subscription> subscription =
+        std::make_shared<ChannelSubscription>(hub, inbox, name, wildcard, config.key_prefix);
+    track(subscription);
+    co_return subscription;
+  }
+
+  asio::awaitable<Result<std::shared_ptr<Subscription>>> subscribe_stream(SubscriptionSpec spec) {
+    const RedisConfig& config = core_->config;
+    auto consumer = std::make_shared<StreamConsumer>();
+    consumer->core = core_;
+    consumer->subject = spec.subject;
+    consumer->key = core_->key(spec.subject);
+    consumer->topic = spec.kind == DestinationKind::topic;
+    consumer->private_group = spec.group.empty();
+    const std::string uid = make_uuid_v7();
+    consumer->group = spec.group.empty() ? "private-" + uid : spec.group;
+    consumer->consumer = config.client_name + "-" + uid;
+    // Topics start with what is published from now on; streams where the spec says.
+    const std::string start = consumer->topic ? "$" : group_start(spec.start);
+    Command create{"XGROUP", "CREATE", consumer->key, consumer->group, start, "MKSTREAM"};
+    auto created = co_await core_->commands->command(std::move(create));
+    if (!created) co_return std::move(created).error().with_context("subscribe " + spec.subject);
+    if (created->is_error() && created->error_code() != "BUSYGROUP") {
+      co_return redis_error(code_for_error_reply(created->error_code()),
+                            "subscribe " + spec.subject + ": creating group " + consumer->group +
+                                ": " + created->text);
+    }
+    // The consumer exists from now on, so a query sent before its first read finds it live.
+    Command join{"XGROUP", "CREATECONSUMER", consumer->key, consumer->group, consumer->consumer};
+    auto joined = checked(co_await core_->commands->command(std::move(join)),
+                          "subscribe " + spec.subject + ": joining group " + consumer->group);
+    if (!joined) co_return std::move(joined).error();
+    consumer->reader = core_->open_connection("reader");
+    auto ready = co_await consumer->reader->wait_ready();
+    if (!ready) {
+      consumer->reader->close();
+      co_return std::move(ready).error().with_context("subscribe " + spec.subject);
+    }
+    consumer->running = 2;
+    asio::co_spawn(consumer->reader->io(), consumer->read_loop(consumer), asio::detached);
+    asio::co_spawn(consumer->reader->io(), consumer->reclaim_loop(consumer), asio::detached);
+    std::shared_ptr<Subscription> subscription = std::make_shared<StreamSubscription>(consumer);
+    track(subscription);
+    co_return subscription;
+  }
+
+  CorePtr core_;
+  Capabilities caps_;
+  std::mutex mutex_;
+  bool connected_ = false;
+  PubSubHubPtr hub_;
+  std::vector<std::weak_ptr<Subscription>> subscriptions_;
+};
+
+}  // namespace
+
+std::shared_ptr<Backend> make_backend(RedisConfig config) {
+  return std::make_shared<RedisBackend>(std::move(config));
+}
+
+}  // namespace marty::messaging::redis

@@ -1,0 +1,454 @@
+// The Redis backend against real redis-server processes: bad configuration, ACL
+// authentication, a consumer killed mid-handler, a server crash and restart with the
+// append-only file, entries the bus cannot decode, entries delivered too often, and what plain
+// Redis clients publish. The shared server of scripts/brokers (MARTY_REDIS_URL) serves the tests
+// that need no server of their own.
+#include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "../support/redis_server.hpp"
+#include "../support/test_loop.hpp"
+#include "marty/messaging.hpp"
+#include "marty/messaging/redis_backend.hpp"
+
+namespace marty::messaging {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::eventually;
+using testing::free_port;
+using testing::PrivateRedis;
+using testing::PrivateRedisOptions;
+using testing::TempDir;
+using testing::TestLoop;
+
+std::string shared_url() {
+  const char* url = std::getenv("MARTY_REDIS_URL");
+  return url != nullptr ? url : "";
+}
+
+std::string unique(std::string_view base) {
+  const std::string id = make_uuid_v7();
+  return std::string(base) + "_" + id.substr(id.size() - 12);
+}
+
+// A plain Redis client, to look at what the backend wrote and to write what it must cope with.
+class RawClient {
+ public:
+  explicit RawClient(int port) : context_(redisConnect("127.0.0.1", port)) {}
+  explicit RawClient(const std::string& url)
+      : RawClient(std::stoi(url.substr(url.rfind(':') + 1))) {}
+  ~RawClient() { redisFree(context_); }
+  RawClient(const RawClient&) = delete;
+  RawClient& operator=(const RawClient&) = delete;
+
+  bool ok() const { return context_ != nullptr && context_->err == 0; }
+  // Runs a command; the reply is freed with the returned pointer.
+  std::unique_ptr<redisReply, void (*)(redisReply*)> run(const std::vector<std::string>& args) {
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lengths;
+    for (const auto& a : args) {
+      argv.push_back(a.data());
+      lengths.push_back(a.size());
+    }
+    auto* reply = static_cast<redisReply*>(
+        redisCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lengths.data()));
+    return {reply, [](redisReply* r) {
+              if (r != nullptr) freeReplyObject(r);
+            }};
+  }
+
+ private:
+  redisContext* context_;
+};
+
+redis::RedisConfig config_for(std::string url) {
+  redis::RedisConfig config;
+  config.url = std::move(url);
+  config.visibility_timeout = 1s;
+  config.reclaim_interval = 100ms;
+  return config;
+}
+
+// A started bus on a Redis backend. `at_most_once`: events travel on pub/sub channels.
+std::unique_ptr<BlockingEventBus> redis_bus(redis::RedisConfig config,
+                                            std::string service = "redis-test",
+                                            bool at_most_once = false) {
+  EventBusOptions options;
+  options.service_name = std::move(service);
+  options.drain_timeout = 5s;
+  auto bus = std::make_unique<BlockingEventBus>(options);
+  EXPECT_TRUE(bus->bus().register_backend(MessageBackendType::redis,
+                                          redis::make_backend(std::move(config))));
+  if (at_most_once) {
+    auto pub_sub = default_pattern_config(MessagingPattern::pub_sub);
+    pub_sub.delivery_guarantee = DeliveryGuarantee::at_most_once;
+    EXPECT_TRUE(bus->bus().update_pattern_config(MessagingPattern::pub_sub, pub_sub));
+  }
+  auto started = bus->start();
+  EXPECT_TRUE(started) << started.error().describe();
+  return bus;
+}
+
+Result<void> connect_with(redis::RedisConfig config) {
+  TestLoop loop;
+  auto backend = redis::make_backend(std::move(config));
+  auto connected = loop.run(backend->connect());
+  (void)loop.run(backend->close(SteadyClock::now() + 2s));
+  return connected;
+}
+
+void expect_invalid(redis::RedisConfig config, std::string_view field) {
+  const auto result = connect_with(std::move(config));
+  ASSERT_FALSE(result) << "accepted a config with a bad " << field;
+  EXPECT_TRUE(result.error().is(errc::invalid_argument)) << result.error().describe();
+  EXPECT_NE(result.error().message().find(field), std::string::npos) << result.error().describe();
+}
+
+// Thread-safe record of the numbers ("n") a handler saw.
+class Seen {
+ public:
+  void add(int n) {
+    std::lock_guard lock(mutex_);
+    numbers_.insert(n);
+    ++calls_;
+  }
+  std::size_t distinct() const {
+    std::lock_guard lock(mutex_);
+    return numbers_.size();
+  }
+  std::set<int> numbers() const {
+    std::lock_guard lock(mutex_);
+    return numbers_;
+  }
+  MessageHandler handler() {
+    return sync_handler([this](const Message& m) -> Result<void> {
+      add(m.json()["n"].get<int>());
+      return ok();
+    });
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::set<int> numbers_;
+  int calls_ = 0;
+};
+
+TEST(RedisConfig, BadValuesAreRefusedNamingTheField) {
+  redis::RedisConfig bad_url;
+  bad_url.url = "http://localhost:6379";
+  expect_invalid(bad_url, "url");
+
+  redis::RedisConfig bad_port;
+  bad_port.url = "redis://localhost:notaport";
+  expect_invalid(bad_port, "port");
+
+  redis::RedisConfig out_of_range;
+  out_of_range.port = 70000;
+  expect_invalid(out_of_range, "port");
+
+  redis::RedisConfig no_prefetch;
+  no_prefetch.prefetch = 0;
+  expect_invalid(no_prefetch, "prefetch");
+
+  redis::RedisConfig spaced_prefix;
+  spaced_prefix.key_prefix = "my app:";
+  expect_invalid(spaced_prefix, "key_prefix");
+
+  redis::RedisConfig no_visibility;
+  no_visibility.visibility_timeout = 0ms;
+  expect_invalid(no_visibility, "visibility_timeout");
+}
+
+TEST(RedisConfig, EntryIdsAndSequencesRoundTrip) {
+  EXPECT_EQ(redis::entry_id_from_sequence(redis::sequence_from_entry_id("1700000000123-7")),
+            "1700000000123-7");
+  EXPECT_LT(redis::sequence_from_entry_id("1700000000123-7"),
+            redis::sequence_from_entry_id("1700000000124-0"));
+  EXPECT_EQ(redis::sequence_from_entry_id("0-0"), 0u);
+}
+
+TEST(RedisConnect, NoServerIsUnavailableNotAHang) {
+  redis::RedisConfig config;
+  config.port = free_port();
+  const auto start = SteadyClock::now();
+  const auto result = connect_with(config);
+  ASSERT_FALSE(result);
+  EXPECT_TRUE(result.error().is(errc::unavailable)) << result.error().describe();
+  EXPECT_LT(SteadyClock::now() - start, 5s);
+}
+
+TEST(RedisAuth, AclUserWithPassword) {
+  PrivateRedisOptions options;
+  options.extra_args = {"--user", "default",   "off", "--user", "alice",
+                        "on",     ">pa55word", "~*",  "&*",     "+@all"};
+  PrivateRedis server(options);
+  ASSERT_TRUE(server.server().running());
+
+  auto accepted =
+      connect_with(config_for("redis://alice:pa55word@127.0.0.1:" + std::to_string(server.port())));
+  EXPECT_TRUE(accepted) << accepted.error().describe();
+
+  const auto start = SteadyClock::now();
+  auto refused = connect_with(
+      config_for("redis://alice:wrong-secret@127.0.0.1:" + std::to_string(server.port())));
+  ASSERT_FALSE(refused);
+  EXPECT_TRUE(refused.error().is(errc::unauthenticated)) << refused.error().describe();
+  EXPECT_EQ(refused.error().describe().find("wrong-secret"), std::string::npos)
+      << "a secret appears in the error: " << refused.error().describe();
+  EXPECT_LT(SteadyClock::now() - start, 5s);
+
+  // No credentials at all: the disabled default user cannot run anything.
+  auto anonymous = connect_with(config_for(server.url()));
+  ASSERT_FALSE(anonymous);
+  EXPECT_TRUE(anonymous.error().is(errc::unauthenticated)) << anonymous.error().describe();
+
+  // The user's messages flow end to end.
+  Seen seen;
+  auto bus =
+      redis_bus(config_for("redis://alice:pa55word@127.0.0.1:" + std::to_string(server.port())));
+  ASSERT_TRUE(bus->subscribe_to_events({"acl_checked"}, seen.handler()));
+  ASSERT_TRUE(bus->publish_event("acl_checked", {{"n", 1}}));
+  EXPECT_TRUE(eventually([&] { return seen.distinct() == 1; }));
+}
+
+// A service instance killed in the middle of handling: what it held is reclaimed by the next
+// instance after the visibility timeout, and nothing is lost.
+TEST(RedisCrash, KilledConsumersEntriesGoToAnotherConsumer) {
+  ASSERT_FALSE(shared_url().empty()) << "MARTY_REDIS_URL is not set";
+  TempDir dir;
+  const std::string service = unique("crashing");
+  const auto ready = dir.path() / "ready";
+  const auto taken = dir.path() / "taken";
+  testing::ChildProcess child(
+      {MARTY_REDIS_CHILD, shared_url(), service, ready.string(), taken.string()});
+  ASSERT_TRUE(eventually([&] { return std::filesystem::exists(ready); }, 20s))
+      << "the child never subscribed";
+
+  auto sender = redis_bus(config_for(shared_url()));
+  constexpr int kCommands = 20;
+  for (int n = 0; n < kCommands; ++n) {
+    auto sent = sender->send_command("work", {{"n", n}}, service);
+    ASSERT_TRUE(sent) << sent.error().describe();
+  }
+  ASSERT_TRUE(eventually([&] { return std::filesystem::exists(taken); }, 10s));
+  child.kill(SIGKILL);
+
+  Seen seen;
+  auto survivor = redis_bus(config_for(shared_url()), service);
+  ASSERT_TRUE(survivor->handle_commands({"work"}, seen.handler(), service));
+  ASSERT_TRUE(eventually([&] { return seen.distinct() == kCommands; }, 20s))
+      << "the survivor got " << seen.distinct() << " of " << kCommands;
+  std::set<int> all;
+  for (int n = 0; n < kCommands; ++n) all.insert(n);
+  EXPECT_EQ(seen.numbers(), all);
+}
+
+// A server crash (SIGKILL) with the append-only file on: every acknowledged entry is still
+// there after the restart, and a running bus reconnects and resubscribes by itself.
+TEST(RedisRestart, AcknowledgedEntriesSurviveAndTheBusReconnects) {
+  PrivateRedisOptions options;
+  options.append_only = true;
+  PrivateRedis server(options);
+  ASSERT_TRUE(server.server().running());
+  auto config = config_for(server.url());
+  config.outage_wait = 10s;
+
+  Seen live_events, live_channel;
+  auto consumer = redis_bus(config, "restart-consumer");
+  ASSERT_TRUE(consumer->subscribe_to_events({"restarted"}, live_events.handler(), "keepers"));
+  auto listener = redis_bus(config, "restart-listener", true);
+  ASSERT_TRUE(listener->subscribe_to_events({"restarted"}, live_channel.handler()));
+  auto producer = redis_bus(config, "restart-producer");
+  std::vector<Json> before;
+  for (int n = 0; n < 50; ++n) before.push_back({{"n", n}});
+  ASSERT_TRUE(producer->stream_events("restart_log", before));
+  for (int n = 0; n < 5; ++n) ASSERT_TRUE(producer->publish_event("restarted", {{"n", n}}));
+  ASSERT_TRUE(eventually([&] { return live_events.distinct() == 5; }));
+  ASSERT_TRUE(eventually([&] { return live_channel.distinct() == 5; }));
+
+  ASSERT_TRUE(server.restart(SIGKILL)) << server.log();
+
+  // Published after the restart by the same buses: the reconnected subscription gets them.
+  for (int n = 5; n < 10; ++n) {
+    auto published = producer->publish_event("restarted", {{"n", n}});
+    ASSERT_TRUE(published) << published.error().describe();
+  }
+  ASSERT_TRUE(eventually([&] { return live_events.distinct() == 10; }, 20s))
+      << "after the restart the subscriber got " << live_events.distinct() << " of 10";
+  // The pub/sub connection resubscribed when it came back (at most once: a message published
+  // before it had may be missed, so only the last one is certain to arrive).
+  ASSERT_TRUE(eventually([&] {
+    (void)producer->publish_event("restarted", {{"n", 99}});
+    return live_channel.numbers().count(99) == 1;
+  }));
+
+  // Everything appended before the crash is read back by a new group.
+  std::mutex mutex;
+  std::set<int> replayed;
+  StreamOptions stream_options;
+  stream_options.start = StartPosition::earliest();
+  stream_options.max_wait = 20ms;
+  auto reader = sync_batch_processor([&](const std::vector<Message>& batch) {
+    std::lock_guard lock(mutex);
+    for (const auto& m : batch) replayed.insert(m.json()["n"].get<int>());
+    return ok();
+  });
+  ASSERT_TRUE(consumer->process_stream("restart_log", reader, "after_restart", stream_options));
+  EXPECT_TRUE(eventually([&] {
+    std::lock_guard lock(mutex);
+    return replayed.size() == 50;
+  }));
+}
+
+// While the server is down, a publish waits for it within outage_wait, then fails with
+// `unavailable`: it never vanishes.
+TEST(RedisRestart, PublishDuringAnOutageFailsClearlyOrWaits) {
+  PrivateRedis server;
+  auto config = config_for(server.url());
+  config.outage_wait = 300ms;
+  auto bus = redis_bus(config);
+  server.stop(SIGKILL);
+  const auto start = SteadyClock::now();
+  auto failed = bus->stream_events("outage_log", {{{"n", 1}}});
+  ASSERT_FALSE(failed);
+  EXPECT_TRUE(failed.error().is(errc::unavailable)) << failed.error().describe();
+  EXPECT_LT(SteadyClock::now() - start, 3s);
+
+  ASSERT_TRUE(server.start()) << server.log();
+  ASSERT_TRUE(eventually(
+      [&] {
+        return bool(bus->stream_events("outage_log", {{{"n", 2}}}));
+      },
+      10s));
+}
+
+// An entry another program wrote without our fields, or with a broken one, goes to the
+// dead-letter stream with the reason; the consumer goes on with the next.
+TEST(RedisBadInput, UndecodableEntriesAreDeadLetteredAndTheConsumerGoesOn) {
+  ASSERT_FALSE(shared_url().empty()) << "MARTY_REDIS_URL is not set";
+  const std::string type = unique("mangled");
+  Seen seen;
+  auto bus = redis_bus(config_for(shared_url()));
+  ASSERT_TRUE(bus->subscribe_to_events({type}, seen.handler(), "readers"));
+  RawClient raw(shared_url());
+  ASSERT_TRUE(raw.ok());
+  const std::string key = "marty:events." + type;
+  auto no_attributes = raw.run({"XADD", key, "*", "data", "{\"n\":100}"});
+  ASSERT_EQ(no_attributes->type, REDIS_REPLY_STRING);
+  auto bad_time = raw.run({"XADD", key, "*", "ce-specversion", "1.0", "ce-id", "x1", "ce-source",
+                           "elsewhere", "ce-type", type, "ce-time", "yesterday", "data", "{}"});
+  ASSERT_EQ(bad_time->type, REDIS_REPLY_STRING);
+  ASSERT_TRUE(bus->publish_event(type, {{"n", 1}}));
+  ASSERT_TRUE(eventually([&] { return seen.distinct() == 1; }));
+
+  const std::string dead_key = "marty:deadletter.events." + type;
+  ASSERT_TRUE(eventually([&] {
+    auto length = raw.run({"XLEN", dead_key});
+    return length && length->integer == 2;
+  }));
+  auto entries = raw.run({"XRANGE", dead_key, "-", "+"});
+  ASSERT_EQ(entries->type, REDIS_REPLY_ARRAY);
+  std::vector<std::string> reasons;
+  for (std::size_t i = 0; i < entries->elements; ++i) {
+    const redisReply* fields = entries->element[i]->element[1];
+    for (std::size_t f = 0; f + 1 < fields->elements; f += 2) {
+      // Headers that are not CloudEvents extension names travel in one JSON attribute.
+      const std::string name(fields->element[f]->str, fields->element[f]->len);
+      if (name != "ce-martyheaders") continue;
+      const Json headers =
+          Json::parse(std::string(fields->element[f + 1]->str, fields->element[f + 1]->len));
+      reasons.push_back(headers.value("marty-dead-letter-reason", ""));
+      EXPECT_EQ(headers.value("marty-dead-letter-subject", ""), "events." + type);
+      EXPECT_FALSE(headers.value("marty-redis-entry-id", "").empty());
+    }
+  }
+  ASSERT_EQ(reasons.size(), 2u);
+  EXPECT_NE(reasons[0].find("specversion"), std::string::npos) << reasons[0];
+  EXPECT_NE(reasons[1].find("time"), std::string::npos) << reasons[1];
+  // Nothing is left pending: the bad entries were settled when they were dead-lettered.
+  auto pending = raw.run({"XPENDING", key, "readers"});
+  ASSERT_EQ(pending->type, REDIS_REPLY_ARRAY);
+  EXPECT_EQ(pending->element[0]->integer, 0);
+}
+
+// A message whose consumer never settles it (it crashes on it, every time) is moved to the
+// dead letters by the backend after max_deliveries, rather than circulating for ever.
+TEST(RedisBadInput, EntriesDeliveredTooOftenAreDeadLettered) {
+  ASSERT_FALSE(shared_url().empty()) << "MARTY_REDIS_URL is not set";
+  TestLoop loop;
+  auto config = config_for(shared_url());
+  config.max_deliveries = 3;
+  auto backend = redis::make_backend(config);
+  ASSERT_TRUE(loop.run(backend->connect()));
+  const std::string stream = unique("crasher");
+  SubscriptionSpec spec;
+  spec.subject = stream;
+  spec.group = "fragile";
+  spec.kind = DestinationKind::stream;
+  spec.pattern = MessagingPattern::streaming;
+  spec.start = StartPosition::earliest();
+  auto subscription = loop.run(backend->subscribe(spec));
+  ASSERT_TRUE(subscription) << subscription.error().describe();
+  Message message = Message::from_json({{"n", 1}});
+  message.mutable_metadata().message_type = stream;
+  message.mutable_metadata().message_id = make_uuid_v7();
+  message.set_subject(stream);
+  PublishOptions options;
+  options.kind = DestinationKind::stream;
+  options.pattern = MessagingPattern::streaming;
+  ASSERT_TRUE(loop.run(backend->publish(message, options)));
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    auto delivery = loop.run((*subscription)->receive(SteadyClock::now() + 5s));
+    ASSERT_TRUE(delivery) << "attempt " << attempt << ": " << delivery.error().describe();
+    EXPECT_EQ((*delivery)->attempt(), attempt);
+    EXPECT_EQ((*delivery)->message().id(), message.id());
+    // Dropped unsettled: as if its handler had crashed the process.
+  }
+  auto fourth = loop.run((*subscription)->receive(SteadyClock::now() + 1500ms));
+  ASSERT_FALSE(fourth) << "delivered a fourth time";
+  EXPECT_TRUE(fourth.error().is(errc::deadline_exceeded)) << fourth.error().describe();
+  RawClient raw(shared_url());
+  auto length = raw.run({"XLEN", "marty:deadletter." + stream});
+  EXPECT_EQ(length->integer, 1);
+  (*subscription)->close();
+  (void)loop.run(backend->close(SteadyClock::now() + 2s));
+}
+
+// What a plain Redis client publishes on a channel reaches pub/sub subscribers, typed by the
+// channel; what we publish is structured CloudEvents JSON that any client can read.
+TEST(RedisInterop, PlainPublishersAndReaders) {
+  ASSERT_FALSE(shared_url().empty()) << "MARTY_REDIS_URL is not set";
+  const std::string type = unique("plain");
+  std::mutex mutex;
+  std::vector<Message> got;
+  auto config = config_for(shared_url());
+  auto bus = redis_bus(config, "interop", true);
+  ASSERT_TRUE(bus->subscribe_to_events({type}, sync_handler([&](const Message& m) -> Result<void> {
+                                         std::lock_guard lock(mutex);
+                                         got.push_back(m);
+                                         return ok();
+                                       })));
+  RawClient raw(shared_url());
+  auto receivers = raw.run({"PUBLISH", "marty:events." + type, "{\"from\":\"redis-cli\"}"});
+  EXPECT_EQ(receivers->integer, 1);
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(mutex);
+    return got.size() == 1;
+  }));
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(got[0].type(), type);
+  EXPECT_EQ(got[0].json()["from"], "redis-cli");
+}
+
+}  // namespace
+}  // namespace marty::messaging

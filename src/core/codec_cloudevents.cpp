@@ -500,25 +500,35 @@ class FlatEventReader {
       if (!take(':')) return std::nullopt;
       skip_space();
       if (*name == "data") {
+        if (event.data) return std::nullopt;  // repeated: the general parser decides
         const std::size_t start = at_;
         if (!skip_value(0)) return std::nullopt;
         event.data = text_.substr(start, at_ - start);
       } else if (*name == "data_base64") {
+        if (event.data_base64) return std::nullopt;
         auto value = plain_string();
         if (!value) return std::nullopt;
         event.data_base64 = *value;
       } else if (peek() == '"') {
         auto value = plain_string();
         if (!value) return std::nullopt;
-        event.attributes.emplace(std::string(*name), Json(std::string(*value)));
+        if (!event.attributes.emplace(std::string(*name), Json(std::string(*value))).second) {
+          return std::nullopt;
+        }
       } else {
+        // JSON allows no leading zeros, which from_chars would accept.
+        const std::size_t digits = at_ + (peek() == '-' ? 1 : 0);
+        if (digits + 1 < text_.size() && text_[digits] == '0' && text_[digits + 1] >= '0' &&
+            text_[digits + 1] <= '9') {
+          return std::nullopt;
+        }
         std::int64_t number = 0;
         const char* first = text_.data() + at_;
         auto [end, ec] = std::from_chars(first, text_.data() + text_.size(), number);
         if (ec != std::errc() || end == first) return std::nullopt;
         at_ += static_cast<std::size_t>(end - first);
         if (peek() == '.' || peek() == 'e' || peek() == 'E') return std::nullopt;
-        event.attributes.emplace(std::string(*name), Json(number));
+        if (!event.attributes.emplace(std::string(*name), Json(number)).second) return std::nullopt;
       }
       skip_space();
       if (take(',')) continue;

@@ -424,6 +424,136 @@ TEST(RedisBadInput, EntriesDeliveredTooOftenAreDeadLettered) {
   (void)loop.run(backend->close(SteadyClock::now() + 2s));
 }
 
+// Entries released by a closing consumer sit behind a long list of entries another consumer
+// still holds: the reclaimers scan the whole pending list, a piece per call, and find them.
+TEST(RedisReclaim, ReleasedEntriesBehindALongPendingListAreFound) {
+  ASSERT_FALSE(shared_url().empty()) << "MARTY_REDIS_URL is not set";
+  TestLoop loop;
+  auto backend_with = [](int prefetch) {
+    auto config = config_for(shared_url());
+    config.visibility_timeout = 30s;  // nothing becomes reclaimable by waiting in this test
+    config.reclaim_interval = 50ms;
+    config.prefetch = prefetch;
+    return redis::make_backend(config);
+  };
+  const std::string stream = unique("long_pending");
+  SubscriptionSpec spec;
+  spec.subject = stream;
+  spec.group = "workers";
+  spec.kind = DestinationKind::stream;
+  spec.pattern = MessagingPattern::streaming;
+  spec.start = StartPosition::earliest();
+  PublishOptions options;
+  options.kind = DestinationKind::stream;
+  options.pattern = MessagingPattern::streaming;
+  auto publisher = backend_with(1);
+  ASSERT_TRUE(loop.run(publisher->connect()));
+  auto publish_range = [&](int from, int to) {
+    for (int n = from; n < to; ++n) {
+      Message message = Message::from_json({{"n", n}});
+      message.mutable_metadata().message_type = stream;
+      message.set_subject(stream);
+      ASSERT_TRUE(loop.run(publisher->publish(message, options)));
+    }
+  };
+
+  // The holder reads 300 entries and settles none of them.
+  auto holder = backend_with(300);
+  ASSERT_TRUE(loop.run(holder->connect()));
+  publish_range(0, 300);
+  auto held = loop.run(holder->subscribe(spec));
+  ASSERT_TRUE(held) << held.error().describe();
+  std::vector<std::unique_ptr<Delivery>> holding;
+  while (holding.size() < 300) {
+    auto delivery = loop.run((*held)->receive(SteadyClock::now() + 5s));
+    ASSERT_TRUE(delivery) << delivery.error().describe();
+    holding.push_back(std::move(*delivery));
+  }
+
+  // A second consumer reads five newer entries and closes without settling them.
+  publish_range(300, 305);
+  {
+    auto leaver = backend_with(5);
+    ASSERT_TRUE(loop.run(leaver->connect()));
+    auto subscription = loop.run(leaver->subscribe(spec));
+    ASSERT_TRUE(subscription) << subscription.error().describe();
+    for (int i = 0; i < 5; ++i) {
+      auto delivery = loop.run((*subscription)->receive(SteadyClock::now() + 5s));
+      ASSERT_TRUE(delivery) << delivery.error().describe();
+      EXPECT_GE((*delivery)->message().json()["n"].get<int>(), 300);
+    }
+    (*subscription)->close();
+    ASSERT_TRUE(loop.run(leaver->close(SteadyClock::now() + 5s)));
+  }
+
+  // A third consumer with room for five finds them, though 300 pending entries come first.
+  auto finder = backend_with(5);
+  ASSERT_TRUE(loop.run(finder->connect()));
+  auto found = loop.run(finder->subscribe(spec));
+  ASSERT_TRUE(found) << found.error().describe();
+  std::set<int> numbers;
+  for (int i = 0; i < 5; ++i) {
+    auto delivery = loop.run((*found)->receive(SteadyClock::now() + 10s));
+    ASSERT_TRUE(delivery) << "found " << numbers.size() << " of 5: " << delivery.error().describe();
+    numbers.insert((*delivery)->message().json()["n"].get<int>());
+    EXPECT_EQ((*delivery)->attempt(), 2);
+    ASSERT_TRUE(loop.run((*delivery)->ack()));
+  }
+  EXPECT_EQ(numbers, (std::set<int>{300, 301, 302, 303, 304}));
+  holding.clear();
+  (*held)->close();
+  (*found)->close();
+  for (auto* backend : {&holder, &finder, &publisher}) {
+    (void)loop.run((*backend)->close(SteadyClock::now() + 5s));
+  }
+}
+
+// A group can start at an entry: Delivery::sequence() names it, StartPosition takes it back.
+TEST(RedisReplay, FromAnEntryId) {
+  ASSERT_FALSE(shared_url().empty()) << "MARTY_REDIS_URL is not set";
+  TestLoop loop;
+  auto backend = redis::make_backend(config_for(shared_url()));
+  ASSERT_TRUE(loop.run(backend->connect()));
+  const std::string stream = unique("replayed");
+  PublishOptions options;
+  options.kind = DestinationKind::stream;
+  options.pattern = MessagingPattern::streaming;
+  for (int n = 0; n < 6; ++n) {
+    Message message = Message::from_json({{"n", n}});
+    message.mutable_metadata().message_type = stream;
+    message.set_subject(stream);
+    ASSERT_TRUE(loop.run(backend->publish(message, options)));
+  }
+  auto read_all = [&](std::string group, StartPosition start) {
+    SubscriptionSpec spec;
+    spec.subject = stream;
+    spec.group = std::move(group);
+    spec.kind = DestinationKind::stream;
+    spec.pattern = MessagingPattern::streaming;
+    spec.start = start;
+    auto subscription = loop.run(backend->subscribe(spec));
+    EXPECT_TRUE(subscription) << subscription.error().describe();
+    std::vector<std::pair<int, std::uint64_t>> got;
+    while (subscription) {
+      auto delivery = loop.run((*subscription)->receive(SteadyClock::now() + 500ms));
+      if (!delivery) break;
+      got.emplace_back((*delivery)->message().json()["n"].get<int>(), (*delivery)->sequence());
+      EXPECT_TRUE(loop.run((*delivery)->ack()));
+    }
+    if (subscription) (*subscription)->close();
+    return got;
+  };
+  const auto everything = read_all("all", StartPosition::earliest());
+  ASSERT_EQ(everything.size(), 6u);
+  const std::uint64_t third = everything[2].second;
+  EXPECT_LT(everything[1].second, third);
+  const auto from_third = read_all("from_third", StartPosition::from_sequence(third));
+  ASSERT_EQ(from_third.size(), 4u);
+  EXPECT_EQ(from_third.front().first, 2);
+  EXPECT_EQ(from_third.front().second, third);
+  (void)loop.run(backend->close(SteadyClock::now() + 5s));
+}
+
 // What a plain Redis client publishes on a channel reaches pub/sub subscribers, typed by the
 // channel; what we publish is structured CloudEvents JSON that any client can read.
 TEST(RedisInterop, PlainPublishersAndReaders) {

@@ -506,6 +506,11 @@ TEST(CodecStructuredTest, FastPathRejectsWhatTheGeneralPathRejects) {
   expect_invalid(decode_structured(head + R"("data":{"a":1})"), "JSON");
   expect_invalid(decode_structured(head + R"("ttl":1.5,"data":{}})"), "ttl");
   expect_invalid(decode_structured(head + R"("data":{},"data_base64":"AA=="})"), "data");
+  expect_invalid(decode_structured(head + R"("ttl":007,"data":{}})"), "JSON");
+  // A repeated member: the last one counts, as in the general parser.
+  auto repeated = decode_structured(head + R"("type":"u","data":{}})");
+  ASSERT_TRUE(repeated.has_value()) << repeated.error().describe();
+  EXPECT_EQ(repeated->type(), "u");
 }
 
 // --- Envelope ------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ spdlog::logger& logger() {
 // subscriber (client-output-buffer-limit pubsub).
 constexpr std::size_t kChannelQueueLimit = 65'536;
 constexpr std::string_view kEntryIdHeader = "marty-redis-entry-id";
+// The consumer that holds entries released by closing consumers until a live one reclaims them.
+constexpr std::string_view kReleasedConsumer = "released";
 
 // ---- Scripts -------------------------------------------------------------------------------
 // Each runs atomically on the server, so a check and the append it guards cannot be split by
@@ -104,17 +106,29 @@ if not live then return false end
 return append(KEYS[1], ARGV[1], 3)
 )lua";
 
-// Takes entries pending longer than ARGV[3] ms, with their delivery counts.
-// KEYS: stream. ARGV: group, consumer, min idle ms, count.
-// Returns {entries, counts, ids of entries trimmed away while pending}.
+// Takes entries pending longer than ARGV[3] ms, with their delivery counts, scanning the
+// group's pending list from the cursor ARGV[5] (XAUTOCLAIM looks at no more than ten times
+// COUNT entries per call, so a long list is scanned over several calls).
+// KEYS: stream. ARGV: group, consumer, min idle ms, count, cursor.
+// Returns {entries, counts, ids of entries trimmed away while pending, next cursor}.
 constexpr std::string_view kReclaimScript = R"lua(
-local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', ARGV[4])
+local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[5],
+                           'COUNT', ARGV[4])
 local counts = {}
 for i, entry in ipairs(claimed[2]) do
   local pending = redis.call('XPENDING', KEYS[1], ARGV[1], entry[1], entry[1], 1)
   counts[i] = pending[1] and pending[1][4] or 1
 end
-return {claimed[2], counts, claimed[3]}
+return {claimed[2], counts, claimed[3] or {}, claimed[1]}
+)lua";
+
+// Removes a consumer from its group when it holds no pending entry (removing one that does
+// would drop them). KEYS: stream. ARGV: group, consumer.
+constexpr std::string_view kLeaveGroupScript = R"lua(
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1
 )lua";
 
 // Moves an entry to the dead-letter stream: appends the dead letter and acknowledges the
@@ -136,10 +150,18 @@ end
 return 1
 )lua";
 
-enum class ScriptId { publish_event, send_command, send_query, reclaim, dead_letter, drop_group };
-constexpr ScriptId kAllScripts[] = {ScriptId::publish_event, ScriptId::send_command,
-                                    ScriptId::send_query,    ScriptId::reclaim,
-                                    ScriptId::dead_letter,   ScriptId::drop_group};
+enum class ScriptId {
+  publish_event,
+  send_command,
+  send_query,
+  reclaim,
+  leave_group,
+  dead_letter,
+  drop_group
+};
+constexpr ScriptId kAllScripts[] = {
+    ScriptId::publish_event, ScriptId::send_command, ScriptId::send_query, ScriptId::reclaim,
+    ScriptId::leave_group,   ScriptId::dead_letter,  ScriptId::drop_group};
 
 const std::string& script_text(ScriptId id) {
   static const std::map<ScriptId, std::string> texts = [] {
@@ -148,6 +170,7 @@ const std::string& script_text(ScriptId id) {
         {ScriptId::send_command, kSendCommandScript},
         {ScriptId::send_query, kSendQueryScript},
         {ScriptId::reclaim, kReclaimScript},
+        {ScriptId::leave_group, kLeaveGroupScript},
         {ScriptId::dead_letter, kDeadLetterScript},
         {ScriptId::drop_group, kDropGroupScript}};
     std::map<ScriptId, std::string> out;
@@ -566,14 +589,26 @@ struct StreamConsumer : std::enable_shared_from_this<StreamConsumer> {
     std::lock_guard lock(mutex);
     return config().prefetch - held;
   }
+  // Queues entries read or reclaimed for receive(); after close() they are released for the
+  // group's other members instead.
   void add(std::vector<Entry> entries) {
     if (entries.empty()) return;
+    bool queued = false;
     {
       std::lock_guard lock(mutex);
-      held += static_cast<int>(entries.size());
-      for (auto& e : entries) ready.push_back(std::move(e));
+      if (!closed) {
+        held += static_cast<int>(entries.size());
+        for (auto& e : entries) ready.push_back(std::move(e));
+        queued = true;
+      }
     }
-    arrived->notify();
+    if (queued) {
+      arrived->notify();
+      return;
+    }
+    std::vector<std::string> ids;
+    for (const auto& e : entries) ids.push_back(e.id);
+    release(ids);
   }
   void settled(int count = 1) {
     {
@@ -622,9 +657,11 @@ struct StreamConsumer : std::enable_shared_from_this<StreamConsumer> {
   // Makes entries reclaimable by any consumer of the group at once (their idle time is set
   // past the visibility timeout). Fire and forget: if it fails they come back after the
   // visibility timeout anyway.
+  // They are handed to the group's `released` consumer, so that this consumer holds nothing
+  // and can leave the group when it closes.
   void release(const std::vector<std::string>& ids) {
     if (ids.empty()) return;
-    Command command{"XCLAIM", key, group, consumer, "0"};
+    Command command{"XCLAIM", key, group, std::string(kReleasedConsumer), "0"};
     for (const auto& id : ids) command.push_back(id);
     command.insert(command.end(), {"IDLE", millis(config().visibility_timeout), "JUSTID"});
     core->commands->post(std::move(command), make_callback([](ReplyResult) {}));
@@ -685,8 +722,8 @@ struct StreamConsumer : std::enable_shared_from_this<StreamConsumer> {
                    "STREAMS",    key,
                    ">"};
       auto reply = co_await reader->command(std::move(read));
-      if (is_closed()) break;
       if (!reply) {
+        if (is_closed()) break;
         co_await detail::sleep_for(config().reconnect_wait);
         continue;
       }
@@ -713,15 +750,16 @@ struct StreamConsumer : std::enable_shared_from_this<StreamConsumer> {
 
   asio::awaitable<void> reclaim_loop(std::shared_ptr<StreamConsumer> keep) {
     (void)keep;
+    std::string cursor = "0-0";
     while (!is_closed()) {
       const int slots = free_slots();
       if (slots > 0) {
         std::vector<std::string> keys{key};
         std::vector<std::string> args{group, consumer, millis(config().visibility_timeout),
-                                      std::to_string(slots)};
+                                      std::to_string(slots), cursor};
         auto reply = co_await core->run_script(ScriptId::reclaim, std::move(keys), std::move(args));
-        if (is_closed()) break;
-        if (reply && reply->is_array() && reply->elements.size() >= 3) {
+        if (reply && reply->is_array() && reply->elements.size() >= 4) {
+          cursor = reply->elements[3].text;
           auto entries = entries_of(reply->elements[0], 1);
           const auto& counts = reply->elements[1].elements;
           for (std::size_t i = 0; i < entries.size() && i < counts.size(); ++i) {
@@ -733,9 +771,8 @@ struct StreamConsumer : std::enable_shared_from_this<StreamConsumer> {
                 "(max_stream_length {}): lost",
                 trimmed, trimmed == 1 ? "y" : "ies", key, group, config().max_stream_length);
           }
-          const bool full = static_cast<int>(entries.size()) >= slots;
           co_await admit(std::move(entries));
-          if (full) continue;  // more may be waiting
+          if (cursor != "0-0") continue;  // the scan of the pending list goes on
         } else if (reply && reply->is_error() && reply->error_code() != "NOGROUP") {
           logger().warn("reclaiming entries of {} for group {} failed: {}", key, group,
                         reply->text);
@@ -893,22 +930,30 @@ class StreamSubscription final : public Subscription {
     c.reclaim_now->notify();
     c.reader->close();  // ends the blocked read at once
     c.release(unread);
+    // Sent after the release, on the same connection (so in order); both run before a closing
+    // backend's final PING.
+    std::vector<std::string> keys{c.key};
     if (c.private_group) {
       // Nobody else reads this group: it goes, and its Stream with it if it was the last.
-      auto core = c.core;
-      std::vector<std::string> keys{c.key};
       std::vector<std::string> args{c.group, c.topic ? "1" : "0"};
-      asio::co_spawn(core->commands->io(), drop_group(core, std::move(keys), std::move(args)),
+      asio::co_spawn(c.core->commands->io(),
+                     run_detached(c.core, ScriptId::drop_group, std::move(keys), std::move(args)),
+                     asio::detached);
+    } else {
+      // Leaves the group unless deliveries handed out are still unsettled.
+      std::vector<std::string> args{c.group, c.consumer};
+      asio::co_spawn(c.core->commands->io(),
+                     run_detached(c.core, ScriptId::leave_group, std::move(keys), std::move(args)),
                      asio::detached);
     }
   }
 
  private:
-  static asio::awaitable<void> drop_group(CorePtr core, std::vector<std::string> keys,
-                                          std::vector<std::string> args) {
-    auto reply =
-        checked(co_await core->run_script(ScriptId::drop_group, std::move(keys), std::move(args)),
-                "removing a subscriber's group");
+  static asio::awaitable<void> run_detached(CorePtr core, ScriptId script,
+                                            std::vector<std::string> keys,
+                                            std::vector<std::string> args) {
+    auto reply = checked(co_await core->run_script(script, std::move(keys), std::move(args)),
+                         "closing a subscription");
     if (!reply) logger().debug("{}", reply.error().describe());
   }
 
@@ -1076,9 +1121,12 @@ class RedisBackend final : public Backend {
     options.outage_wait = config.outage_wait;
 
     auto commands = core_->open_connection("commands");
-    auto pubsub_connection = core_->open_connection("pubsub");
+    // The hub's callbacks are set before the connection starts: its thread reads them.
+    auto pubsub_connection =
+        Connection::create(IoPool::instance().next(), core_->connection_options, "pubsub");
     auto hub = std::make_shared<PubSubHub>(pubsub_connection);
     hub->attach();
+    pubsub_connection->start();
     core_->commands = commands;
     auto failed = [&](Error error) {
       commands->close();
@@ -1088,20 +1136,19 @@ class RedisBackend final : public Backend {
     auto ready = co_await commands->wait_ready();
     if (ready) ready = co_await pubsub_connection->wait_ready();
     if (!ready) co_return failed(std::move(ready).error());
-    // XAUTOCLAIM (6.2) is what reclaims a crashed consumer's entries.
+    // XAUTOCLAIM reclaims a crashed consumer's entries; its reply took its final shape (the
+    // entries trimmed while pending) in Redis 7.0.
     Command info_command{"INFO", "server"};
     auto info = checked(co_await commands->command(std::move(info_command)), "INFO server");
     if (!info) co_return failed(std::move(info).error());
     const auto at = info->text.find("redis_version:");
     if (at != std::string::npos) {
       const std::string version = info->text.substr(at + 14, info->text.find('\r', at) - at - 14);
-      int major = 0, minor = 0;
-      const char* end = version.data() + version.size();
-      auto parsed = std::from_chars(version.data(), end, major);
-      if (parsed.ptr != end && *parsed.ptr == '.') std::from_chars(parsed.ptr + 1, end, minor);
-      if (major < 6 || (major == 6 && minor < 2)) {
+      int major = 0;
+      std::from_chars(version.data(), version.data() + version.size(), major);
+      if (major < 7) {
         co_return failed(redis_error(errc::failed_precondition,
-                                     "the Redis backend needs Redis 6.2 or later (XAUTOCLAIM); "
+                                     "the Redis backend needs Redis 7.0 or later (XAUTOCLAIM); "
                                      "the server is " +
                                          version));
       }
@@ -1202,7 +1249,10 @@ class RedisBackend final : public Backend {
       }
       commands = core_->commands;
     }
-    // Replies come in order: once a PING is answered, every earlier publish has been.
+    // Subscriptions first: what they send as they close (releasing unread entries, removing
+    // private groups) goes out before the PING below, on the same connection.
+    close_subscriptions();
+    // Replies come in order: once a PING is answered, every earlier command has been.
     Command ping{"PING"};
     auto flushed = co_await commands->command(std::move(ping), deadline);
     shutdown();
@@ -1218,17 +1268,25 @@ class RedisBackend final : public Backend {
     return ok();
   }
 
-  void shutdown() {
+  void close_subscriptions() {
     std::vector<std::weak_ptr<Subscription>> subscriptions;
+    {
+      std::lock_guard lock(mutex_);
+      subscriptions = std::move(subscriptions_);
+      subscriptions_.clear();
+    }
+    for (auto& weak : subscriptions) {
+      if (auto subscription = weak.lock()) subscription->close();
+    }
+  }
+
+  void shutdown() {
+    close_subscriptions();
     PubSubHubPtr hub;
     {
       std::lock_guard lock(mutex_);
       if (core_->closed.exchange(true)) return;
-      subscriptions = std::move(subscriptions_);
       hub = std::move(hub_);
-    }
-    for (auto& weak : subscriptions) {
-      if (auto subscription = weak.lock()) subscription->close();
     }
     if (hub) hub->connection()->close();
     if (core_->commands) core_->commands->close();
@@ -1247,6 +1305,7 @@ class RedisBackend final : public Backend {
       std::lock_guard lock(mutex_);
       hub = hub_;
     }
+    if (!hub) co_return redis_error(errc::failed_precondition, "the backend is closed");
     const RedisConfig& config = core_->config;
     auto inbox = std::make_shared<ChannelInbox>();
     std::string name;

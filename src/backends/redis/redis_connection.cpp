@@ -237,6 +237,9 @@ void Connection::connect_now() {
   }
   ctx_ = ctx;
   ctx->data = this;
+  // A server that vanishes without closing the connection (a crashed host, a cut network) is
+  // noticed by TCP keepalive rather than never.
+  (void)redisEnableKeepAlive(&ctx->c);
   // hiredis calls back into this connection until its context is gone: keep it alive so long.
   if (self_ == nullptr) self_ = new std::shared_ptr<Connection>(shared_from_this());
   Adapter::attach(io_, ctx);

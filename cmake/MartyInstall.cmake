@@ -21,6 +21,7 @@ endfunction()
 marty_install_component(marty_messaging_sqlite MartyMessagingSqliteTargets)
 marty_install_component(marty_messaging_nats MartyMessagingNatsTargets)
 marty_install_component(marty_messaging_redis MartyMessagingRedisTargets)
+marty_install_component(marty_messaging_rabbitmq MartyMessagingRabbitmqTargets)
 configure_package_config_file(cmake/MartyMessagingConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/MartyMessagingConfig.cmake
   INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/MartyMessaging)

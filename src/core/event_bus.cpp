@@ -45,9 +45,7 @@ Error not_running(std::string_view operation) {
                std::string(operation) + ": the bus is not running (call start() first)");
 }
 
-// Header carrying the token that matches a reply to its query on the generic (reply subject)
-// path; responders copy it into the reply.
-constexpr std::string_view kReplyToken = "marty-reply-token";
+using headers::kReplyToken;
 
 // A reply waited for by query() over a backend without native request/reply.
 struct PendingReply {

@@ -15,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include "../support/backend_checks.hpp"
 #include "../support/redis_server.hpp"
 #include "../support/test_loop.hpp"
 #include "marty/messaging.hpp"
@@ -100,48 +101,14 @@ std::unique_ptr<BlockingEventBus> redis_bus(redis::RedisConfig config,
 }
 
 Result<void> connect_with(redis::RedisConfig config) {
-  TestLoop loop;
-  auto backend = redis::make_backend(std::move(config));
-  auto connected = loop.run(backend->connect());
-  (void)loop.run(backend->close(SteadyClock::now() + 2s));
-  return connected;
+  return testing::connect_result(redis::make_backend(std::move(config)));
 }
 
 void expect_invalid(redis::RedisConfig config, std::string_view field) {
-  const auto result = connect_with(std::move(config));
-  ASSERT_FALSE(result) << "accepted a config with a bad " << field;
-  EXPECT_TRUE(result.error().is(errc::invalid_argument)) << result.error().describe();
-  EXPECT_NE(result.error().message().find(field), std::string::npos) << result.error().describe();
+  testing::expect_invalid_config(redis::make_backend(std::move(config)), field);
 }
 
-// Thread-safe record of the numbers ("n") a handler saw.
-class Seen {
- public:
-  void add(int n) {
-    std::lock_guard lock(mutex_);
-    numbers_.insert(n);
-    ++calls_;
-  }
-  std::size_t distinct() const {
-    std::lock_guard lock(mutex_);
-    return numbers_.size();
-  }
-  std::set<int> numbers() const {
-    std::lock_guard lock(mutex_);
-    return numbers_;
-  }
-  MessageHandler handler() {
-    return sync_handler([this](const Message& m) -> Result<void> {
-      add(m.json()["n"].get<int>());
-      return ok();
-    });
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::set<int> numbers_;
-  int calls_ = 0;
-};
+using Seen = testing::NumbersSeen;
 
 TEST(RedisConfig, BadValuesAreRefusedNamingTheField) {
   redis::RedisConfig bad_url;

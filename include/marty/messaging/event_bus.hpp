@@ -182,6 +182,10 @@ inline constexpr std::string_view kErrorCode = "marty-error-code";
 inline constexpr std::string_view kDeadLetterReason = "marty-dead-letter-reason";
 inline constexpr std::string_view kDeadLetterSubject = "marty-dead-letter-subject";
 inline constexpr std::string_view kDeadLetterAttempts = "marty-dead-letter-attempts";
+/// On queries and their replies: the token that matches a reply to its query where replies to
+/// many queries share one address (the bus's reply subject, RabbitMQ's direct reply-to). Query
+/// handlers' replies carry the query's token.
+inline constexpr std::string_view kReplyToken = "marty-reply-token";
 }  // namespace headers
 
 /// Dead letters of `subject` are published on "deadletter.<subject>".

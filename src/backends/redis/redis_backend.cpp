@@ -29,6 +29,7 @@
 
 #include "marty/messaging/detail/async_signal.hpp"
 #include "marty/messaging/detail/sleep.hpp"
+#include "marty/messaging/detail/url.hpp"
 #include "marty/messaging/event_bus.hpp"
 #include "marty/messaging/subject.hpp"
 #include "redis_connection.hpp"
@@ -962,56 +963,27 @@ class StreamSubscription final : public Subscription {
 
 // ---- Configuration -------------------------------------------------------------------------
 
-std::string percent_decode(std::string_view text) {
-  std::string out;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size()) {
-      int value = 0;
-      auto [end, ec] = std::from_chars(text.data() + i + 1, text.data() + i + 3, value, 16);
-      if (ec == std::errc() && end == text.data() + i + 3) {
-        out.push_back(static_cast<char>(value));
-        i += 2;
-        continue;
-      }
-    }
-    out.push_back(text[i]);
-  }
-  return out;
-}
-
 // Applies `config.url` to the other fields.
 Result<void> apply_url(RedisConfig& config) {
   if (config.url.empty()) return ok();
-  auto bad = [&](std::string why) {
-    return Error(errc::invalid_argument, "RedisConfig.url '" + config.url + "': " + why);
-  };
-  std::string_view rest = config.url;
-  if (!rest.starts_with("redis://")) return bad("must start with redis://");
-  rest.remove_prefix(8);
-  if (const auto at = rest.rfind('@'); at != std::string_view::npos) {
-    const std::string_view userinfo = rest.substr(0, at);
-    rest.remove_prefix(at + 1);
-    const auto colon = userinfo.find(':');
-    config.username = percent_decode(userinfo.substr(0, colon));
-    config.password = colon == std::string_view::npos ? std::string()
-                                                      : percent_decode(userinfo.substr(colon + 1));
+  auto parts = detail::parse_url(config.url, "RedisConfig.url");
+  if (!parts) return std::move(parts).error();
+  if (parts->scheme != "redis") {
+    return Error(errc::invalid_argument, "RedisConfig.url: must start with redis://");
   }
-  std::string_view hostport = rest.substr(0, rest.find('/'));
-  if (const auto slash = rest.find('/'); slash != std::string_view::npos) {
-    const std::string_view db = rest.substr(slash + 1);
-    if (!db.empty()) {
-      auto [end, ec] = std::from_chars(db.data(), db.data() + db.size(), config.database);
-      if (ec != std::errc() || end != db.data() + db.size()) return bad("database is not a number");
+  config.host = parts->host;
+  if (parts->port) config.port = *parts->port;
+  if (!parts->user.empty() || parts->password) {
+    config.username = parts->user;
+    config.password = parts->password.value_or("");
+  }
+  if (parts->path && !parts->path->empty()) {
+    const std::string& db = *parts->path;
+    auto [end, ec] = std::from_chars(db.data(), db.data() + db.size(), config.database);
+    if (ec != std::errc() || end != db.data() + db.size()) {
+      return Error(errc::invalid_argument, "RedisConfig.url: database is not a number");
     }
   }
-  if (const auto colon = hostport.rfind(':'); colon != std::string_view::npos) {
-    const std::string_view port = hostport.substr(colon + 1);
-    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), config.port);
-    if (ec != std::errc() || end != port.data() + port.size()) return bad("port is not a number");
-    hostport = hostport.substr(0, colon);
-  }
-  if (hostport.empty()) return bad("no host");
-  config.host = std::string(hostport);
   return ok();
 }
 

@@ -12,6 +12,7 @@
 
 #include <nats/nats.h>
 
+#include "../support/certificates.hpp"
 #include "../support/nats_server.hpp"
 #include "../support/test_loop.hpp"
 #include "marty/messaging.hpp"
@@ -142,28 +143,7 @@ TEST(NatsAuth, TokenAndUserPassword) {
   EXPECT_TRUE(user_refused.error().is(errc::unauthenticated)) << user_refused.error().describe();
 }
 
-// Certificates made with the openssl command line: a CA, a server certificate for localhost
-// and a client certificate, all signed by the CA.
-bool make_certificates(const std::filesystem::path& dir) {
-  const std::string d = dir.string();
-  {
-    std::ofstream ext(dir / "server.ext");
-    ext << "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
-  }
-  const std::string script =
-      "cd '" + d +
-      "' && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 "
-      "-subj /CN=marty-test-ca && "
-      "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
-      "-subj /CN=localhost && "
-      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
-      "-out server.pem -days 1 -extfile server.ext && "
-      "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr "
-      "-subj /CN=marty-client && "
-      "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
-      "-out client.pem -days 1";
-  return std::system((script + " > openssl.log 2>&1").c_str()) == 0;
-}
+using testing::make_certificates;
 
 TEST(NatsTls, ServerAndClientCertificates) {
   TempDir dir;

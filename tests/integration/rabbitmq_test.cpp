@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "../support/backend_checks.hpp"
+#include "../support/certificates.hpp"
 #include "../support/rabbitmq_server.hpp"
 #include "../support/test_loop.hpp"
 #include "marty/messaging.hpp"
@@ -208,6 +209,49 @@ TEST(RabbitMqBadInput, PoisonAndUndecodableMessagesAreDeadLettered) {
   std::sort(reasons.begin(), reasons.end());
   EXPECT_NE(reasons[0].find("amount is negative"), std::string::npos) << reasons[0];
   EXPECT_NE(reasons[1].find("id"), std::string::npos) << reasons[1];
+}
+
+// TLS with client certificates: the broker verifies the client, the client the broker.
+TEST(RabbitMqTls, ServerAndClientCertificates) {
+  testing::TempDir dir;
+  ASSERT_TRUE(testing::make_certificates(dir.path()))
+      << "openssl failed; see " << dir.path() / "openssl.log";
+  const auto file = [&](const char* name) { return (dir.path() / name).string(); };
+  const int tls_port = free_port();
+  testing::PrivateRabbitMqOptions options;
+  options.extra_config = "listeners.ssl.default = 127.0.0.1:" + std::to_string(tls_port) +
+                         "\nssl_options.cacertfile = " + file("ca.pem") +
+                         "\nssl_options.certfile = " + file("server.pem") +
+                         "\nssl_options.keyfile = " + file("server.key") +
+                         "\nssl_options.verify = verify_peer"
+                         "\nssl_options.fail_if_no_peer_cert = true\n";
+  testing::PrivateRabbitMq broker(options);
+  ASSERT_TRUE(broker.running()) << broker.log();
+  ASSERT_TRUE(eventually([&] { return testing::port_open(tls_port); }, 20s)) << broker.log();
+
+  auto config = config_for("amqps://guest:guest@localhost:" + std::to_string(tls_port) + "/");
+  config.tls.ca_file = file("ca.pem");
+  config.tls.cert_file = file("client.pem");
+  config.tls.key_file = file("client.key");
+  auto accepted = connect_with(config);
+  EXPECT_TRUE(accepted) << accepted.error().describe();
+
+  // Messages flow over it.
+  Seen seen;
+  auto bus = rabbit_bus(config, "tls");
+  ASSERT_TRUE(bus->subscribe_to_events({"secured"}, seen.handler(), "tls_readers"));
+  ASSERT_TRUE(bus->publish_event("secured", {{"n", 1}}));
+  EXPECT_TRUE(eventually([&] { return seen.distinct() == 1; }));
+
+  // Without a client certificate the broker refuses the handshake.
+  auto anonymous = config;
+  anonymous.tls.cert_file.clear();
+  anonymous.tls.key_file.clear();
+  EXPECT_FALSE(connect_with(anonymous));
+  // A client that does not trust the broker's CA refuses the broker.
+  auto untrusting = config;
+  untrusting.tls.ca_file = file("client.pem");
+  EXPECT_FALSE(connect_with(untrusting));
 }
 
 // A broker restart: durable queues and persistent messages survive, nothing confirmed is lost,

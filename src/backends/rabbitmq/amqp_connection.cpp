@@ -105,6 +105,11 @@ void AmqpConnection::wake() {
   (void)!::write(wake_fd_, &one, sizeof one);
 }
 
+std::optional<Result<void>> AmqpConnection::first_outcome() const {
+  std::lock_guard lock(mutex_);
+  return first_outcome_;
+}
+
 Result<void> AmqpConnection::wait_ready() {
   std::unique_lock lock(mutex_);
   ready_changed_.wait(lock, [&] { return first_outcome_.has_value(); });
@@ -275,13 +280,14 @@ void AmqpConnection::run() {
     std::uint64_t drained = 0;
     (void)!::read(wake_fd_, &drained, sizeof drained);
   }
-  // Stopped: whatever is still queued will never run.
-  expire_tasks(true);
+  // Stopped: whatever is still queued will never run (the outcome is settled first: expired
+  // tasks may read it).
   {
     std::lock_guard lock(mutex_);
     if (!first_outcome_) first_outcome_ = rabbit_error(errc::cancelled, "closed");
   }
   ready_changed_.notify_all();
+  expire_tasks(true);
   if (hooks_.on_lost) hooks_.on_lost(rabbit_error(errc::cancelled, "the connection was closed"));
 }
 
@@ -302,28 +308,11 @@ void AmqpConnection::serve(amqp_connection_state_t conn) {
     if (!amqp_frames_enqueued(conn) && !amqp_data_in_buffer(conn)) {
       pollfd fds[2] = {{socket_fd, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
       // Wakes at least every second so that heartbeats are sent and checked.
-      const int ready = ::poll(fds, 2, 1000);
+      // Readable or not, the zero-timeout read below also sends a heartbeat that is due.
+      (void)::poll(fds, 2, 1000);
       if (fds[1].revents & POLLIN) {
         std::uint64_t drained = 0;
         (void)!::read(wake_fd_, &drained, sizeof drained);
-      }
-      if (ready < 0 || !(fds[0].revents & (POLLIN | POLLERR | POLLHUP))) {
-        // Nothing to read: a zero-timeout wait lets rabbitmq-c send a due heartbeat.
-        timeval zero{};
-        amqp_frame_t frame;
-        const int status = amqp_simple_wait_frame_noblock(conn, &frame, &zero);
-        if (status == AMQP_STATUS_OK) {
-          if (frame.channel == kTrafficChannel && hooks_.on_frame &&
-              !hooks_.on_frame(conn, frame)) {
-            lost = rabbit_error(errc::unavailable, "the RabbitMQ channel (" + role_ + ") closed");
-            break;
-          }
-        } else if (status != AMQP_STATUS_TIMEOUT) {
-          lost = rabbit_error(errc::unavailable, std::string("the RabbitMQ connection (") + role_ +
-                                                     ") was lost: " + amqp_error_string2(status));
-          break;
-        }
-        continue;
       }
     }
     timeval zero{};

@@ -73,6 +73,8 @@ class AmqpConnection {
   /// Blocks until the first connection attempt succeeded or failed (the caller is not the
   /// connection's thread). Later losses are handled by reconnecting.
   Result<void> wait_ready();
+  /// The first attempt's outcome, if it has one yet (never blocks).
+  std::optional<Result<void>> first_outcome() const;
   /// Runs `task` on the connection's thread while it is connected. A task queued while the
   /// connection is down waits for it at most `outage_wait`; a task that cannot run (that wait
   /// passed, or the connection was closed) is called with a null connection, once.

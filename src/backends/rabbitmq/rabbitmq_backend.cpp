@@ -19,6 +19,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -62,9 +63,14 @@ using Complete = std::function<void(T)>;
 // Runs `start(conn, complete)` on the connection's thread and resumes the caller with what
 // `complete` is given. `conn` is null when the connection cannot run the task (closed, or down
 // longer than its outage wait): `start` must then complete with an error.
+// With a `deadline`, the caller is resumed with `on_deadline` when it passes first (the task
+// still runs; its late completion is dropped).
 template <class T, class Start>
-asio::awaitable<T> on_thread(AmqpConnection& connection, Start start) {
-  auto initiate = [&connection, start = std::move(start)](auto handler) mutable {
+asio::awaitable<T> on_thread(AmqpConnection& connection, Start start,
+                             SteadyClock::time_point deadline = SteadyClock::time_point::max(),
+                             std::optional<T> on_deadline = std::nullopt) {
+  auto initiate = [&connection, start = std::move(start), deadline,
+                   on_deadline = std::move(on_deadline)](auto handler) mutable {
     auto shared = std::make_shared<decltype(handler)>(std::move(handler));
     auto done = std::make_shared<std::atomic<bool>>(false);
     Complete<T> complete = [shared, done](T value) {
@@ -74,6 +80,14 @@ asio::awaitable<T> on_thread(AmqpConnection& connection, Start start) {
         std::move (*shared)(std::move(value));
       });
     };
+    if (deadline != SteadyClock::time_point::max() && on_deadline) {
+      auto timer =
+          std::make_shared<asio::steady_timer>(asio::get_associated_executor(*shared), deadline);
+      timer->async_wait(
+          [timer, complete, late = std::move(*on_deadline)](const std::error_code& ec) mutable {
+            if (!ec) complete(std::move(late));
+          });
+    }
     connection.post([start = std::move(start), complete](amqp_connection_state_t conn) mutable {
       start(conn, complete);
     });
@@ -344,8 +358,17 @@ bool Core::on_publisher_frame(amqp_connection_state_t conn, const amqp_frame_t& 
       if (amqp_read_message(conn, frame.channel, &message, 0).reply_type != AMQP_RESPONSE_NORMAL) {
         return false;
       }
-      auto decoded = decode_amqp(message, text_of(back->routing_key), false);
-      if (decoded && decoded->publish_tag != 0) returned[decoded->publish_tag] = why;
+      // The tag header is read directly: a returned message need not decode to be matched.
+      if (message.properties._flags & AMQP_BASIC_HEADERS_FLAG) {
+        const amqp_table_t& table = message.properties.headers;
+        for (int i = 0; i < table.num_entries; ++i) {
+          if (text_of(table.entries[i].key) != kPublishTagHeader) continue;
+          const std::string tag = text_of(table.entries[i].value.value.bytes);
+          std::uint64_t number = 0;
+          std::from_chars(tag.data(), tag.data() + tag.size(), number);
+          if (number != 0) returned[number] = why;
+        }
+      }
       amqp_destroy_message(&message);
       return true;
     }
@@ -444,8 +467,7 @@ Result<void> Core::ensure_retry_queue(amqp_connection_state_t conn, milliseconds
   Table args;
   args.number("x-message-ttl", delay.count());
   args.text("x-dead-letter-exchange", config.retry_exchange + ".back");
-  // A retry queue nobody has used for a while goes by itself.
-  args.number("x-expires", std::max<std::int64_t>(delay.count() * 4, 600'000));
+  // No x-expires: publishes do not count as use, so the queue would go with messages in it.
   auto queue = declare_queue(conn, name, config.durable, false, false, std::move(args));
   if (!queue) return std::move(queue).error();
   if (auto bound =
@@ -460,7 +482,9 @@ Result<void> Core::ensure_retry_queue(amqp_connection_state_t conn, milliseconds
 // Publishes on the publisher's thread and resumes the caller with the broker's confirm.
 asio::awaitable<Result<void>> publish_via(CorePtr core, Message message, std::string exchange,
                                           std::string routing_key, bool mandatory, bool wait,
-                                          OutgoingMessage::Extra extra, bool stream) {
+                                          OutgoingMessage::Extra extra, bool stream,
+                                          SteadyClock::time_point deadline) {
+  const std::string subject = message.subject();
   Core* c = core.get();
   auto start = [c, message = std::move(message), exchange = std::move(exchange),
                 routing_key = std::move(routing_key), mandatory, wait, extra,
@@ -482,7 +506,12 @@ asio::awaitable<Result<void>> publish_via(CorePtr core, Message message, std::st
       complete(ok());
     }
   };
-  co_return co_await on_thread<Result<void>>(*core->publisher, std::move(start));
+  std::optional<Result<void>> late = rabbit_error(
+      errc::deadline_exceeded, "publish on '" + subject +
+                                   "': no confirm from the broker before the deadline (it may "
+                                   "or may not be stored)");
+  co_return co_await on_thread<Result<void>>(*core->publisher, std::move(start), deadline,
+                                             std::move(late));
 }
 
 // ---- Subscriptions ----------------------------------------------------------------------
@@ -502,21 +531,35 @@ struct Received {
 struct Consumer {
   CorePtr core;
   SubscriptionSpec spec;
-  std::string queue;  // declared name (the broker's, for a private queue)
   bool stream = false;
+  // Connection thread only: the consumer tag of the running basic.consume.
+  std::string consumer_tag;
 
   std::mutex mutex;
   std::deque<Received> inbox;
   bool closed = false;
   std::optional<Error> failure;
-  std::uint64_t generation = 0;              // bumped at every (re)connection
-  std::optional<std::uint64_t> next_offset;  // streams: where a reconnection resumes
+  std::uint64_t generation = 0;  // bumped at every (re)connection
+  std::string queue;             // declared name (the broker's, for a private queue)
+  // Streams: offsets received and not yet settled (a reconnection resumes at the lowest, so
+  // nothing received but unsettled is skipped), and the offset after the last one received.
+  std::set<std::uint64_t> unsettled_offsets;
+  std::optional<std::uint64_t> next_offset;
   std::shared_ptr<AsyncSignal> signal = AsyncSignal::create();
 
   std::unique_ptr<AmqpConnection> connection;  // last: stopped before the rest goes
 
   Result<void> on_connected(amqp_connection_state_t conn);
   bool on_frame(amqp_connection_state_t conn, const amqp_frame_t& frame);
+
+  std::string queue_name() {
+    std::lock_guard lock(mutex);
+    return queue;
+  }
+  void settled_offset(std::uint64_t offset) {
+    std::lock_guard lock(mutex);
+    unsettled_offsets.erase(offset);
+  }
 };
 using ConsumerPtr = std::shared_ptr<Consumer>;
 
@@ -524,9 +567,19 @@ Result<void> Consumer::on_connected(amqp_connection_state_t conn) {
   const RabbitMqConfig& config = core->config;
   {
     std::lock_guard lock(mutex);
+    if (closed) return ok();  // reconnected after close(): nothing to consume any more
+  }
+  std::optional<std::uint64_t> resume_at;
+  {
+    std::lock_guard lock(mutex);
     ++generation;
     inbox.clear();  // their tags died with the old connection; the broker redelivers them
+    if (stream) {
+      resume_at = unsettled_offsets.empty() ? next_offset : *unsettled_offsets.begin();
+      unsettled_offsets.clear();
+    }
   }
+  std::string declared_queue;
   Table consume_args;
   if (stream) {
     Table args;
@@ -534,10 +587,9 @@ Result<void> Consumer::on_connected(amqp_connection_state_t conn) {
     if (!config.stream_max_age.empty()) args.text("x-max-age", config.stream_max_age);
     auto declared = declare_queue(conn, spec.subject, true, false, false, std::move(args));
     if (!declared) return std::move(declared).error();
-    queue = *declared;
-    std::lock_guard lock(mutex);
-    if (next_offset) {
-      consume_args.number("x-stream-offset", static_cast<std::int64_t>(*next_offset));
+    declared_queue = *declared;
+    if (resume_at) {
+      consume_args.number("x-stream-offset", static_cast<std::int64_t>(*resume_at));
     } else {
       switch (spec.start.kind) {
         case StartPosition::Kind::new_messages:
@@ -566,7 +618,7 @@ Result<void> Consumer::on_connected(amqp_connection_state_t conn) {
     const bool shared = !spec.group.empty();
     std::string name;
     bool durable = config.durable, exclusive = false, auto_delete = false;
-    Table args = core->queue_arguments();
+    Table args = query ? Table() : core->queue_arguments();
     if (query) {
       // A query queue lives while its responders do: a query nobody answers is returned.
       name = queue_name_for(spec.subject);
@@ -585,12 +637,13 @@ Result<void> Consumer::on_connected(amqp_connection_state_t conn) {
     }
     auto declared = declare_queue(conn, name, durable, exclusive, auto_delete, std::move(args));
     if (!declared) return std::move(declared).error();
-    queue = *declared;
+    declared_queue = *declared;
     const std::string& exchange =
         (query || command) ? config.commands_exchange : config.events_exchange;
     const std::string key = (query || command) ? spec.subject : binding_key(spec.subject);
-    if (auto bound = bind_queue(conn, queue, exchange, key); !bound) return bound;
-    if (auto bound = bind_queue(conn, queue, config.retry_exchange + ".back", "*." + queue);
+    if (auto bound = bind_queue(conn, declared_queue, exchange, key); !bound) return bound;
+    if (auto bound = bind_queue(conn, declared_queue, config.retry_exchange + ".back",
+                                "*." + declared_queue);
         !bound) {
       return bound;
     }
@@ -603,16 +656,21 @@ Result<void> Consumer::on_connected(amqp_connection_state_t conn) {
     if (auto reply = amqp_get_rpc_reply(conn); reply.reply_type != AMQP_RESPONSE_NORMAL) {
       return rpc_error(reply, "basic.qos");
     }
-    amqp_basic_consume(conn, kTrafficChannel, bytes_of(queue), amqp_empty_bytes, 0, 0, 0,
-                       consume_args.get());
+    auto* consumed = amqp_basic_consume(conn, kTrafficChannel, bytes_of(declared_queue),
+                                        amqp_empty_bytes, 0, 0, 0, consume_args.get());
     const auto reply = amqp_get_rpc_reply(conn);
-    if (reply.reply_type == AMQP_RESPONSE_NORMAL) return ok();
+    if (reply.reply_type == AMQP_RESPONSE_NORMAL && consumed != nullptr) {
+      consumer_tag = text_of(consumed->consumer_tag);
+      std::lock_guard lock(mutex);
+      queue = declared_queue;
+      return ok();
+    }
     const bool not_ready =
         stream && reply.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
         reply.reply.id == AMQP_CHANNEL_CLOSE_METHOD &&
         static_cast<const amqp_channel_close_t*>(reply.reply.decoded)->reply_code ==
             AMQP_PRECONDITION_FAILED;
-    if (!not_ready || attempt >= 60) return rpc_error(reply, "consuming '" + queue + "'");
+    if (!not_ready || attempt >= 60) return rpc_error(reply, "consuming '" + declared_queue + "'");
     amqp_channel_close_ok_t close_ok{};
     amqp_send_method(conn, kTrafficChannel, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok);
     std::this_thread::sleep_for(milliseconds(50));
@@ -640,13 +698,10 @@ bool Consumer::on_frame(amqp_connection_state_t conn, const amqp_frame_t& frame)
   if (frame.frame_type != AMQP_FRAME_METHOD) return true;
   if (frame.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) return false;
   if (frame.payload.method.id == AMQP_BASIC_CANCEL_METHOD) {
-    {
-      std::lock_guard lock(mutex);
-      failure = rabbit_error(errc::unavailable,
-                             "the broker cancelled the consumer of '" + queue + "' (deleted?)");
-    }
-    signal->notify();
-    return true;
+    // The broker cancelled the consumer (its queue was deleted): reconnecting declares the
+    // queue again and consumes anew.
+    logger().warn("the broker cancelled the consumer of '{}'; subscribing again", queue_name());
+    return false;
   }
   if (frame.payload.method.id != AMQP_BASIC_DELIVER_METHOD) return true;
   const auto* deliver = static_cast<const amqp_basic_deliver_t*>(frame.payload.method.decoded);
@@ -665,8 +720,16 @@ bool Consumer::on_frame(amqp_connection_state_t conn, const amqp_frame_t& frame)
   amqp_destroy_message(&message);
   {
     std::lock_guard lock(mutex);
+    if (closed) {
+      // Arrived while closing: back to the queue (a stream keeps it anyway).
+      if (!stream) amqp_basic_nack(conn, kTrafficChannel, received.tag, 0, 1);
+      return true;
+    }
     received.generation = generation;
-    if (stream) next_offset = received.offset + 1;
+    if (stream) {
+      next_offset = received.offset + 1;
+      unsettled_offsets.insert(received.offset);
+    }
     inbox.push_back(std::move(received));
   }
   signal->notify();
@@ -715,19 +778,19 @@ class RabbitDelivery final : public Delivery {
 
   ~RabbitDelivery() override {
     if (settled_) return;
-    // Unsettled: back to the queue at once (for a stream, only its prefetch slot is freed).
+    if (consumer_->stream) {
+      // A stream has no requeue: the subscription hands the message out again itself.
+      requeue_locally(consumer_, stream_copy(0));
+      return;
+    }
+    // Unsettled: back to the queue at once.
     const std::uint64_t tag = tag_, generation = generation_;
     Consumer* c = consumer_.get();
-    const bool stream = c->stream;
-    consumer_->connection->post([c, tag, generation, stream](amqp_connection_state_t conn) {
+    consumer_->connection->post([c, tag, generation](amqp_connection_state_t conn) {
       if (conn == nullptr) return;
       std::lock_guard lock(c->mutex);
       if (generation != c->generation) return;
-      if (stream) {
-        amqp_basic_ack(conn, kTrafficChannel, tag, 0);
-      } else {
-        amqp_basic_nack(conn, kTrafficChannel, tag, 0, 1);
-      }
+      amqp_basic_nack(conn, kTrafficChannel, tag, 0, 1);
     });
   }
 
@@ -743,9 +806,10 @@ class RabbitDelivery final : public Delivery {
     // A copy with the next attempt number goes to the retry queue of this delay; once the
     // broker has it, the original is acknowledged.
     CorePtr core = consumer_->core;
-    const std::string routing_key = std::to_string(delay.count()) + "." + consumer_->queue;
+    const std::string routing_key = std::to_string(delay.count()) + "." + consumer_->queue_name();
     OutgoingMessage::Extra extra;
     extra.attempt = attempt() + 1;
+    extra.keep_expiration = false;
     Core* c = core.get();
     auto declare = [c, delay](amqp_connection_state_t conn, Complete<Result<void>> complete) {
       if (conn == nullptr) {
@@ -757,8 +821,11 @@ class RabbitDelivery final : public Delivery {
     auto declared = co_await on_thread<Result<void>>(*core->publisher, std::move(declare));
     Result<void> copied = declared;
     if (declared) {
+      // mandatory: a copy that reaches no retry queue (one deleted by hand) is reported, and the
+      // original goes back to its queue instead of being lost.
       copied = co_await publish_via(core, message(), core->config.retry_exchange, routing_key,
-                                    false, true, extra, false);
+                                    core->config.publisher_confirms, true, extra, false,
+                                    SteadyClock::time_point::max());
     }
     if (!copied) {
       // No retry copy: back to the queue at once rather than lost.
@@ -780,6 +847,16 @@ class RabbitDelivery final : public Delivery {
     if (settled_) co_return already();
     settled_ = true;
     Consumer* c = consumer_.get();
+    {
+      std::lock_guard lock(c->mutex);
+      if (generation_ != c->generation || !c->connection->connected()) {
+        co_return rabbit_error(errc::unavailable,
+                               what +
+                                   ": the connection it came on was lost (it will be "
+                                   "delivered again)");
+      }
+      if (c->stream) c->unsettled_offsets.erase(sequence());
+    }
     consumer_->connection->post([c, tag = tag_, generation = generation_,
                                  what = std::move(what)](amqp_connection_state_t conn) {
       if (conn == nullptr) return;  // closed or down: the broker redelivers it
@@ -796,6 +873,9 @@ class RabbitDelivery final : public Delivery {
   // A stream keeps every message for every reader, so a retry is not written back to it: the
   // message is handed out again by this subscription after the delay.
   asio::awaitable<Result<void>> nack_stream(milliseconds delay);
+  // This delivery as a received message again, `extra_attempts` later.
+  Received stream_copy(int extra_attempts) const;
+  static void requeue_locally(const ConsumerPtr& consumer, Received again);
 
   ConsumerPtr consumer_;
   std::uint64_t tag_;
@@ -864,10 +944,28 @@ class RabbitSubscription final : public Subscription {
       consumer_->closed = true;
     }
     consumer_->signal->notify();
-    // Closing the connection returns every unacknowledged message to its queue. Deliveries
-    // handed out keep the consumer (and so the connection object) alive; settling them after
-    // this fails with `unavailable`, and the broker redelivers them.
-    consumer_->connection->close();
+    // Intake stops now (basic.cancel) and what was received but not handed out goes back to
+    // its queue; the connection stays while deliveries already handed out may be settled (the
+    // bus's drain), and closes when the last of them and this subscription are gone.
+    Consumer* c = consumer_.get();
+    consumer_->connection->post([c](amqp_connection_state_t conn) {
+      std::deque<Received> unread;
+      {
+        std::lock_guard lock(c->mutex);
+        unread.swap(c->inbox);
+      }
+      if (conn == nullptr) return;
+      if (!c->consumer_tag.empty()) {
+        amqp_basic_cancel(conn, kTrafficChannel, bytes_of(c->consumer_tag));
+        (void)amqp_get_rpc_reply(conn);
+      }
+      std::lock_guard lock(c->mutex);
+      for (const auto& r : unread) {
+        if (r.generation == c->generation && !c->stream) {
+          amqp_basic_nack(conn, kTrafficChannel, r.tag, 0, 1);
+        }
+      }
+    });
   }
 
  private:
@@ -889,8 +987,8 @@ class RabbitSubscription final : public Subscription {
                  dead_letter_subject(subject));
     const std::string stream = dead.subject();
     const OutgoingMessage::Extra plain;
-    auto moved =
-        co_await publish_via(c.core, std::move(dead), "", stream, false, true, plain, true);
+    auto moved = co_await publish_via(c.core, std::move(dead), "", stream, false, true, plain, true,
+                                      SteadyClock::time_point::max());
     if (!moved) {
       logger().error("cannot dead-letter an undecodable message from {} ({}); it is requeued",
                      subject, moved.error().describe());
@@ -906,26 +1004,36 @@ class RabbitSubscription final : public Subscription {
   ConsumerPtr consumer_;
 };
 
-asio::awaitable<Result<void>> RabbitDelivery::nack_stream(milliseconds delay) {
-  // The message stays unacknowledged (holding its prefetch slot) until it is handed out again.
+Received RabbitDelivery::stream_copy(int extra_attempts) const {
   Received again;
   Incoming incoming;
   incoming.message = message();
-  incoming.attempt = attempt() + 1;
+  incoming.attempt = attempt() + extra_attempts;
   again.incoming = std::move(incoming);
   again.tag = tag_;
   again.generation = generation_;
   again.offset = sequence();
   again.routing_key = consumer_->spec.subject;
+  return again;
+}
+
+void RabbitDelivery::requeue_locally(const ConsumerPtr& consumer, Received again) {
+  {
+    std::lock_guard lock(consumer->mutex);
+    // After a reconnection the broker delivers it again from its offset.
+    if (consumer->closed || again.generation != consumer->generation) return;
+    consumer->inbox.push_front(std::move(again));
+  }
+  consumer->signal->notify();
+}
+
+asio::awaitable<Result<void>> RabbitDelivery::nack_stream(milliseconds delay) {
+  // The message stays unacknowledged (holding its prefetch slot, and its offset unsettled) until
+  // it is handed out again.
   auto consumer = consumer_;
   auto timer = std::make_shared<asio::steady_timer>(co_await asio::this_coro::executor, delay);
-  timer->async_wait([consumer, timer, again = std::move(again)](const std::error_code&) mutable {
-    {
-      std::lock_guard lock(consumer->mutex);
-      if (consumer->closed || again.generation != consumer->generation) return;
-      consumer->inbox.push_front(std::move(again));
-    }
-    consumer->signal->notify();
+  timer->async_wait([consumer, timer, again = stream_copy(1)](const std::error_code&) mutable {
+    requeue_locally(consumer, std::move(again));
   });
   co_return ok();
 }
@@ -1012,7 +1120,22 @@ class RabbitMqBackend final : public Backend {
     {
       std::lock_guard lock(mutex_);
       if (connected_) co_return ok();
+      if (connecting_ || core_->closed) {
+        co_return rabbit_error(errc::failed_precondition, connecting_
+                                                              ? "connect() is already running"
+                                                              : "the backend is closed");
+      }
+      connecting_ = true;
     }
+    auto connected = co_await connect_once();
+    std::lock_guard lock(mutex_);
+    connecting_ = false;
+    if (connected) connected_ = true;
+    co_return connected;
+  }
+
+ private:
+  asio::awaitable<Result<void>> connect_once() {
     RabbitMqConfig& config = core_->config;
     if (auto applied = apply_url(config); !applied) co_return applied;
     if (auto valid = validate(config); !valid) co_return valid;
@@ -1042,11 +1165,10 @@ class RabbitMqBackend final : public Backend {
       core_->publisher->close();
       co_return std::move(ready).error();
     }
-    std::lock_guard lock(mutex_);
-    connected_ = true;
     co_return ok();
   }
 
+ public:
   asio::awaitable<Result<void>> publish(Message message, PublishOptions options) override {
     if (auto usable = check_usable(); !usable) co_return usable;
     const RabbitMqConfig& config = core_->config;
@@ -1055,14 +1177,14 @@ class RabbitMqBackend final : public Backend {
     if (options.kind == DestinationKind::stream) {
       const OutgoingMessage::Extra plain;
       co_return co_await publish_via(core_, std::move(message), "", subject, false, true, plain,
-                                     true);
+                                     true, options.deadline);
     }
     if (options.pattern == MessagingPattern::request_response &&
         subject.starts_with(kReplyToQueue)) {
       // A reply to a query: straight to the asker's direct reply-to.
       const OutgoingMessage::Extra plain;
       co_return co_await publish_via(core_, std::move(message), "", subject, false, false, plain,
-                                     false);
+                                     false, options.deadline);
     }
     const bool to_service = options.pattern == MessagingPattern::point_to_point ||
                             options.pattern == MessagingPattern::request_response;
@@ -1071,7 +1193,7 @@ class RabbitMqBackend final : public Backend {
     const bool mandatory = options.require_receiver && config.publisher_confirms;
     const OutgoingMessage::Extra plain;
     co_return co_await publish_via(core_, std::move(message), exchange, subject, mandatory,
-                                   wait || mandatory, plain, false);
+                                   wait || mandatory, plain, false, options.deadline);
   }
 
   asio::awaitable<Result<std::shared_ptr<Subscription>>> subscribe(SubscriptionSpec spec) override {
@@ -1096,10 +1218,14 @@ class RabbitMqBackend final : public Backend {
     std::shared_ptr<Subscription> subscription = std::make_shared<RabbitSubscription>(consumer);
     {
       std::lock_guard lock(mutex_);
-      std::erase_if(subscriptions_, [](const auto& weak) { return weak.expired(); });
-      subscriptions_.push_back(subscription);
+      if (!core_->closed) {
+        std::erase_if(subscriptions_, [](const auto& weak) { return weak.expired(); });
+        subscriptions_.push_back(subscription);
+        co_return subscription;
+      }
     }
-    co_return subscription;
+    subscription->close();  // the backend closed meanwhile
+    co_return rabbit_error(errc::failed_precondition, "the backend is closed");
   }
 
   asio::awaitable<Result<Message>> request(Message message, milliseconds timeout) override {
@@ -1118,8 +1244,9 @@ class RabbitMqBackend final : public Backend {
     extra.persistent = false;
     // A query nobody took in time is of no use to anyone: it expires with its deadline.
     extra.expiration_ms = std::to_string(std::max<long long>(timeout.count(), 1));
-    auto sent = co_await publish_via(core_, std::move(message), core_->config.commands_exchange,
-                                     subject, core_->config.publisher_confirms, true, extra, false);
+    auto sent =
+        co_await publish_via(core_, std::move(message), core_->config.commands_exchange, subject,
+                             core_->config.publisher_confirms, true, extra, false, deadline);
     while (sent) {
       {
         std::lock_guard lock(waiter->mutex);
@@ -1151,14 +1278,13 @@ class RabbitMqBackend final : public Backend {
  private:
   // Waits for a connection's first attempt without blocking the caller's executor.
   static asio::awaitable<Result<void>> blocking_wait(AmqpConnection& connection) {
-    auto start = [&connection](amqp_connection_state_t conn, Complete<Result<void>> complete) {
-      complete(conn == nullptr ? connection.wait_ready() : ok());
-    };
-    // The task runs on the connection's thread once connected (or with null when it gave up),
-    // so its completion is the end of the first attempt either way.
-    auto outcome = co_await on_thread<Result<void>>(connection, std::move(start));
-    if (!outcome) co_return outcome;
-    co_return connection.wait_ready();
+    // The task runs on the connection's thread once connected, or with null once the first
+    // attempt failed (or the connection closed): its completion ends the first attempt either
+    // way, and the outcome is then settled (read without blocking).
+    auto start = [](amqp_connection_state_t, Complete<Result<void>> complete) { complete(ok()); };
+    (void)co_await on_thread<Result<void>>(connection, std::move(start));
+    co_return connection.first_outcome().value_or(
+        rabbit_error(errc::cancelled, "the connection was closed"));
   }
 
   ConsumerPtr open_consumer(const SubscriptionSpec& spec) {
@@ -1201,6 +1327,7 @@ class RabbitMqBackend final : public Backend {
   Capabilities caps_;
   std::mutex mutex_;
   bool connected_ = false;
+  bool connecting_ = false;
   std::vector<std::weak_ptr<Subscription>> subscriptions_;
 };
 

@@ -82,6 +82,7 @@ OutgoingMessage::OutgoingMessage(const Message& message, const Extra& extra)
                     ? extra.expiration_ms
                     : (metadata.ttl ? std::to_string(std::max<long long>(metadata.ttl->count(), 0))
                                     : std::string());
+  if (!extra.keep_expiration) expiration_.clear();
   type_ = metadata.message_type;
 
   properties_._flags = AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;

@@ -33,6 +33,7 @@ class OutgoingMessage {
     int attempt = 0;                ///< 0: not written
     std::uint64_t publish_tag = 0;  ///< 0: not written
     std::string expiration_ms;      ///< overrides the ttl
+    bool keep_expiration = true;    ///< false: none (a retry copy waits by its queue's TTL)
   };
   OutgoingMessage(const Message& message, const Extra& extra);
   OutgoingMessage(const OutgoingMessage&) = delete;

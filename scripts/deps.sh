@@ -8,7 +8,7 @@ build_pkgs=(g++ cmake ninja-build ccache pkg-config git
   libasio-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libsqlite3-dev)
 # Brokers and their client libraries: the tests run against real servers (scripts/brokers).
 broker_pkgs=(nats-server libnats-dev redis-server redis-tools libhiredis-dev
-  rabbitmq-server librabbitmq-dev curl procps openssl)
+  rabbitmq-server librabbitmq-dev librdkafka-dev curl procps openssl)
 test_pkgs=(libgtest-dev clang-format "${broker_pkgs[@]}")
 bench_pkgs=(libzmq3-dev libconcurrentqueue-dev "${broker_pkgs[@]}")
 

@@ -532,8 +532,12 @@ struct Consumer {
   CorePtr core;
   SubscriptionSpec spec;
   bool stream = false;
-  // Connection thread only: the consumer tag of the running basic.consume.
+  // Connection thread only: the consumer tag of the running basic.consume; the delivery tags
+  // of the current channel not yet settled, in delivery order, each marked once acknowledged
+  // (acknowledgements go out together as one basic.ack with `multiple`, see flush_acks).
   std::string consumer_tag;
+  std::deque<std::pair<std::uint64_t, bool>> unsettled_tags;
+  bool ack_flush_posted = false;
 
   std::mutex mutex;
   std::deque<Received> inbox;
@@ -556,6 +560,43 @@ struct Consumer {
     std::lock_guard lock(mutex);
     return queue;
   }
+
+  // Connection thread: settles a delivery of the current channel. An ack is only marked, and
+  // sent with the others at the end of this turn of the thread; a requeue goes at once.
+  int settle_tag(amqp_connection_state_t conn, std::uint64_t tag, bool ack) {
+    auto it = std::lower_bound(unsettled_tags.begin(), unsettled_tags.end(), tag,
+                               [](const auto& entry, std::uint64_t t) { return entry.first < t; });
+    const bool known = it != unsettled_tags.end() && it->first == tag;
+    if (!ack) {
+      if (known) unsettled_tags.erase(it);
+      return amqp_basic_nack(conn, kTrafficChannel, tag, 0, 1);
+    }
+    if (!known) return amqp_basic_ack(conn, kTrafficChannel, tag, 0);
+    it->second = true;
+    if (!ack_flush_posted) {
+      ack_flush_posted = true;
+      connection->post([this](amqp_connection_state_t live) {
+        ack_flush_posted = false;
+        if (live != nullptr) flush_acks(live);
+      });
+    }
+    return AMQP_STATUS_OK;
+  }
+  // Acknowledges, with one basic.ack `multiple`, the longest run of acknowledged deliveries at
+  // the front (nothing unsettled is ever covered).
+  void flush_acks(amqp_connection_state_t conn) {
+    std::uint64_t last = 0;
+    while (!unsettled_tags.empty() && unsettled_tags.front().second) {
+      last = unsettled_tags.front().first;
+      unsettled_tags.pop_front();
+    }
+    if (last == 0) return;
+    if (const int status = amqp_basic_ack(conn, kTrafficChannel, last, 1);
+        status != AMQP_STATUS_OK) {
+      logger().warn("acknowledging messages of '{}' failed: {}", queue_name(),
+                    amqp_error_string2(status));
+    }
+  }
   void settled_offset(std::uint64_t offset) {
     std::lock_guard lock(mutex);
     unsettled_offsets.erase(offset);
@@ -569,6 +610,8 @@ Result<void> Consumer::on_connected(amqp_connection_state_t conn) {
     std::lock_guard lock(mutex);
     if (closed) return ok();  // reconnected after close(): nothing to consume any more
   }
+  unsettled_tags.clear();  // tags of the old channel
+  ack_flush_posted = false;
   std::optional<std::uint64_t> resume_at;
   {
     std::lock_guard lock(mutex);
@@ -726,6 +769,7 @@ bool Consumer::on_frame(amqp_connection_state_t conn, const amqp_frame_t& frame)
       return true;
     }
     received.generation = generation;
+    unsettled_tags.emplace_back(received.tag, false);
     if (stream) {
       next_offset = received.offset + 1;
       unsettled_offsets.insert(received.offset);
@@ -756,8 +800,7 @@ asio::awaitable<Result<void>> settle_on(ConsumerPtr consumer, std::uint64_t gene
         return;
       }
     }
-    const int status = how == Settle::ack ? amqp_basic_ack(conn, kTrafficChannel, tag, 0)
-                                          : amqp_basic_nack(conn, kTrafficChannel, tag, 0, 1);
+    const int status = c->settle_tag(conn, tag, how == Settle::ack);
     if (status != AMQP_STATUS_OK) {
       complete(rabbit_error(errc::unavailable, what + ": " + amqp_error_string2(status)));
       return;
@@ -790,7 +833,7 @@ class RabbitDelivery final : public Delivery {
       if (conn == nullptr) return;
       std::lock_guard lock(c->mutex);
       if (generation != c->generation) return;
-      amqp_basic_nack(conn, kTrafficChannel, tag, 0, 1);
+      c->settle_tag(conn, tag, false);
     });
   }
 
@@ -862,8 +905,7 @@ class RabbitDelivery final : public Delivery {
       if (conn == nullptr) return;  // closed or down: the broker redelivers it
       std::lock_guard lock(c->mutex);
       if (generation != c->generation) return;
-      if (const int status = amqp_basic_ack(conn, kTrafficChannel, tag, 0);
-          status != AMQP_STATUS_OK) {
+      if (const int status = c->settle_tag(conn, tag, true); status != AMQP_STATUS_OK) {
         logger().warn("{} of a message from '{}' failed: {}", what, c->queue,
                       amqp_error_string2(status));
       }
@@ -962,7 +1004,7 @@ class RabbitSubscription final : public Subscription {
       std::lock_guard lock(c->mutex);
       for (const auto& r : unread) {
         if (r.generation == c->generation && !c->stream) {
-          amqp_basic_nack(conn, kTrafficChannel, r.tag, 0, 1);
+          c->settle_tag(conn, r.tag, false);
         }
       }
     });

@@ -299,6 +299,34 @@ TEST(RedisRestart, PublishDuringAnOutageFailsClearlyOrWaits) {
       10s));
 }
 
+// A server that stops answering without closing the connection (SIGSTOP): a publish gives up at
+// its deadline with `deadline_exceeded` instead of waiting for ever, and works again once the
+// server goes on.
+TEST(RedisRestart, AServerThatStopsAnsweringMeetsTheDeadline) {
+  PrivateRedis server;
+  TestLoop loop;
+  auto backend = redis::make_backend(config_for(server.url()));
+  ASSERT_TRUE(loop.run(backend->connect()));
+  Message message = Message::from_json({{"n", 1}});
+  message.mutable_metadata().message_type = "frozen";
+  message.set_subject("frozen_log");
+  PublishOptions options;
+  options.kind = DestinationKind::stream;
+  options.pattern = MessagingPattern::streaming;
+  ASSERT_TRUE(loop.run(backend->publish(message, options)));
+  ASSERT_EQ(::kill(server.server().pid(), SIGSTOP), 0);
+  options.deadline = SteadyClock::now() + 300ms;
+  const auto start = SteadyClock::now();
+  auto frozen = loop.run(backend->publish(message, options));
+  ::kill(server.server().pid(), SIGCONT);
+  ASSERT_FALSE(frozen);
+  EXPECT_TRUE(frozen.error().is(errc::deadline_exceeded)) << frozen.error().describe();
+  EXPECT_LT(SteadyClock::now() - start, 2s);
+  options.deadline = SteadyClock::now() + 5s;
+  EXPECT_TRUE(loop.run(backend->publish(message, options)));
+  (void)loop.run(backend->close(SteadyClock::now() + 2s));
+}
+
 // An entry another program wrote without our fields, or with a broken one, goes to the
 // dead-letter stream with the reason; the consumer goes on with the next.
 TEST(RedisBadInput, UndecodableEntriesAreDeadLetteredAndTheConsumerGoesOn) {

@@ -98,6 +98,8 @@ class ServerProcess {
 
   int port() const { return port_; }
   bool running() const { return pid_ > 0; }
+  /// The server's process ID (-1 when it is not running), e.g. to SIGSTOP it.
+  pid_t pid() const { return pid_; }
 
   /// Returns false when the server did not open its port within `limit`.
   bool start(std::chrono::seconds limit = std::chrono::seconds(20)) {

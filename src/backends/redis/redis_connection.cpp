@@ -4,6 +4,7 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <optional>
 
@@ -129,6 +130,7 @@ struct Adapter : std::enable_shared_from_this<Adapter> {
 // A null reply means the connection went (or was closed) before the reply came.
 void on_reply(redisAsyncContext* ctx, void* reply, void* privdata) {
   std::unique_ptr<ReplyCallback> callback(static_cast<ReplyCallback*>(privdata));
+  if (ctx->data != nullptr) static_cast<Connection*>(ctx->data)->reply_arrived();
   if (reply == nullptr) {
     if (ctx->data == nullptr) {
       (*callback)(Error(errc::cancelled, "the Redis connection was closed", "redis"));
@@ -210,12 +212,15 @@ Connection::Connection(asio::io_context& io, ConnectionOptions options, std::str
       connect_timer_(io),
       retry_timer_(io),
       sweep_timer_(io),
-      readiness_(std::make_shared<Readiness>()) {}
+      readiness_(std::make_shared<Readiness>()),
+      expiry_timer_(io),
+      description_("Redis at " + options_.host + ":" + std::to_string(options_.port) + " (" +
+                   role_ + ")") {}
 
 Connection::~Connection() = default;
 
 std::string Connection::where() const {
-  return "Redis at " + options_.host + ":" + std::to_string(options_.port) + " (" + role_ + ")";
+  return description_;
 }
 
 void Connection::start() {
@@ -237,6 +242,7 @@ void Connection::connect_now() {
   }
   ctx_ = ctx;
   ctx->data = this;
+  inflight_.clear();
   // A server that vanishes without closing the connection (a crashed host, a cut network) is
   // noticed by TCP keepalive rather than never.
   (void)redisEnableKeepAlive(&ctx->c);
@@ -280,7 +286,7 @@ void Connection::connect_now() {
                }
                if (last) became_ready();
              }),
-             false);
+             false, SteadyClock::time_point::max());
   }
 
   connect_timer_.expires_after(options_.connect_timeout);
@@ -345,7 +351,9 @@ void Connection::became_ready() {
   if (on_ready) on_ready();
   auto queued = std::move(waiting_);
   waiting_.clear();
-  for (auto& w : queued) dispatch(std::move(w.command), std::move(w.callback), w.subscription);
+  for (auto& w : queued) {
+    dispatch(std::move(w.command), std::move(w.callback), w.subscription, w.reply_deadline);
+  }
 }
 
 void Connection::connection_failed(Error error) {
@@ -381,11 +389,12 @@ void Connection::send(FormattedCommand command, ReplyCallbackPtr callback,
     return;
   }
   if (state_ == State::ready) {
-    dispatch(std::move(command), std::move(callback), false);
+    dispatch(std::move(command), std::move(callback), false, deadline);
     return;
   }
   const auto bound = SteadyClock::now() + options_.outage_wait;
-  waiting_.push_back({std::move(command), std::move(callback), std::min(deadline, bound), false});
+  waiting_.push_back(
+      {std::move(command), std::move(callback), std::min(deadline, bound), false, deadline});
   if (!sweeping_) sweep_waiting();
 }
 
@@ -401,7 +410,9 @@ void Connection::post(Command args, ReplyCallbackPtr callback, SteadyClock::time
 
 void Connection::send_subscription(const Command& args) {
   // While down, the subscriptions are renewed by on_ready when the connection is back.
-  if (state_ == State::ready) dispatch(FormattedCommand(args), nullptr, true);
+  if (state_ == State::ready) {
+    dispatch(FormattedCommand(args), nullptr, true, SteadyClock::time_point::max());
+  }
 }
 
 void Connection::sweep_waiting() {
@@ -423,7 +434,8 @@ void Connection::sweep_waiting() {
   });
 }
 
-void Connection::dispatch(FormattedCommand command, ReplyCallbackPtr callback, bool subscription) {
+void Connection::dispatch(FormattedCommand command, ReplyCallbackPtr callback, bool subscription,
+                          SteadyClock::time_point deadline) {
   int status = REDIS_ERR;
   if (ctx_ != nullptr) {
     if (subscription) {
@@ -432,12 +444,35 @@ void Connection::dispatch(FormattedCommand command, ReplyCallbackPtr callback, b
     } else {
       status = redisAsyncFormattedCommand(ctx_, on_reply, callback.get(), command.data(),
                                           command.size());
-      if (status == REDIS_OK) (void)callback.release();  // hiredis calls it back exactly once
+      if (status == REDIS_OK) {
+        inflight_.emplace_back(deadline, callback.get());
+        (void)callback.release();  // hiredis calls it back exactly once
+        if (deadline != SteadyClock::time_point::max() && !expiry_armed_) expire_overdue();
+      }
     }
   }
   if (status != REDIS_OK && callback) {
     (*callback)(redis_error(errc::unavailable, where() + " could not send a command"));
   }
+}
+
+void Connection::expire_overdue() {
+  const auto now = SteadyClock::now();
+  bool finite = false;
+  for (auto& entry : inflight_) {
+    if (entry.first <= now) {
+      entry.second->expire();
+      entry.first = SteadyClock::time_point::max();  // expired once
+    } else if (entry.first != SteadyClock::time_point::max()) {
+      finite = true;
+    }
+  }
+  expiry_armed_ = finite;
+  if (!finite) return;
+  expiry_timer_.expires_after(std::chrono::milliseconds(50));
+  expiry_timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
+    if (!ec) self->expire_overdue();
+  });
 }
 
 void Connection::fail_waiting(const Error& error) {
@@ -456,6 +491,8 @@ void Connection::close() {
     self->connect_timer_.cancel();
     self->retry_timer_.cancel();
     self->sweep_timer_.cancel();
+    self->expiry_timer_.cancel();
+    self->inflight_.clear();
     self->fail_waiting(redis_error(errc::cancelled, self->where() + " was closed"));
     if (redisAsyncContext* c = self->ctx_) {
       self->ctx_ = nullptr;
@@ -482,16 +519,32 @@ asio::awaitable<Result<void>> Connection::wait_ready() {
 }
 
 asio::awaitable<ReplyResult> Connection::command(Command args, SteadyClock::time_point deadline) {
+  // A reply that has not come by the deadline (a server that stopped answering without closing
+  // the connection) resumes the caller with `deadline_exceeded`; the late reply is dropped.
   auto initiate = [self = shared_from_this(), args = std::move(args),
                    deadline](auto handler) mutable {
-    self->post(std::move(args),
-               make_callback([handler = std::move(handler)](ReplyResult result) mutable {
-                 auto executor = asio::get_associated_executor(handler);
-                 asio::post(executor,
-                            [handler = std::move(handler), result = std::move(result)]() mutable {
-                              std::move(handler)(std::move(result));
-                            });
-               }),
+    using Handler = decltype(handler);
+    struct Resume final : ReplyCallback {
+      // `where` is the connection's own description: expire() is only called by the connection.
+      Resume(Handler h, const std::string* w) : handler(std::move(h)), where(w) {}
+      void operator()(ReplyResult result) override { finish(std::move(result)); }
+      void expire() override {
+        finish(redis_error(errc::deadline_exceeded, "no reply from " + *where +
+                                                        " before the deadline (the command may "
+                                                        "or may not have run)"));
+      }
+      void finish(ReplyResult result) {
+        if (!handler) return;
+        auto executor = asio::get_associated_executor(*handler);
+        asio::post(executor, [h = std::move(*handler), result = std::move(result)]() mutable {
+          std::move(h)(std::move(result));
+        });
+        handler.reset();
+      }
+      std::optional<Handler> handler;
+      const std::string* where;
+    };
+    self->post(std::move(args), std::make_unique<Resume>(std::move(handler), &self->description_),
                deadline);
   };
   return asio::async_initiate<const asio::use_awaitable_t<>&, void(ReplyResult)>(

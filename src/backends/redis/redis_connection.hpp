@@ -76,6 +76,9 @@ class ReplyCallback {
  public:
   virtual ~ReplyCallback() = default;
   virtual void operator()(ReplyResult result) = 0;
+  /// The command's deadline passed before its reply came (the reply may still come later;
+  /// operator() is called for it then). Io thread.
+  virtual void expire() {}
 };
 using ReplyCallbackPtr = std::unique_ptr<ReplyCallback>;
 
@@ -156,8 +159,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   struct Waiting {
     FormattedCommand command;
     ReplyCallbackPtr callback;
-    SteadyClock::time_point deadline;
+    SteadyClock::time_point deadline;  // also the command's deadline once sent
     bool subscription = false;
+    SteadyClock::time_point reply_deadline = SteadyClock::time_point::max();
   };
   struct Readiness;
 
@@ -169,7 +173,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void connection_failed(Error error);
   void schedule_reconnect();
   void sweep_waiting();
-  void dispatch(FormattedCommand command, ReplyCallbackPtr callback, bool subscription);
+  void dispatch(FormattedCommand command, ReplyCallbackPtr callback, bool subscription,
+                SteadyClock::time_point deadline);
+  void expire_overdue();
   void fail_waiting(const Error& error);
   std::string where() const;
 
@@ -190,6 +196,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool sweeping_ = false;
   std::deque<Waiting> waiting_;
   std::shared_ptr<Readiness> readiness_;
+  // Commands sent and not yet answered, in the order Redis answers them, with their deadlines:
+  // a periodic check expires those whose deadline passed (a server that stopped answering).
+  std::deque<std::pair<SteadyClock::time_point, ReplyCallback*>> inflight_;
+  asio::steady_timer expiry_timer_;
+  bool expiry_armed_ = false;
+  const std::string description_;  // "Redis at host:port (role)", for messages
+
+ public:
+  /// Io thread: hiredis answered the oldest command in flight (called by its reply callback).
+  void reply_arrived() {
+    if (!inflight_.empty()) inflight_.pop_front();
+  }
+
+ private:
   // The holder of this connection's own reference while hiredis may call back into it.
   std::shared_ptr<Connection>* self_ = nullptr;
 };

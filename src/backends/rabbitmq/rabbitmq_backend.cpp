@@ -542,7 +542,6 @@ struct Consumer {
   std::mutex mutex;
   std::deque<Received> inbox;
   bool closed = false;
-  std::optional<Error> failure;
   std::uint64_t generation = 0;  // bumped at every (re)connection
   std::string queue;             // declared name (the broker's, for a private queue)
   // Streams: offsets received and not yet settled (a reconnection resumes at the lowest, so
@@ -941,10 +940,6 @@ class RabbitSubscription final : public Subscription {
         if (!c.inbox.empty()) {
           received = std::move(c.inbox.front());
           c.inbox.pop_front();
-        } else if (c.failure) {
-          Error failure = *c.failure;
-          c.failure.reset();
-          co_return failure;
         }
       }
       if (!received) {

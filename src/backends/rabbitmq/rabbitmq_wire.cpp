@@ -136,7 +136,7 @@ Result<Incoming> decode_amqp(const amqp_message_t& amqp, const std::string& rout
         incoming.attempt =
             std::max<int>(static_cast<int>(number_of(value)), 1) + (redelivered ? 1 : 0);
       } else if (name == kPublishTagHeader) {
-        incoming.publish_tag = number_of(value);
+        // Ours, for matching returns: not the message's.
       } else {
         if (name == "cloudEvents:specversion") cloud_event = true;
         headers.emplace_back(std::move(name), std::move(value));

@@ -57,7 +57,6 @@ class OutgoingMessage {
 struct Incoming {
   Message message;
   int attempt = 1;
-  std::uint64_t publish_tag = 0;
 };
 Result<Incoming> decode_amqp(const amqp_message_t& message, const std::string& routing_key,
                              bool redelivered);

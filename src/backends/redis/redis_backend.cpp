@@ -274,9 +274,11 @@ struct Core {
   }
 
   // Runs a script by its SHA, loading it again if the server lost it (a restart).
-  asio::awaitable<ReplyResult> run_script(
-      ScriptId id, std::vector<std::string> keys, std::vector<std::string> args,
-      SteadyClock::time_point deadline = SteadyClock::time_point::max()) {
+  // No defaulted deadline: GCC 12 miscompiles defaulted class-type arguments of coroutines
+  // (docs/decisions/0001).
+  asio::awaitable<ReplyResult> run_script(ScriptId id, std::vector<std::string> keys,
+                                          std::vector<std::string> args,
+                                          SteadyClock::time_point deadline) {
     Command command;
     command.reserve(3 + keys.size() + args.size());
     command.emplace_back("EVALSHA");
@@ -284,12 +286,12 @@ struct Core {
     command.push_back(std::to_string(keys.size()));
     for (auto& k : keys) command.push_back(std::move(k));
     for (auto& a : args) command.push_back(std::move(a));
-    Command again = command;
-    auto reply = co_await commands->command(std::move(command), deadline);
+    // Formatted when sent, so the command is kept (not copied) for the rare resend.
+    auto reply = co_await commands->command(command, deadline);
     if (reply && reply->is_error() && reply->error_code() == "NOSCRIPT") {
-      again[0] = "EVAL";
-      again[1] = script_text(id);
-      reply = co_await commands->command(std::move(again), deadline);
+      command[0] = "EVAL";
+      command[1] = script_text(id);
+      reply = co_await commands->command(command, deadline);
     }
     co_return reply;
   }
@@ -581,8 +583,6 @@ struct StreamConsumer : std::enable_shared_from_this<StreamConsumer> {
   std::shared_ptr<AsyncSignal> arrived = AsyncSignal::create();  // wakes receive()
   std::shared_ptr<AsyncSignal> room = AsyncSignal::create();     // wakes the reader
   std::shared_ptr<AsyncSignal> reclaim_now = AsyncSignal::create();
-  std::shared_ptr<AsyncSignal> stopped = AsyncSignal::create();  // reader and reclaimer ended
-  int running = 0;
 
   const RedisConfig& config() const { return core->config; }
 
@@ -665,7 +665,15 @@ struct StreamConsumer : std::enable_shared_from_this<StreamConsumer> {
     Command command{"XCLAIM", key, group, std::string(kReleasedConsumer), "0"};
     for (const auto& id : ids) command.push_back(id);
     command.insert(command.end(), {"IDLE", millis(config().visibility_timeout), "JUSTID"});
-    core->commands->post(std::move(command), make_callback([](ReplyResult) {}));
+    core->commands->post(
+        std::move(command), make_callback([key = key, count = ids.size()](ReplyResult reply) {
+          auto outcome = checked(std::move(reply),
+                                 "releasing " + std::to_string(count) + " entries of " + key);
+          if (!outcome) {
+            logger().warn("{}; they come back after the visibility timeout instead",
+                          outcome.error().describe());
+          }
+        }));
   }
 
   asio::awaitable<Result<void>> dead_letter(const Result<Message>& decoded, const Entry& entry,
@@ -675,9 +683,9 @@ struct StreamConsumer : std::enable_shared_from_this<StreamConsumer> {
     std::vector<std::string> args{group, entry.id, core->maxlen()};
     for (auto& f : entry_fields(dead)) args.push_back(std::move(f));
     std::vector<std::string> keys{key, core->key(dead.subject())};
-    auto reply =
-        checked(co_await core->run_script(ScriptId::dead_letter, std::move(keys), std::move(args)),
-                "moving entry " + entry.id + " of " + key + " to the dead letters");
+    auto reply = checked(co_await core->run_script(ScriptId::dead_letter, std::move(keys),
+                                                   std::move(args), SteadyClock::time_point::max()),
+                         "moving entry " + entry.id + " of " + key + " to the dead letters");
     if (!reply) co_return std::move(reply).error();
     logger().warn("Redis entry {} of {} moved to {}: {}", entry.id, key, dead.subject(), reason);
     co_return ok();
@@ -746,7 +754,6 @@ struct StreamConsumer : std::enable_shared_from_this<StreamConsumer> {
       if (stream.elements.size() < 2) continue;
       add(entries_of(stream.elements[1], 1));
     }
-    finished();
   }
 
   asio::awaitable<void> reclaim_loop(std::shared_ptr<StreamConsumer> keep) {
@@ -758,7 +765,8 @@ struct StreamConsumer : std::enable_shared_from_this<StreamConsumer> {
         std::vector<std::string> keys{key};
         std::vector<std::string> args{group, consumer, millis(config().visibility_timeout),
                                       std::to_string(slots), cursor};
-        auto reply = co_await core->run_script(ScriptId::reclaim, std::move(keys), std::move(args));
+        auto reply = co_await core->run_script(ScriptId::reclaim, std::move(keys), std::move(args),
+                                               SteadyClock::time_point::max());
         if (reply && reply->is_array() && reply->elements.size() >= 4) {
           cursor = reply->elements[3].text;
           auto entries = entries_of(reply->elements[0], 1);
@@ -781,16 +789,6 @@ struct StreamConsumer : std::enable_shared_from_this<StreamConsumer> {
       }
       co_await reclaim_now->wait(SteadyClock::now() + config().reclaim_interval);
     }
-    finished();
-  }
-
-  void finished() {
-    bool last = false;
-    {
-      std::lock_guard lock(mutex);
-      last = --running == 0;
-    }
-    if (last) stopped->notify();
   }
 
   // Redelivers a nacked entry to this consumer after `delay`; the entry stays pending with it
@@ -953,9 +951,10 @@ class StreamSubscription final : public Subscription {
   static asio::awaitable<void> run_detached(CorePtr core, ScriptId script,
                                             std::vector<std::string> keys,
                                             std::vector<std::string> args) {
-    auto reply = checked(co_await core->run_script(script, std::move(keys), std::move(args)),
+    auto reply = checked(co_await core->run_script(script, std::move(keys), std::move(args),
+                                                   SteadyClock::time_point::max()),
                          "closing a subscription");
-    if (!reply) logger().debug("{}", reply.error().describe());
+    if (!reply) logger().warn("{}", reply.error().describe());
   }
 
   StreamConsumerPtr consumer_;
@@ -1328,7 +1327,6 @@ class RedisBackend final : public Backend {
       consumer->reader->close();
       co_return std::move(ready).error().with_context("subscribe " + spec.subject);
     }
-    consumer->running = 2;
     asio::co_spawn(consumer->reader->io(), consumer->read_loop(consumer), asio::detached);
     asio::co_spawn(consumer->reader->io(), consumer->reclaim_loop(consumer), asio::detached);
     std::shared_ptr<Subscription> subscription = std::make_shared<StreamSubscription>(consumer);

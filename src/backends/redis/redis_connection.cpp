@@ -398,14 +398,15 @@ void Connection::send(FormattedCommand command, ReplyCallbackPtr callback,
   if (!sweeping_) sweep_waiting();
 }
 
-void Connection::post(Command args, ReplyCallbackPtr callback, SteadyClock::time_point deadline) {
+void Connection::post(FormattedCommand command, ReplyCallbackPtr callback,
+                      SteadyClock::time_point deadline) {
   if (io_.get_executor().running_in_this_thread()) {
-    send(std::move(args), std::move(callback), deadline);
+    send(std::move(command), std::move(callback), deadline);
     return;
   }
-  asio::post(io_,
-             [self = shared_from_this(), args = std::move(args), callback = std::move(callback),
-              deadline]() mutable { self->send(std::move(args), std::move(callback), deadline); });
+  asio::post(
+      io_, [self = shared_from_this(), command = std::move(command), callback = std::move(callback),
+            deadline]() mutable { self->send(std::move(command), std::move(callback), deadline); });
 }
 
 void Connection::send_subscription(const Command& args) {
@@ -518,10 +519,11 @@ asio::awaitable<Result<void>> Connection::wait_ready() {
   }
 }
 
-asio::awaitable<ReplyResult> Connection::command(Command args, SteadyClock::time_point deadline) {
+asio::awaitable<ReplyResult> Connection::command(const Command& args,
+                                                 SteadyClock::time_point deadline) {
   // A reply that has not come by the deadline (a server that stopped answering without closing
   // the connection) resumes the caller with `deadline_exceeded`; the late reply is dropped.
-  auto initiate = [self = shared_from_this(), args = std::move(args),
+  auto initiate = [self = shared_from_this(), formatted = FormattedCommand(args),
                    deadline](auto handler) mutable {
     using Handler = decltype(handler);
     struct Resume final : ReplyCallback {
@@ -544,8 +546,8 @@ asio::awaitable<ReplyResult> Connection::command(Command args, SteadyClock::time
       std::optional<Handler> handler;
       const std::string* where;
     };
-    self->post(std::move(args), std::make_unique<Resume>(std::move(handler), &self->description_),
-               deadline);
+    self->post(std::move(formatted),
+               std::make_unique<Resume>(std::move(handler), &self->description_), deadline);
   };
   return asio::async_initiate<const asio::use_awaitable_t<>&, void(ReplyResult)>(
       std::move(initiate), asio::use_awaitable);

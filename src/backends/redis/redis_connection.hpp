@@ -128,14 +128,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// be reached within the connect timeout. Later outages are handled by reconnecting.
   asio::awaitable<Result<void>> wait_ready();
   /// Sends a command and resumes the caller, on its own executor, with the reply.
+  /// `args` is formatted before this returns, so the caller may keep (and reuse) it.
   asio::awaitable<ReplyResult> command(
-      Command args, SteadyClock::time_point deadline = SteadyClock::time_point::max());
+      const Command& args, SteadyClock::time_point deadline = SteadyClock::time_point::max());
   /// Io thread only: sends a command; `callback` runs on the io thread.
   void send(FormattedCommand command, ReplyCallbackPtr callback,
             SteadyClock::time_point deadline = SteadyClock::time_point::max());
   /// From any thread: sends a command without waiting for it; `callback` runs on the io thread.
-  void post(Command args, ReplyCallbackPtr callback,
-            SteadyClock::time_point deadline = SteadyClock::time_point::max());
+  void post(const Command& args, ReplyCallbackPtr callback,
+            SteadyClock::time_point deadline = SteadyClock::time_point::max()) {
+    post(FormattedCommand(args), std::move(callback), deadline);
+  }
+  void post(FormattedCommand command, ReplyCallbackPtr callback, SteadyClock::time_point deadline);
   /// Stops for good: disconnects, fails what is queued with `cancelled`.
   void close();
 

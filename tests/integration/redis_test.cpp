@@ -549,6 +549,29 @@ TEST(RedisReplay, FromAnEntryId) {
   (void)loop.run(backend->close(SteadyClock::now() + 5s));
 }
 
+// The database number of the URL, the key prefix and the stream trimming are what lands in
+// Redis: looked at with a plain client.
+TEST(RedisLayout, DatabasePrefixAndTrimmingAsConfigured) {
+  ASSERT_FALSE(shared_url().empty()) << "MARTY_REDIS_URL is not set";
+  auto config = config_for(shared_url() + "/3");
+  config.key_prefix = "shop:";
+  config.max_stream_length = 100;
+  auto bus = redis_bus(config);
+  const std::string stream = unique("laid_out");
+  std::vector<Json> events;
+  for (int n = 0; n < 1000; ++n) events.push_back({{"n", n}});
+  ASSERT_TRUE(bus->stream_events(stream, events));
+  RawClient raw(shared_url());
+  ASSERT_TRUE(raw.ok());
+  EXPECT_EQ(raw.run({"EXISTS", "shop:" + stream})->integer, 0) << "written to database 0";
+  ASSERT_EQ(raw.run({"SELECT", "3"})->type, REDIS_REPLY_STATUS);
+  const long long length = raw.run({"XLEN", "shop:" + stream})->integer;
+  EXPECT_GE(length, 100);   // MAXLEN ~ keeps at least the limit...
+  EXPECT_LT(length, 1000);  // ...and trims whole nodes beyond it
+  EXPECT_EQ(raw.run({"EXISTS", "marty:" + stream})->integer, 0) << "the default prefix was used";
+  (void)raw.run({"DEL", "shop:" + stream});
+}
+
 // What a plain Redis client publishes on a channel reaches pub/sub subscribers, typed by the
 // channel; what we publish is structured CloudEvents JSON that any client can read.
 TEST(RedisInterop, PlainPublishersAndReaders) {

@@ -22,6 +22,7 @@ marty_install_component(marty_messaging_sqlite MartyMessagingSqliteTargets)
 marty_install_component(marty_messaging_nats MartyMessagingNatsTargets)
 marty_install_component(marty_messaging_redis MartyMessagingRedisTargets)
 marty_install_component(marty_messaging_rabbitmq MartyMessagingRabbitmqTargets)
+marty_install_component(marty_messaging_kafka MartyMessagingKafkaTargets)
 configure_package_config_file(cmake/MartyMessagingConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/MartyMessagingConfig.cmake
   INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/MartyMessaging)

@@ -77,6 +77,20 @@ std::string dead_letter_subject(std::string_view subject) {
   return "deadletter." + std::string(subject);
 }
 
+Message undecodable_dead_letter(std::string_view subject, std::string raw, std::string reason) {
+  MessageMetadata metadata;
+  metadata.message_id = make_uuid_v7();
+  metadata.message_type = subject::type_of(subject);
+  metadata.time = Clock::now();
+  metadata.content_type = "application/octet-stream";
+  auto& headers = metadata.headers;
+  headers[std::string(headers::kDeadLetterReason)] = std::move(reason);
+  headers[std::string(headers::kDeadLetterSubject)] = std::string(subject);
+  headers[std::string(headers::kDeadLetterAttempts)] = "1";
+  return Message(std::move(metadata), std::make_shared<const Payload>(std::move(raw)),
+                 dead_letter_subject(subject));
+}
+
 // One backend subscription and the coroutine that drains it.
 struct Worker {
   std::shared_ptr<Backend> backend;

@@ -191,4 +191,9 @@ inline constexpr std::string_view kReplyToken = "marty-reply-token";
 /// Dead letters of `subject` are published on "deadletter.<subject>".
 std::string dead_letter_subject(std::string_view subject);
 
+/// The dead letter of a message that arrived on `subject` and could not even be decoded: the
+/// raw bytes as an opaque payload, with the reason and provenance headers (one attempt), on
+/// dead_letter_subject(subject). Backends send these themselves, so the subscription goes on.
+Message undecodable_dead_letter(std::string_view subject, std::string raw, std::string reason);
+
 }  // namespace marty::messaging

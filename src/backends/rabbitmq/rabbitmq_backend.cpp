@@ -1011,17 +1011,8 @@ class RabbitSubscription final : public Subscription {
   asio::awaitable<void> dead_letter(Received received) {
     Consumer& c = *consumer_;
     const std::string subject = c.stream ? c.spec.subject : received.routing_key;
-    MessageMetadata metadata;
-    metadata.message_id = make_uuid_v7();
-    metadata.message_type = subject::type_of(subject);
-    metadata.time = Clock::now();
-    metadata.content_type = "application/octet-stream";
-    auto& headers = metadata.headers;
-    headers[std::string(headers::kDeadLetterReason)] = received.incoming.error().describe();
-    headers[std::string(headers::kDeadLetterSubject)] = subject;
-    headers[std::string(headers::kDeadLetterAttempts)] = "1";
-    Message dead(std::move(metadata), std::make_shared<const Payload>(std::move(received.raw_body)),
-                 dead_letter_subject(subject));
+    Message dead = undecodable_dead_letter(subject, std::move(received.raw_body),
+                                           received.incoming.error().describe());
     const std::string stream = dead.subject();
     const OutgoingMessage::Extra plain;
     auto moved = co_await publish_via(c.core, std::move(dead), "", stream, false, true, plain, true,

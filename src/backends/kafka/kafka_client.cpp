@@ -1,0 +1,143 @@
+#include "kafka_client.hpp"
+
+#include <algorithm>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "kafka_wire.hpp"
+
+namespace marty::messaging::kafka {
+namespace {
+
+spdlog::logger& logger() {
+  static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
+  return named ? *named : *spdlog::default_logger_raw();
+}
+
+// librdkafka's syslog levels onto ours. Its errors are mostly a broker that cannot be reached
+// for now, which it retries itself: warnings, not errors.
+void on_log(const rd_kafka_t* handle, int level, const char* facility, const char* text) {
+  const char* client = rd_kafka_name(handle);
+  if (level <= 4) {
+    logger().warn("kafka {} {}: {}", client, facility, text);
+  } else if (level <= 6) {
+    logger().info("kafka {} {}: {}", client, facility, text);
+  } else {
+    logger().debug("kafka {} {}: {}", client, facility, text);
+  }
+}
+
+void on_error(rd_kafka_t* handle, int err, const char* reason, void*) {
+  const auto code = static_cast<rd_kafka_resp_err_t>(err);
+  if (code == RD_KAFKA_RESP_ERR__FATAL) {
+    char text[512];
+    const rd_kafka_resp_err_t cause = rd_kafka_fatal_error(handle, text, sizeof text);
+    logger().error("kafka {}: fatal error {}: {}", rd_kafka_name(handle), rd_kafka_err2name(cause),
+                   text);
+    return;
+  }
+  logger().warn("kafka {}: {} ({})", rd_kafka_name(handle), reason, rd_kafka_err2name(code));
+}
+
+Result<void> set(rd_kafka_conf_t* conf, const std::string& name, const std::string& value) {
+  char reason[512];
+  if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), reason, sizeof reason) !=
+      RD_KAFKA_CONF_OK) {
+    return kafka_error(errc::invalid_argument, "property '" + name + "': " + reason);
+  }
+  return ok();
+}
+
+std::string millis(std::chrono::milliseconds duration) {
+  return std::to_string(duration.count());
+}
+
+}  // namespace
+
+Result<void> validate(const KafkaConfig& c) {
+  auto invalid = [](std::string what) { return kafka_error(errc::invalid_argument, what); };
+  if (c.bootstrap_servers.find_first_not_of(" ,") == std::string::npos) {
+    return invalid("bootstrap_servers is empty: name at least one broker as host:port");
+  }
+  for (const char* owned : {"enable.auto.commit", "enable.auto.offset.store", "group.id"}) {
+    if (c.properties.count(owned) != 0) {
+      return invalid(std::string("property '") + owned +
+                     "' is set by the backend itself (offsets are committed once handlers "
+                     "succeed; groups come from subscriptions)");
+    }
+  }
+  if (!c.topic_prefix.empty()) {
+    if (auto topic = topic_for(c.topic_prefix, "x"); !topic) {
+      return invalid("topic_prefix '" + c.topic_prefix + "' has a character Kafka cannot carry");
+    }
+  }
+  if (c.topic_partitions < 1) return invalid("topic_partitions must be at least 1");
+  if (c.topic_replication_factor == 0 || c.topic_replication_factor < -1) {
+    return invalid("topic_replication_factor must be -1 (the cluster's default) or at least 1");
+  }
+  if (c.session_timeout.count() < 1) return invalid("session_timeout must be positive");
+  if (c.max_in_flight < 1) return invalid("max_in_flight must be at least 1");
+  if (c.commit_interval.count() < 1) return invalid("commit_interval must be positive");
+  if (c.rebalance_drain.count() < 0) return invalid("rebalance_drain must not be negative");
+  if (c.linger.count() < 0) return invalid("linger must not be negative");
+  if (c.request_timeout.count() < 1) return invalid("request_timeout must be positive");
+  return ok();
+}
+
+Result<ConfPtr> make_conf(const KafkaConfig& c, ClientRole role) {
+  ConfPtr conf(rd_kafka_conf_new());
+  std::vector<std::pair<std::string, std::string>> settings{
+      {"bootstrap.servers", c.bootstrap_servers},
+      {"client.id", c.client_id},
+      {"security.protocol", c.security_protocol},
+      {"allow.auto.create.topics",
+       c.topic_creation == KafkaConfig::TopicCreation::broker_auto_create ? "true" : "false"},
+  };
+  for (const auto& [name, value] :
+       {std::pair{"sasl.mechanisms", &c.sasl_mechanism},
+        std::pair{"sasl.username", &c.sasl_username}, std::pair{"sasl.password", &c.sasl_password},
+        std::pair{"ssl.ca.location", &c.ssl_ca_location},
+        std::pair{"ssl.certificate.location", &c.ssl_certificate_location},
+        std::pair{"ssl.key.location", &c.ssl_key_location},
+        std::pair{"ssl.key.password", &c.ssl_key_password}}) {
+    if (!value->empty()) settings.emplace_back(name, *value);
+  }
+  if (role == ClientRole::producer) {
+    settings.insert(
+        settings.end(),
+        {{"enable.idempotence", "true"}, {"acks", "all"}, {"linger.ms", millis(c.linger)}});
+  } else {
+    // Heartbeats well inside the session, so that members learn of a rebalance quickly.
+    const auto heartbeat = std::clamp(c.session_timeout / 10, std::chrono::milliseconds(100),
+                                      std::chrono::milliseconds(3'000));
+    settings.insert(settings.end(), {{"enable.auto.commit", "false"},
+                                     {"enable.auto.offset.store", "false"},
+                                     {"enable.partition.eof", "false"},
+                                     {"session.timeout.ms", millis(c.session_timeout)},
+                                     {"heartbeat.interval.ms", millis(heartbeat)}});
+  }
+  for (const auto& [name, value] : settings) {
+    if (auto done = set(conf.get(), name, value); !done) return std::move(done).error();
+  }
+  for (const auto& [name, value] : c.properties) {
+    if (auto done = set(conf.get(), name, value); !done) return std::move(done).error();
+  }
+  rd_kafka_conf_set_log_cb(conf.get(), &on_log);
+  rd_kafka_conf_set_error_cb(conf.get(), &on_error);
+  return conf;
+}
+
+Result<HandlePtr> make_client(ConfPtr conf, ClientRole role) {
+  char reason[512];
+  rd_kafka_t* handle =
+      rd_kafka_new(role == ClientRole::producer ? RD_KAFKA_PRODUCER : RD_KAFKA_CONSUMER, conf.get(),
+                   reason, sizeof reason);
+  if (handle == nullptr) {
+    return kafka_error(errc::invalid_argument, std::string("cannot make a client: ") + reason);
+  }
+  (void)conf.release();  // the client owns it now
+  return HandlePtr(handle);
+}
+
+}  // namespace marty::messaging::kafka

@@ -1,0 +1,44 @@
+#pragma once
+// librdkafka handles and their configuration: what the producer and the consumers share.
+#include <librdkafka/rdkafka.h>
+
+#include <memory>
+
+#include "marty/messaging/kafka_backend.hpp"
+#include "marty/messaging/result.hpp"
+
+namespace marty::messaging::kafka {
+
+struct HandleDeleter {
+  void operator()(rd_kafka_t* handle) const noexcept { rd_kafka_destroy(handle); }
+};
+using HandlePtr = std::unique_ptr<rd_kafka_t, HandleDeleter>;
+
+struct ConfDeleter {
+  void operator()(rd_kafka_conf_t* conf) const noexcept { rd_kafka_conf_destroy(conf); }
+};
+using ConfPtr = std::unique_ptr<rd_kafka_conf_t, ConfDeleter>;
+
+struct PartitionListDeleter {
+  void operator()(rd_kafka_topic_partition_list_t* list) const noexcept {
+    rd_kafka_topic_partition_list_destroy(list);
+  }
+};
+using PartitionListPtr = std::unique_ptr<rd_kafka_topic_partition_list_t, PartitionListDeleter>;
+
+/// Checks the settings librdkafka does not check itself (it checks every property when a
+/// client is made). `invalid_argument` naming the field.
+Result<void> validate(const KafkaConfig& config);
+
+enum class ClientRole { producer, consumer };
+
+/// A client configuration: connection and security settings, what `role` needs (idempotence
+/// and acks=all for the producer; manual offset commits for consumers), then the user's
+/// properties. librdkafka's logs go to our logger. A property librdkafka refuses is
+/// `invalid_argument` naming it.
+Result<ConfPtr> make_conf(const KafkaConfig& config, ClientRole role);
+
+/// A client made from `conf` (which it takes). `invalid_argument` with librdkafka's reason.
+Result<HandlePtr> make_client(ConfPtr conf, ClientRole role);
+
+}  // namespace marty::messaging::kafka

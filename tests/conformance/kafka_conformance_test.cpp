@@ -27,7 +27,7 @@ BackendUnderTest kafka_backend() {
     config.session_timeout = std::chrono::milliseconds(4'000);
     // The mock answers an empty fetch only after fetch.wait.max.ms (500 ms by default), where a
     // real broker answers as soon as a record arrives: every hop would wait for it.
-    config.properties["fetch.wait.max.ms"] = "10";
+    config.consumer_properties["fetch.wait.max.ms"] = "10";
     return kafka::make_backend(config);
   };
   return backend;

@@ -43,6 +43,9 @@ struct KafkaConfig {
   /// The backend owns offset commits and group names: `enable.auto.commit`,
   /// `enable.auto.offset.store` and `group.id` are refused here.
   std::map<std::string, std::string> properties;
+  /// Properties for the producer only, or for the consumers only (applied after `properties`).
+  std::map<std::string, std::string> producer_properties;
+  std::map<std::string, std::string> consumer_properties;
 
   /// Prefix of every topic and consumer group ("marty." → topic "marty.events.order_placed").
   std::string topic_prefix;

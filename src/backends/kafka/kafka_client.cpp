@@ -37,7 +37,12 @@ void on_error(rd_kafka_t* handle, int err, const char* reason, void*) {
                    text);
     return;
   }
-  logger().warn("kafka {}: {} ({})", rd_kafka_name(handle), reason, rd_kafka_err2name(code));
+  // librdkafka has logged the cause already; only "no broker at all" is worth saying again.
+  if (code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+    logger().warn("kafka {}: {}", rd_kafka_name(handle), reason);
+  } else {
+    logger().debug("kafka {}: {} ({})", rd_kafka_name(handle), reason, rd_kafka_err2name(code));
+  }
 }
 
 Result<void> set(rd_kafka_conf_t* conf, const std::string& name, const std::string& value) {
@@ -61,7 +66,7 @@ Result<void> validate(const KafkaConfig& c) {
     return invalid("bootstrap_servers is empty: name at least one broker as host:port");
   }
   for (const char* owned : {"enable.auto.commit", "enable.auto.offset.store", "group.id"}) {
-    if (c.properties.count(owned) != 0) {
+    if (c.properties.count(owned) != 0 || c.consumer_properties.count(owned) != 0) {
       return invalid(std::string("property '") + owned +
                      "' is set by the backend itself (offsets are committed once handlers "
                      "succeed; groups come from subscriptions)");
@@ -120,8 +125,12 @@ Result<ConfPtr> make_conf(const KafkaConfig& c, ClientRole role) {
   for (const auto& [name, value] : settings) {
     if (auto done = set(conf.get(), name, value); !done) return std::move(done).error();
   }
-  for (const auto& [name, value] : c.properties) {
-    if (auto done = set(conf.get(), name, value); !done) return std::move(done).error();
+  for (const auto* properties :
+       {&c.properties,
+        role == ClientRole::producer ? &c.producer_properties : &c.consumer_properties}) {
+    for (const auto& [name, value] : *properties) {
+      if (auto done = set(conf.get(), name, value); !done) return std::move(done).error();
+    }
   }
   rd_kafka_conf_set_log_cb(conf.get(), &on_log);
   rd_kafka_conf_set_error_cb(conf.get(), &on_error);

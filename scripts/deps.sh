@@ -9,7 +9,9 @@ build_pkgs=(g++ cmake ninja-build ccache pkg-config git
 # Brokers and their client libraries: the tests run against real servers (scripts/brokers).
 broker_pkgs=(nats-server libnats-dev redis-server redis-tools libhiredis-dev
   rabbitmq-server librabbitmq-dev librdkafka-dev curl procps openssl)
-test_pkgs=(libgtest-dev clang-format "${broker_pkgs[@]}")
+# node and npm: the tests' JavaScript peers and fixtures (scripts/js-deps.sh).
+test_pkgs=(libgtest-dev clang-format libssl-dev libcurl4-openssl-dev libxml2-dev nodejs npm
+  "${broker_pkgs[@]}")
 bench_pkgs=(libzmq3-dev libconcurrentqueue-dev "${broker_pkgs[@]}")
 
 wanted=()
@@ -25,6 +27,8 @@ done
 
 missing=()
 for pkg in $(printf '%s\n' "${wanted[@]}" | sort -u); do
+  # Some Node.js builds (NodeSource's) bring npm inside their nodejs package.
+  [ "$pkg" = npm ] && command -v npm > /dev/null && continue
   status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
   [ "$status" = "install ok installed" ] || missing+=("$pkg")
 done

@@ -18,6 +18,7 @@
 #include "kafka_client.hpp"
 #include "kafka_wire.hpp"
 #include "marty/messaging/detail/async_signal.hpp"
+#include "marty/messaging/detail/completion.hpp"
 #include "marty/messaging/detail/offload.hpp"
 #include "marty/messaging/detail/sleep.hpp"
 #include "marty/messaging/event_bus.hpp"
@@ -284,25 +285,6 @@ struct Core {
 };
 using CorePtr = std::shared_ptr<Core>;
 
-// The state of one produce awaited by a coroutine: completed once, by the delivery report or by
-// the deadline, whichever comes first.
-template <class Handler>
-struct AwaitedRecord {
-  explicit AwaitedRecord(Handler h) : handler(std::move(h)) {}
-  Handler handler;
-  std::optional<asio::steady_timer> timer;
-  std::atomic<bool> done{false};
-
-  static void complete(const std::shared_ptr<AwaitedRecord>& self, Result<void> outcome) {
-    if (self->done.exchange(true)) return;
-    auto executor = asio::get_associated_executor(self->handler);
-    asio::post(executor, [self, outcome = std::move(outcome)]() mutable {
-      if (self->timer) self->timer->cancel();
-      std::move(self->handler)(std::move(outcome));
-    });
-  }
-};
-
 // Produces `record` and waits for the cluster's acknowledgement (or the deadline). A full
 // producer queue is waited out until the deadline.
 asio::awaitable<Result<void>> produce_and_wait(CorePtr core, std::string topic, Record record,
@@ -313,32 +295,21 @@ asio::awaitable<Result<void>> produce_and_wait(CorePtr core, std::string topic, 
     Core* c = core.get();
     const std::string* topic_name = &topic;
     const Record* to_send = &record;
-    auto initiate = [c, topic_name, to_send, partition, deadline, wait, &refused](auto handler) {
-      using State = AwaitedRecord<decltype(handler)>;
-      auto state = std::make_shared<State>(std::move(handler));
-      Produced done = [state](Result<void> outcome) { State::complete(state, std::move(outcome)); };
-      if (!wait) done = [](Result<void>) {};
+    auto start = [c, topic_name, to_send, partition, wait,
+                  &refused](detail::Complete<Result<void>> complete) {
+      Produced done = wait ? Produced(complete) : Produced([](Result<void>) {});
       refused = c->produce(*topic_name, *to_send, std::move(done), partition);
-      if (refused != RD_KAFKA_RESP_ERR_NO_ERROR || !wait) {
-        State::complete(state,
-                        refused == RD_KAFKA_RESP_ERR_NO_ERROR
-                            ? ok()
-                            : kafka_error(refused, "publishing to topic '" + *topic_name + "'"));
-        return;
-      }
-      if (deadline != SteadyClock::time_point::max()) {
-        state->timer.emplace(asio::get_associated_executor(state->handler), deadline);
-        state->timer->async_wait([state](const std::error_code& ec) {
-          if (ec) return;
-          State::complete(state, kafka_error(errc::deadline_exceeded,
-                                             "the cluster did not acknowledge the message by the "
-                                             "deadline (it may still be written)"));
-        });
+      if (refused != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        complete(kafka_error(refused, "publishing to topic '" + *topic_name + "'"));
+      } else if (!wait) {
+        complete(ok());
       }
     };
-    Result<void> outcome =
-        co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(Result<void>)>(
-            std::move(initiate), asio::use_awaitable);
+    Result<void> late = kafka_error(errc::deadline_exceeded,
+                                    "the cluster did not acknowledge the message by the deadline "
+                                    "(it may still be written)");
+    Result<void> outcome = co_await detail::await_completion<Result<void>>(
+        std::move(start), deadline, std::move(late));
     if (refused == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
       if (SteadyClock::now() >= deadline) {
         co_return kafka_error(errc::resource_exhausted,

@@ -23,6 +23,7 @@ marty_install_component(marty_messaging_nats MartyMessagingNatsTargets)
 marty_install_component(marty_messaging_redis MartyMessagingRedisTargets)
 marty_install_component(marty_messaging_rabbitmq MartyMessagingRabbitmqTargets)
 marty_install_component(marty_messaging_kafka MartyMessagingKafkaTargets)
+marty_install_component(marty_messaging_aws MartyMessagingAwsTargets)
 configure_package_config_file(cmake/MartyMessagingConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/MartyMessagingConfig.cmake
   INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/MartyMessaging)

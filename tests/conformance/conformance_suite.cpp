@@ -86,6 +86,7 @@ std::unique_ptr<BlockingEventBus> Conformance::make_bus(std::string service) {
 }
 
 TEST_P(Conformance, RoundTripKeepsPayloadAndMetadata) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
   // Declared before the buses: their handlers use it, so it must outlive them.
   Recorder got;
   auto consumer = make_bus("consumer");
@@ -147,6 +148,7 @@ TEST_P(Conformance, RoundTripKeepsPayloadAndMetadata) {
 }
 
 TEST_P(Conformance, ManyPublishersAndSubscribersLoseNothing) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
   constexpr int kPublishers = 4;
   constexpr int kPerPublisher = 250;
   constexpr int kSubscribers = 3;
@@ -178,6 +180,7 @@ TEST_P(Conformance, ManyPublishersAndSubscribersLoseNothing) {
 }
 
 TEST_P(Conformance, ManyTopicsAtOnce) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
   constexpr int kTopics = 40;
   constexpr int kEach = 5;
   // Declared before the buses: their handlers use it, so it must outlive them.
@@ -200,6 +203,7 @@ TEST_P(Conformance, ManyTopicsAtOnce) {
 }
 
 TEST_P(Conformance, TopicsAreIsolated) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
   // Declared before the buses: their handlers use it, so it must outlive them.
   Recorder got;
   auto consumer = make_bus();
@@ -218,6 +222,7 @@ TEST_P(Conformance, TopicsAreIsolated) {
 }
 
 TEST_P(Conformance, FailedHandlerGetsTheMessageAgain) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
   REQUIRE_CAPABILITY(caps().delivery != DeliveryGuarantee::at_most_once, "at-least-once delivery");
   // Declared before the buses: their handlers use it, so it must outlive them.
   std::mutex mutex;
@@ -240,6 +245,7 @@ TEST_P(Conformance, FailedHandlerGetsTheMessageAgain) {
 }
 
 TEST_P(Conformance, NackStormDoesNotWedgeDelivery) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
   REQUIRE_CAPABILITY(caps().delivery != DeliveryGuarantee::at_most_once, "at-least-once delivery");
   // Declared before the buses: their handlers use it, so it must outlive them.
   std::mutex mutex;
@@ -307,6 +313,7 @@ TEST_P(Conformance, OrderIsKeptPerKey) {
 }
 
 TEST_P(Conformance, ConsumerGroupsShareWithinAndFanOutAcross) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
   REQUIRE_CAPABILITY(caps().consumer_groups, "consumer_groups");
   constexpr int kEvents = 100;
   const std::string type = unique("grouped");
@@ -377,7 +384,8 @@ TEST_P(Conformance, NothingIsLostAcrossSubscriberRestarts) {
   }
   auto restarted = make_bus(service);
   ASSERT_TRUE(restarted->handle_commands({"ship"}, second_run.handler(), service));
-  ASSERT_TRUE(eventually([&] { return second_run.size() == 10; }));
+  ASSERT_TRUE(eventually([&] { return second_run.size() == 10; }))
+      << "the restarted instance got " << second_run.size() << " of 10";
   std::set<int> numbers;
   for (const auto& m : first_run.snapshot()) numbers.insert(m.json()["n"].get<int>());
   for (const auto& m : second_run.snapshot()) numbers.insert(m.json()["n"].get<int>());
@@ -461,6 +469,7 @@ TEST_P(Conformance, CloseFlushesPendingPublishes) {
 }
 
 TEST_P(Conformance, ConcurrentCloseIsSafe) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
   // Declared before the buses: their handlers use it, so it must outlive them.
   Recorder got;
   std::atomic<bool> stop_publishing{false};
@@ -582,6 +591,7 @@ TEST_P(Conformance, QueryWithoutResponderFails) {
 }
 
 TEST_P(Conformance, StopDrainsInFlightHandlers) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
   // Declared before the buses: their handlers use it, so it must outlive them.
   std::atomic<bool> started{false}, finished{false};
   auto consumer = make_bus();
@@ -606,6 +616,7 @@ TEST_P(Conformance, StopDrainsInFlightHandlers) {
 }
 
 TEST_P(Conformance, WildcardSubscriptions) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
   REQUIRE_CAPABILITY(caps().wildcard_subscriptions, "wildcard_subscriptions");
   // Declared before the buses: their handlers use it, so it must outlive them.
   Recorder one_token, tail;
@@ -625,6 +636,7 @@ TEST_P(Conformance, WildcardSubscriptions) {
 }
 
 TEST_P(Conformance, ExhaustedRetriesEndInTheDeadLetterStream) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
   REQUIRE_CAPABILITY(caps().supports(MessagingPattern::streaming), "the streaming pattern");
   // Declared before the buses: their handlers use it, so it must outlive them.
   std::atomic<int> calls{0};

@@ -114,10 +114,17 @@ HttpClient::HttpClient(std::chrono::milliseconds connect_timeout)
 }
 
 HttpClient::~HttpClient() {
-  impl_->stopping = true;
+  close();
+  curl_multi_cleanup(impl_->multi);
+}
+
+void HttpClient::close() {
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (impl_->stopping.exchange(true)) return;
+  }
   curl_multi_wakeup(impl_->multi);
   if (impl_->thread.joinable()) impl_->thread.join();
-  curl_multi_cleanup(impl_->multi);
 }
 
 asio::awaitable<Result<HttpResponse>> HttpClient::post(std::string url,
@@ -152,7 +159,14 @@ asio::awaitable<Result<HttpResponse>> HttpClient::post(std::string url,
     owned->complete = std::move(complete);
     {
       std::lock_guard lock(impl->mutex);
-      impl->incoming.push_back(std::move(owned));
+      if (!impl->stopping.load()) {
+        impl->incoming.push_back(std::move(owned));
+        owned = nullptr;
+      }
+    }
+    if (owned) {
+      owned->complete(Error(errc::cancelled, "the HTTP client is closed"));
+      return;
     }
     curl_multi_wakeup(impl->multi);
   };

@@ -24,7 +24,7 @@ class HttpClient {
  public:
   /// `connect_timeout` bounds connecting; each request has its own overall timeout.
   explicit HttpClient(std::chrono::milliseconds connect_timeout);
-  ~HttpClient();  // ends the thread; transfers still running complete with `cancelled`
+  ~HttpClient();  // close()
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
 
@@ -33,6 +33,10 @@ class HttpClient {
   /// libcurl's reason and the URL, never the headers (they carry credentials).
   asio::awaitable<Result<HttpResponse>> post(std::string url, std::vector<std::string> headers,
                                              std::string body, std::chrono::milliseconds timeout);
+
+  /// Ends the client's thread: transfers still running (a long poll) complete at once with
+  /// `cancelled`, and so does every later post(). Idempotent.
+  void close();
 
  private:
   struct Impl;

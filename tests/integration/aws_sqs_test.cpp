@@ -1,0 +1,182 @@
+// The aws_sqs backend against the SQS emulator (npm sqslite) that scripts/brokers starts
+// (MARTY_SQS_ENDPOINT).
+#include <cstdlib>
+
+#include <gtest/gtest.h>
+
+#include "../../src/backends/aws/aws_query.hpp"
+#include "../../src/backends/aws/aws_wire.hpp"
+#include "../support/backend_checks.hpp"
+#include "../support/server_process.hpp"
+#include "../support/test_loop.hpp"
+#include "marty/messaging.hpp"
+#include "marty/messaging/aws_backend.hpp"
+
+namespace marty::messaging::aws {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::TestLoop;
+
+std::string endpoint() {
+  const char* url = std::getenv("MARTY_SQS_ENDPOINT");
+  return url != nullptr ? url : "";
+}
+
+AwsSqsConfig config() {
+  AwsSqsConfig c;
+  c.endpoint = endpoint();
+  c.access_key_id = "test";
+  c.secret_access_key = "sqs-test-secret";
+  c.visibility_timeout = 2s;
+  c.wait_time = 1s;
+  // The emulator gives every message of one ReceiveMessage the same receipt handle (deleting
+  // one deletes them all): one message per call.
+  c.max_messages = 1;
+  return c;
+}
+
+std::string unique(std::string_view base) {
+  const std::string id = make_uuid_v7();
+  return std::string(base) + "_" + id.substr(id.size() - 12);
+}
+
+TEST(AwsSqsConfigCheck, BadSettingsAreRefusedByName) {
+  AwsSqsConfig wait = config();
+  wait.wait_time = 30s;
+  testing::expect_invalid_config(make_sqs_backend(wait), "wait_time");
+  AwsSqsConfig batch = config();
+  batch.max_messages = 11;
+  testing::expect_invalid_config(make_sqs_backend(batch), "max_messages");
+  AwsSqsConfig prefix = config();
+  prefix.queue_prefix = "my queues.";
+  testing::expect_invalid_config(make_sqs_backend(prefix), "queue_prefix");
+}
+
+TEST(AwsSqsConnect, NoServiceIsATransientErrorWithoutTheSecret) {
+  AwsSqsConfig c = config();
+  c.endpoint = "http://localhost:" + std::to_string(testing::free_port());
+  c.request_timeout = 1500ms;
+  auto connected = testing::connect_result(make_sqs_backend(c));
+  ASSERT_FALSE(connected);
+  EXPECT_TRUE(connected.error().retryable()) << connected.error().describe();
+  EXPECT_EQ(connected.error().describe().find("sqs-test-secret"), std::string::npos);
+}
+
+// A command to a service that never subscribed fails for its sender at once.
+TEST(AwsSqsCommands, ACommandNobodyTakesIsNotFound) {
+  ASSERT_FALSE(endpoint().empty()) << "MARTY_SQS_ENDPOINT is not set";
+  BlockingEventBus bus;
+  ASSERT_TRUE(bus.bus().register_backend(MessageBackendType::aws_sqs, make_sqs_backend(config())));
+  ASSERT_TRUE(bus.start());
+  auto sent = bus.send_command("charge", {{"n", 1}}, unique("nobody"));
+  ASSERT_FALSE(sent);
+  EXPECT_TRUE(sent.error().is(errc::not_found)) << sent.error().describe();
+}
+
+// A binary payload comes through unchanged; an acknowledged message does not come back.
+TEST(AwsSqsDeliveries, BinaryPayloadsArriveUnchangedAndAcksDelete) {
+  ASSERT_FALSE(endpoint().empty()) << "MARTY_SQS_ENDPOINT is not set";
+  TestLoop loop;
+  auto backend = make_sqs_backend(config());
+  ASSERT_TRUE(loop.run(backend->connect()));
+  SubscriptionSpec spec;
+  spec.subject = "commands." + unique("billing") + ".charge";
+  spec.group = "billing";
+  spec.pattern = MessagingPattern::point_to_point;
+  auto subscription = loop.run(backend->subscribe(spec));
+  ASSERT_TRUE(subscription) << subscription.error().describe();
+  MessageMetadata metadata;
+  metadata.message_type = "charge";
+  metadata.content_type = "application/octet-stream";
+  const std::string bytes("\x00\xff binary \x01", 11);
+  Message message(metadata, std::make_shared<const Payload>(bytes), spec.subject);
+  PublishOptions options;
+  options.pattern = MessagingPattern::point_to_point;
+  ASSERT_TRUE(loop.run(backend->publish(message, options)));
+
+  auto first = loop.run((*subscription)->receive(SteadyClock::now() + 10s));
+  ASSERT_TRUE(first) << first.error().describe();
+  EXPECT_EQ((*first)->attempt(), 1);
+  EXPECT_EQ((*first)->message().payload()->bytes(), bytes);
+  EXPECT_EQ((*first)->message().type(), "charge");
+  ASSERT_TRUE(loop.run((*first)->ack()));
+  auto none = loop.run((*subscription)->receive(SteadyClock::now() + 2s));
+  EXPECT_FALSE(none) << "an acknowledged message came back";
+  (*subscription)->close();
+  (void)loop.run(backend->close(SteadyClock::now() + 5s));
+}
+
+// A message that claims to be a CloudEvent but is malformed goes to the subject's dead-letter
+// queue with the reason; the next message is handled.
+TEST(AwsSqsDeadLetters, AnUndecodableMessageIsDeadLetteredAndTheConsumerGoesOn) {
+  ASSERT_FALSE(endpoint().empty()) << "MARTY_SQS_ENDPOINT is not set";
+  const std::string service = unique("ledger");
+  testing::NumbersSeen handled;
+  BlockingEventBus bus;
+  ASSERT_TRUE(bus.bus().register_backend(MessageBackendType::aws_sqs, make_sqs_backend(config())));
+  ASSERT_TRUE(bus.start());
+  ASSERT_TRUE(bus.handle_commands({"post"}, handled.handler(), service));
+
+  // A plain SQS client writes the bad message.
+  TestLoop loop;
+  auto http = std::make_shared<HttpClient>(2s);
+  QueryClient sqs(http, QueryEndpoint{endpoint(), "us-east-1", "sqs", "2012-11-05"},
+                  Credentials{"test", "test", ""});
+  const std::string subject = subject::for_command(service, "post");
+  auto url = loop.run(
+      sqs.call("GetQueueUrl", {{"QueueName", aws_name_for("", subject, 76, false)}}, 5s, 3));
+  ASSERT_TRUE(url) << url.error().describe();
+  auto sent = loop.run(sqs.call("SendMessage",
+                                {{"QueueUrl", url->text_of("QueueUrl")},
+                                 {"MessageBody", "{\"n\": -1}"},
+                                 {"MessageAttribute.1.Name", "ce_specversion"},
+                                 {"MessageAttribute.1.Value.DataType", "String"},
+                                 {"MessageAttribute.1.Value.StringValue", "1.0"},
+                                 {"MessageAttribute.2.Name", "ce_time"},
+                                 {"MessageAttribute.2.Value.DataType", "String"},
+                                 {"MessageAttribute.2.Value.StringValue", "half past nine"},
+                                 {"MessageAttribute.3.Name", "ce_id"},
+                                 {"MessageAttribute.3.Value.DataType", "String"},
+                                 {"MessageAttribute.3.Value.StringValue", "bad-1"},
+                                 {"MessageAttribute.4.Name", "ce_type"},
+                                 {"MessageAttribute.4.Value.DataType", "String"},
+                                 {"MessageAttribute.4.Value.StringValue", "post"},
+                                 {"MessageAttribute.5.Name", "ce_source"},
+                                 {"MessageAttribute.5.Value.DataType", "String"},
+                                 {"MessageAttribute.5.Value.StringValue", "elsewhere"}},
+                                5s, 3));
+  ASSERT_TRUE(sent) << sent.error().describe();
+  ASSERT_TRUE(bus.send_command("post", {{"n", 1}}, service));
+  ASSERT_TRUE(testing::eventually([&] { return handled.distinct() == 1; }, 10s));
+
+  const std::string dead_queue = aws_name_for("", dead_letter_subject(subject), 76, false);
+  std::string body, reason;
+  ASSERT_TRUE(testing::eventually(
+      [&] {
+        auto dead_url = loop.run(sqs.call("GetQueueUrl", {{"QueueName", dead_queue}}, 5s, 3));
+        if (!dead_url) return false;
+        auto got = loop.run(sqs.call(
+            "ReceiveMessage",
+            {{"QueueUrl", dead_url->text_of("QueueUrl")}, {"MessageAttributeName.1", "All"}}, 5s,
+            3));
+        if (!got || got->find("Message") == nullptr) return false;
+        const XmlElement* found = got->find("Message");
+        body = found->text_of("Body");
+        Attributes attributes;
+        for (const XmlElement* a : found->find_all("MessageAttribute")) {
+          attributes.emplace_back(a->text_of("Name"), a->text_of("StringValue"));
+        }
+        auto dead = from_aws(dead_letter_subject(subject), body, attributes);
+        if (dead) reason = dead->metadata().headers.at(std::string(headers::kDeadLetterReason));
+        return true;
+      },
+      10s));
+  EXPECT_EQ(body, "{\"n\": -1}");
+  EXPECT_NE(reason.find("ce_time"), std::string::npos) << "reason: " << reason;
+  EXPECT_EQ(handled.numbers(), std::set<int>{1});
+  http->close();
+}
+
+}  // namespace
+}  // namespace marty::messaging::aws

@@ -11,6 +11,7 @@
 #include "aws_wire.hpp"
 #include "marty/messaging/aws_backend.hpp"
 #include "marty/messaging/detail/async_signal.hpp"
+#include "marty/messaging/detail/inbox.hpp"
 #include "marty/messaging/detail/sleep.hpp"
 #include "marty/messaging/event_bus.hpp"
 
@@ -326,21 +327,9 @@ class SqsSubscription final : public Subscription {
       std::optional<SteadyClock::time_point> deadline) override {
     Consumer& c = *consumer_;
     while (true) {
-      std::optional<Received> received;
-      {
-        std::lock_guard lock(c.mutex);
-        if (c.closed) co_return sqs_error(errc::cancelled, "subscription closed");
-        if (!c.inbox.empty()) {
-          received = std::move(c.inbox.front());
-          c.inbox.pop_front();
-        }
-      }
-      if (!received) {
-        if (!co_await c.arrived->wait(deadline)) {
-          co_return sqs_error(errc::deadline_exceeded, "no message before the deadline");
-        }
-        continue;
-      }
+      auto received = co_await detail::take_next(&c.mutex, &c.inbox, &c.closed, c.arrived.get(),
+                                                 deadline, kSqsBackendName);
+      if (!received) co_return std::move(received).error();
       if (!received->message) {
         co_await dead_letter(std::move(*received));
         continue;

@@ -19,6 +19,7 @@
 #include "kafka_wire.hpp"
 #include "marty/messaging/detail/async_signal.hpp"
 #include "marty/messaging/detail/completion.hpp"
+#include "marty/messaging/detail/inbox.hpp"
 #include "marty/messaging/detail/offload.hpp"
 #include "marty/messaging/detail/sleep.hpp"
 #include "marty/messaging/event_bus.hpp"
@@ -790,23 +791,10 @@ class KafkaSubscription final : public Subscription {
       std::optional<SteadyClock::time_point> deadline) override {
     Consumer& c = *consumer_;
     const bool stream = c.spec.kind == DestinationKind::stream;
-    while (true) {
-      std::optional<Fetched> item;
-      {
-        std::lock_guard lock(c.mutex);
-        if (c.closed) co_return kafka_error(errc::cancelled, "subscription closed");
-        if (!c.ready.empty()) {
-          item = std::move(c.ready.front());
-          c.ready.pop_front();
-        }
-      }
-      if (item) {
-        co_return std::unique_ptr<Delivery>(new KafkaDelivery(std::move(*item), consumer_, stream));
-      }
-      if (!co_await c.arrived->wait(deadline)) {
-        co_return kafka_error(errc::deadline_exceeded, "no message before the deadline");
-      }
-    }
+    auto item = co_await detail::take_next(&c.mutex, &c.ready, &c.closed, c.arrived.get(), deadline,
+                                           kBackendName);
+    if (!item) co_return std::move(item).error();
+    co_return std::unique_ptr<Delivery>(new KafkaDelivery(std::move(*item), consumer_, stream));
   }
 
   void close() override { consumer_->close_intake(); }

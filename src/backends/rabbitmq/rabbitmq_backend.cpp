@@ -34,6 +34,8 @@
 
 #include "amqp_connection.hpp"
 #include "marty/messaging/detail/async_signal.hpp"
+#include "marty/messaging/detail/completion.hpp"
+#include "marty/messaging/detail/inbox.hpp"
 #include "marty/messaging/detail/sleep.hpp"
 #include "marty/messaging/detail/url.hpp"
 #include "marty/messaging/event_bus.hpp"
@@ -56,9 +58,8 @@ constexpr std::string_view kDeadLetterQueue = "marty.dead-letters";
 
 // ---- Running work on a connection's thread ---------------------------------------------
 
-// Completes an awaiting coroutine (once) by posting the value to its executor.
 template <class T>
-using Complete = std::function<void(T)>;
+using Complete = detail::Complete<T>;
 
 // Runs `start(conn, complete)` on the connection's thread and resumes the caller with what
 // `complete` is given. `conn` is null when the connection cannot run the task (closed, or down
@@ -69,31 +70,15 @@ template <class T, class Start>
 asio::awaitable<T> on_thread(AmqpConnection& connection, Start start,
                              SteadyClock::time_point deadline = SteadyClock::time_point::max(),
                              std::optional<T> on_deadline = std::nullopt) {
-  auto initiate = [&connection, start = std::move(start), deadline,
-                   on_deadline = std::move(on_deadline)](auto handler) mutable {
-    auto shared = std::make_shared<decltype(handler)>(std::move(handler));
-    auto done = std::make_shared<std::atomic<bool>>(false);
-    Complete<T> complete = [shared, done](T value) {
-      if (done->exchange(true)) return;
-      auto executor = asio::get_associated_executor(*shared);
-      asio::post(executor, [shared, value = std::move(value)]() mutable {
-        std::move (*shared)(std::move(value));
-      });
-    };
-    if (deadline != SteadyClock::time_point::max() && on_deadline) {
-      auto timer =
-          std::make_shared<asio::steady_timer>(asio::get_associated_executor(*shared), deadline);
-      timer->async_wait(
-          [timer, complete, late = std::move(*on_deadline)](const std::error_code& ec) mutable {
-            if (!ec) complete(std::move(late));
-          });
-    }
+  auto post = [&connection, start = std::move(start)](Complete<T> complete) mutable {
     connection.post([start = std::move(start), complete](amqp_connection_state_t conn) mutable {
       start(conn, complete);
     });
   };
-  return asio::async_initiate<const asio::use_awaitable_t<>&, void(T)>(std::move(initiate),
-                                                                       asio::use_awaitable);
+  if (deadline != SteadyClock::time_point::max() && on_deadline) {
+    return detail::await_completion<T>(std::move(post), deadline, std::move(*on_deadline));
+  }
+  return detail::await_completion<T>(std::move(post));
 }
 
 Error connection_gone(std::string_view what) {
@@ -933,21 +918,9 @@ class RabbitSubscription final : public Subscription {
       std::optional<SteadyClock::time_point> deadline) override {
     Consumer& c = *consumer_;
     while (true) {
-      std::optional<Received> received;
-      {
-        std::lock_guard lock(c.mutex);
-        if (c.closed) co_return rabbit_error(errc::cancelled, "subscription closed");
-        if (!c.inbox.empty()) {
-          received = std::move(c.inbox.front());
-          c.inbox.pop_front();
-        }
-      }
-      if (!received) {
-        if (!co_await c.signal->wait(deadline)) {
-          co_return rabbit_error(errc::deadline_exceeded, "no message before the deadline");
-        }
-        continue;
-      }
+      auto received = co_await detail::take_next(&c.mutex, &c.inbox, &c.closed, c.signal.get(),
+                                                 deadline, kBackendName);
+      if (!received) co_return std::move(received).error();
       if (!received->incoming) {
         co_await dead_letter(std::move(*received));
         continue;

@@ -28,6 +28,7 @@
 #include <asio/post.hpp>
 
 #include "marty/messaging/detail/async_signal.hpp"
+#include "marty/messaging/detail/inbox.hpp"
 #include "marty/messaging/detail/sleep.hpp"
 #include "marty/messaging/detail/url.hpp"
 #include "marty/messaging/event_bus.hpp"
@@ -883,21 +884,9 @@ class StreamSubscription final : public Subscription {
       std::optional<SteadyClock::time_point> deadline) override {
     StreamConsumer& c = *consumer_;
     while (true) {
-      std::optional<Entry> entry;
-      {
-        std::lock_guard lock(c.mutex);
-        if (c.closed) co_return redis_error(errc::cancelled, "subscription closed");
-        if (!c.ready.empty()) {
-          entry = std::move(c.ready.front());
-          c.ready.pop_front();
-        }
-      }
-      if (!entry) {
-        if (!co_await c.arrived->wait(deadline)) {
-          co_return redis_error(errc::deadline_exceeded, "no message before the deadline");
-        }
-        continue;
-      }
+      auto entry = co_await detail::take_next(&c.mutex, &c.ready, &c.closed, c.arrived.get(),
+                                              deadline, kBackendName);
+      if (!entry) co_return std::move(entry).error();
       auto message = decode_entry(entry->fields, c.subject);
       if (!message) {
         // The bus could not even tell what it is: straight to the dead letters, with why.

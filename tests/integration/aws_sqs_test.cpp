@@ -107,6 +107,33 @@ TEST(AwsSqsDeliveries, BinaryPayloadsArriveUnchangedAndAcksDelete) {
   (void)loop.run(backend->close(SteadyClock::now() + 5s));
 }
 
+// A subscriber on its own (a bus's reply inbox) has a queue of its own, gone when it closes.
+TEST(AwsSqsQueues, APrivateQueueGoesWithItsSubscription) {
+  ASSERT_FALSE(endpoint().empty()) << "MARTY_SQS_ENDPOINT is not set";
+  TestLoop loop;
+  auto backend = make_sqs_backend(config());
+  ASSERT_TRUE(loop.run(backend->connect()));
+  SubscriptionSpec spec;
+  spec.subject = "_replies." + unique("inbox");
+  auto subscription = loop.run(backend->subscribe(spec));
+  ASSERT_TRUE(subscription) << subscription.error().describe();
+  auto http = std::make_shared<HttpClient>(2s);
+  QueryClient sqs(http, QueryEndpoint{endpoint(), "us-east-1", "sqs", "2012-11-05"},
+                  Credentials{"test", "test", ""});
+  const std::string name = aws_name_for("", spec.subject, 75, false);
+  ASSERT_TRUE(loop.run(sqs.call("GetQueueUrl", {{"QueueName", name}}, 5s, 3)));
+  auto dead = loop.run(sqs.call("GetQueueUrl", {{"QueueName", name + "--dlq"}}, 5s, 3));
+  EXPECT_FALSE(dead) << "a private queue has no dead-letter queue to leave behind";
+  (*subscription)->close();
+  EXPECT_TRUE(testing::eventually(
+      [&] {
+        return !loop.run(sqs.call("GetQueueUrl", {{"QueueName", name}}, 5s, 3));
+      },
+      5s));
+  http->close();
+  (void)loop.run(backend->close(SteadyClock::now() + 5s));
+}
+
 // A message that claims to be a CloudEvent but is malformed goes to the subject's dead-letter
 // queue with the reason; the next message is handled.
 TEST(AwsSqsDeadLetters, AnUndecodableMessageIsDeadLetteredAndTheConsumerGoesOn) {

@@ -105,6 +105,12 @@ std::string XmlElement::text_of(std::string_view wanted) const {
 }
 
 Result<XmlElement> parse_xml(std::string_view text) {
+  // libxml2 2.9 initialises itself lazily, which is not thread-safe: once, here.
+  static const bool initialised = [] {
+    xmlInitParser();
+    return true;
+  }();
+  (void)initialised;
   xmlDocPtr doc = xmlReadMemory(text.data(), static_cast<int>(text.size()), "reply.xml", nullptr,
                                 XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
   if (doc == nullptr) {

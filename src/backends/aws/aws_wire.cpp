@@ -138,7 +138,11 @@ AwsMessage to_aws(const Message& message) {
       extensions[name] = std::move(value);
     }
   }
-  if (!extensions.empty()) out.attributes.emplace_back(std::string(kExtensions), extensions.dump());
+  if (!extensions.empty()) {
+    // A header that is not UTF-8 travels with U+FFFD in place of its bad bytes (never a throw).
+    out.attributes.emplace_back(std::string(kExtensions),
+                                extensions.dump(-1, ' ', false, Json::error_handler_t::replace));
+  }
   const std::string_view bytes = binary.body ? binary.body->bytes() : std::string_view();
   if (carriable_text(bytes)) {
     out.body = std::string(bytes);

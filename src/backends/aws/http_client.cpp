@@ -54,9 +54,15 @@ struct HttpClient::Impl {
       {
         std::lock_guard lock(mutex);
         while (!incoming.empty()) {
-          curl_multi_add_handle(multi, incoming.front()->easy);
-          running.push_back(std::move(incoming.front()));
+          std::unique_ptr<Transfer> transfer = std::move(incoming.front());
           incoming.pop_front();
+          if (transfer->easy == nullptr ||
+              curl_multi_add_handle(multi, transfer->easy) != CURLM_OK) {
+            transfer->complete(Error(errc::unavailable,
+                                     "POST " + transfer->url + ": libcurl refused the transfer"));
+            continue;
+          }
+          running.push_back(std::move(transfer));
         }
       }
       int active = 0;
@@ -107,7 +113,8 @@ HttpClient::HttpClient(std::chrono::milliseconds connect_timeout)
     : impl_(std::make_unique<Impl>()) {
   init_curl_once();
   impl_->multi = curl_multi_init();
-  curl_multi_setopt(impl_->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 16L);
+  // No cap on connections per host: long polls hold theirs for up to 20 s, and acks and sends
+  // must never queue behind them.
   impl_->connect_timeout = connect_timeout;
   Impl* impl = impl_.get();
   impl_->thread = std::thread([impl] { impl->run(); });

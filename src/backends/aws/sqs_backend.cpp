@@ -33,8 +33,9 @@ Error sqs_error(const Error& error) {
   return Error(error.code(), error.message(), std::string(kSqsBackendName));
 }
 
-// Names of queues: the subject's, shortened so that "-dlq" still fits SQS's 80 characters.
-constexpr std::size_t kQueueNameRoom = 76;
+// Names of queues: the subject's, shortened so that "--dlq" still fits SQS's 80 characters.
+// (Readable names never contain "--", so a subject never gets a dead-letter queue's name.)
+constexpr std::size_t kQueueNameRoom = 75;
 
 std::string env_or(const std::string& value, const char* variable) {
   if (!value.empty()) return value;
@@ -50,8 +51,16 @@ struct Core {
   std::map<std::string, std::string> urls;  // subject -> URL of a queue known to exist
 
   asio::awaitable<Result<XmlElement>> call(std::string action, QueryParameters parameters) {
-    auto reply =
-        co_await sqs->call(std::move(action), std::move(parameters), config.request_timeout, 5);
+    co_return co_await call_within(std::move(action), std::move(parameters),
+                                   config.request_timeout);
+  }
+  // The same, bounded by `timeout` (a publish's deadline) rather than request_timeout.
+  asio::awaitable<Result<XmlElement>> call_within(std::string action, QueryParameters parameters,
+                                                  milliseconds timeout) {
+    if (timeout.count() <= 0) {
+      co_return sqs_error(errc::deadline_exceeded, action + ": the deadline has passed");
+    }
+    auto reply = co_await sqs->call(std::move(action), std::move(parameters), timeout, 5);
     if (!reply) co_return sqs_error(reply.error());
     co_return reply;
   }
@@ -62,9 +71,9 @@ struct Core {
     return std::nullopt;
   }
 
-  // The URL of the queue of `subject`: made (with its dead-letter queue and redrive policy)
-  // when `create`, else looked up (`not_found` when there is none).
-  asio::awaitable<Result<std::string>> queue_url(std::string subject, bool create) {
+  // The URL of the queue of `subject`: made when `create` (with its dead-letter queue and
+  // redrive policy when `redrive`), else looked up (`not_found` when there is none).
+  asio::awaitable<Result<std::string>> queue_url(std::string subject, bool create, bool redrive) {
     if (auto url = known_url(subject)) co_return *url;
     const std::string name = aws_name_for(config.queue_prefix, subject, kQueueNameRoom, false);
     // Looked up first even when it may be made: an existing queue is used as it is (the SQS
@@ -82,8 +91,8 @@ struct Core {
           {"QueueName", name},
           {"Attribute.1.Name", "VisibilityTimeout"},
           {"Attribute.1.Value", std::to_string(config.visibility_timeout.count())}};
-      if (config.max_receive_count > 0) {
-        auto arn = co_await dead_letter_arn(name + "-dlq");
+      if (redrive && config.max_receive_count > 0) {
+        auto arn = co_await dead_letter_arn(name + "--dlq");
         if (!arn) co_return std::move(arn).error();
         const Json policy{{"deadLetterTargetArn", *arn},
                           {"maxReceiveCount", std::to_string(config.max_receive_count)}};
@@ -122,7 +131,7 @@ struct Core {
     co_return sqs_error(errc::internal, "no QueueArn for " + name);
   }
 
-  asio::awaitable<Result<void>> send(std::string url, const Message& message) {
+  asio::awaitable<Result<void>> send(std::string url, Message message, milliseconds timeout) {
     const AwsMessage aws = to_aws(message);
     QueryParameters parameters{{"QueueUrl", std::move(url)}, {"MessageBody", aws.body}};
     int n = 0;
@@ -132,7 +141,7 @@ struct Core {
       parameters.emplace_back(prefix + ".Value.DataType", "String");
       parameters.emplace_back(prefix + ".Value.StringValue", value);
     }
-    auto sent = co_await call("SendMessage", std::move(parameters));
+    auto sent = co_await call_within("SendMessage", std::move(parameters), timeout);
     if (!sent) co_return std::move(sent).error();
     co_return ok();
   }
@@ -164,6 +173,7 @@ struct Consumer {
   SubscriptionSpec spec;
   std::string url;
   bool private_queue = false;  // a subscriber's own queue (replies): deleted when it closes
+  bool queue_deleted = false;
   asio::any_io_executor executor;
   std::mutex mutex;
   std::deque<Received> inbox;
@@ -232,7 +242,8 @@ asio::awaitable<void> receive_loop(ConsumerPtr consumer) {
       continue;
     }
     backoff = milliseconds(100);
-    const bool early = SteadyClock::now() - polled < config.wait_time;
+    const bool early =
+        config.wait_time.count() == 0 || SteadyClock::now() - polled < config.wait_time;
     std::vector<Received> batch;
     for (const XmlElement* message : reply->find_all("Message")) {
       Attributes attributes;
@@ -249,6 +260,20 @@ asio::awaitable<void> receive_loop(ConsumerPtr consumer) {
       received.raw_body = message->text_of("Body");
       received.message = from_aws(c.spec.subject, received.raw_body, attributes);
       batch.push_back(std::move(received));
+    }
+    bool closed_meanwhile = false;
+    {
+      std::lock_guard lock(c.mutex);
+      closed_meanwhile = c.closed;
+    }
+    if (closed_meanwhile) {
+      // Received while the subscription closed: visible again at once, for its next reader.
+      for (const auto& r : batch) {
+        QueryParameters release{
+            {"QueueUrl", c.url}, {"ReceiptHandle", r.receipt}, {"VisibilityTimeout", "0"}};
+        (void)co_await c.core->call("ChangeMessageVisibility", std::move(release));
+      }
+      break;
     }
     if (batch.empty()) {
       // An empty reply before the wait time: no long polling here (the SQS emulator, or
@@ -286,7 +311,7 @@ class SqsDelivery final : public Delivery {
     if (settled_) co_return already();
     settled_ = true;
     // SQS counts visibility in whole seconds (at most 12 hours).
-    const auto seconds = std::min<std::int64_t>((delay.count() + 999) / 1000, 43'200);
+    const auto seconds = std::clamp<std::int64_t>((delay.count() + 999) / 1000, 0, 43'200);
     change_visibility(seconds);
     consumer_->settled();
     co_return ok();
@@ -350,7 +375,18 @@ class SqsSubscription final : public Subscription {
 
   void close() override {
     Consumer& c = *consumer_;
-    for (auto& r : c.close_intake()) {
+    auto unread = c.close_intake();
+    bool delete_queue = false;
+    {
+      std::lock_guard lock(c.mutex);
+      delete_queue = c.private_queue && !c.queue_deleted;
+      c.queue_deleted = true;
+    }
+    if (delete_queue) {
+      QueryParameters parameters{{"QueueUrl", c.url}};
+      c.core->detached_call(c.core, "DeleteQueue", std::move(parameters), c.executor);
+    }
+    for (auto& r : unread) {
       QueryParameters parameters{
           {"QueueUrl", c.url}, {"ReceiptHandle", r.receipt}, {"VisibilityTimeout", "0"}};
       c.core->detached_call(c.core, "ChangeMessageVisibility", std::move(parameters), c.executor);
@@ -364,10 +400,10 @@ class SqsSubscription final : public Subscription {
     Consumer& c = *consumer_;
     Message dead = undecodable_dead_letter(c.spec.subject, std::move(received.raw_body),
                                            received.message.error().describe());
-    auto url = co_await c.core->queue_url(dead.subject(), true);
+    auto url = co_await c.core->queue_url(dead.subject(), true, false);
     Result<void> moved = ok();
     if (url) {
-      moved = co_await c.core->send(*url, dead);
+      moved = co_await c.core->send(*url, dead, c.core->config.request_timeout);
     } else {
       moved = std::move(url).error();
     }
@@ -400,7 +436,8 @@ class SqsBackend final : public Backend {
     caps_.delayed_redelivery = true;
     caps_.native_dead_letter = true;
     caps_.headers = true;
-    caps_.max_payload_bytes = 256 * 1024;
+    // SQS takes 256 KiB with the attributes; a binary payload grows by a third in base64.
+    caps_.max_payload_bytes = 180 * 1024;
   }
   ~SqsBackend() override { shutdown(); }
 
@@ -411,8 +448,25 @@ class SqsBackend final : public Backend {
     {
       std::lock_guard lock(mutex_);
       if (connected_) co_return ok();
-      if (closed_) co_return sqs_error(errc::failed_precondition, "the backend is closed");
+      if (closed_ || connecting_) {
+        co_return sqs_error(errc::failed_precondition,
+                            closed_ ? "the backend is closed" : "connect() is already running");
+      }
+      connecting_ = true;
     }
+    auto connected = co_await connect_once();
+    std::lock_guard lock(mutex_);
+    connecting_ = false;
+    if (connected && closed_) {
+      core_->http->close();
+      co_return sqs_error(errc::failed_precondition, "the backend closed while connecting");
+    }
+    if (connected) connected_ = true;
+    co_return connected;
+  }
+
+ private:
+  asio::awaitable<Result<void>> connect_once() {
     AwsSqsConfig& config = core_->config;
     if (auto valid = validate(config); !valid) co_return valid;
     Credentials credentials;
@@ -440,18 +494,17 @@ class SqsBackend final : public Backend {
       core_->http->close();
       co_return listed.error().with_context("connect to SQS at " + endpoint.url);
     }
-    std::lock_guard lock(mutex_);
-    connected_ = true;
     co_return ok();
   }
 
+ public:
   asio::awaitable<Result<void>> publish(Message message, PublishOptions options) override {
     if (auto usable = check_usable(); !usable) co_return usable;
     const std::string subject = message.subject();
     // Queues are made by their subscribers (and dead-letter queues by whoever dead-letters):
     // a command to a queue nobody made is an error for its sender, never a message nobody reads.
     const bool create = subject.starts_with("deadletter.");
-    auto url = co_await core_->queue_url(subject, create);
+    auto url = co_await core_->queue_url(subject, create, true);
     if (!url) co_return std::move(url).error().with_context("publish to " + subject);
     if (options.pattern == MessagingPattern::request_response && !message.metadata().ttl &&
         options.deadline != SteadyClock::time_point::max()) {
@@ -461,24 +514,35 @@ class SqsBackend final : public Backend {
           std::max(milliseconds(1),
                    std::chrono::duration_cast<milliseconds>(options.deadline - SteadyClock::now()));
     }
-    co_return co_await core_->send(*url, message);
+    const auto left =
+        options.deadline == SteadyClock::time_point::max()
+            ? core_->config.request_timeout
+            : std::min(core_->config.request_timeout, std::chrono::duration_cast<milliseconds>(
+                                                          options.deadline - SteadyClock::now()));
+    co_return co_await core_->send(*url, std::move(message), left);
   }
 
   asio::awaitable<Result<std::shared_ptr<Subscription>>> subscribe(SubscriptionSpec spec) override {
     if (auto usable = check_usable(); !usable) co_return std::move(usable).error();
-    auto url = co_await core_->queue_url(spec.subject, true);
+    // A subscriber on its own reads a queue of its own (the bus's reply subject), deleted when
+    // it closes and so without a dead-letter queue; a queue shared by a group outlives its
+    // subscribers.
+    const bool private_queue = spec.group.empty();
+    auto url = co_await core_->queue_url(spec.subject, true, !private_queue);
     if (!url) co_return std::move(url).error().with_context("subscribe " + spec.subject);
     auto consumer = std::make_shared<Consumer>();
     consumer->core = core_;
     consumer->spec = spec;
     consumer->url = *url;
-    // A subscriber on its own reads a queue of its own (the bus's reply subject); a queue
-    // shared by a group outlives its subscribers.
-    consumer->private_queue = spec.group.empty();
+    consumer->private_queue = private_queue;
     consumer->executor = co_await asio::this_coro::executor;
     {
       std::lock_guard lock(mutex_);
       if (closed_) co_return sqs_error(errc::failed_precondition, "the backend is closed");
+      std::erase_if(consumers_, [](const ConsumerPtr& old) {
+        std::lock_guard consumer_lock(old->mutex);
+        return old->closed && old->queue_deleted;
+      });
       consumers_.push_back(consumer);
     }
     asio::co_spawn(consumer->executor, receive_loop(consumer), asio::detached);
@@ -504,7 +568,13 @@ class SqsBackend final : public Backend {
       }
     }
     for (auto& consumer : consumers) {
-      if (!consumer->private_queue || SteadyClock::now() >= deadline) continue;
+      bool delete_queue = false;
+      {
+        std::lock_guard lock(consumer->mutex);
+        delete_queue = consumer->private_queue && !consumer->queue_deleted;
+        consumer->queue_deleted = true;
+      }
+      if (!delete_queue || SteadyClock::now() >= deadline) continue;
       QueryParameters parameters{{"QueueUrl", consumer->url}};
       auto deleted = co_await core_->call("DeleteQueue", std::move(parameters));
       if (!deleted)
@@ -553,16 +623,14 @@ class SqsBackend final : public Backend {
       closed_ = true;
       consumers.swap(consumers_);
     }
-    for (auto& consumer : consumers) {
-      std::lock_guard lock(consumer->mutex);
-      consumer->closed = true;
-    }
+    for (auto& consumer : consumers) (void)consumer->close_intake();
     if (core_->http) core_->http->close();
   }
 
   CorePtr core_;
   Capabilities caps_;
   std::mutex mutex_;
+  bool connecting_ = false;
   bool connected_ = false;
   bool closed_ = false;
   std::vector<ConsumerPtr> consumers_;

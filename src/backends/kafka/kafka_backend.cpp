@@ -94,14 +94,15 @@ struct Core {
     });
   }
 
+  // The handle itself lives until ~Core: a publish or subscribe still running when the backend
+  // closes may call into it (and is refused), never into a freed one.
   void stop_producer() {
-    stopping = true;
+    if (stopping.exchange(true)) return;
     if (producer_poller.joinable()) producer_poller.join();
     if (producer) {
       // Whatever is still queued fails its waiters rather than vanishing.
       rd_kafka_purge(producer.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
       rd_kafka_poll(producer.get(), 0);
-      producer.reset();
     }
   }
 
@@ -110,6 +111,7 @@ struct Core {
   // `partition`: RD_KAFKA_PARTITION_UA lets the partitioner choose (by key).
   rd_kafka_resp_err_t produce(const std::string& topic, const Record& record, Produced done,
                               std::int32_t partition = RD_KAFKA_PARTITION_UA) {
+    if (stopping.load() || !producer) return RD_KAFKA_RESP_ERR__DESTROY;
     rd_kafka_headers_t* headers = rd_kafka_headers_new(record.headers.size());
     for (const auto& [name, value] : record.headers) {
       rd_kafka_header_add(headers, name.data(), static_cast<ssize_t>(name.size()), value.data(),
@@ -518,8 +520,9 @@ struct Consumer : std::enable_shared_from_this<Consumer> {
       ++it->second.outstanding;
       ++held;
     }
-    if (spec.start.kind == StartPosition::Kind::time &&
-        rd_kafka_message_timestamp(&record, nullptr) < start_millis()) {
+    // Records without a timestamp (-1) are never taken for older ones.
+    if (const std::int64_t stamp = rd_kafka_message_timestamp(&record, nullptr);
+        spec.start.kind == StartPosition::Kind::time && stamp >= 0 && stamp < start_millis()) {
       finish(item);  // older than the time the subscription starts at
       return;
     }
@@ -708,7 +711,9 @@ struct Consumer : std::enable_shared_from_this<Consumer> {
         auto it = assigned.find(p);
         if (it == assigned.end()) continue;
         auto committable = it->second.progress.committable();
-        if (grouped() && committable && *committable > it->second.committed) {
+        // Committed even when an earlier commit of the same offset was sent: that one may have
+        // been refused (a rebalance is exactly when commits fail).
+        if (grouped() && committable) {
           rd_kafka_topic_partition_list_add(list.get(), topic.c_str(), p)->offset = *committable;
         }
         if (it->second.outstanding != 0) {

@@ -415,6 +415,51 @@ TEST(KafkaRebalance, AMemberJoiningMidStreamLosesNothing) {
   }
 }
 
+// A message nacked with a long delay does not hold its subscription's close (or a rebalance):
+// it is dropped uncommitted, and the group's next reader gets it.
+TEST(KafkaRetries, ANackedMessageWaitingForItsDelayDoesNotHoldClose) {
+  ASSERT_FALSE(shared_bootstrap().empty()) << "MARTY_KAFKA_BOOTSTRAP is not set";
+  const std::string stream = unique("delayed");
+  TestLoop loop;
+  auto producer = kafka::make_backend(config_for(shared_bootstrap()));
+  ASSERT_TRUE(loop.run(producer->connect()));
+  PublishOptions options;
+  options.kind = DestinationKind::stream;
+  options.pattern = MessagingPattern::streaming;
+  ASSERT_TRUE(loop.run(producer->publish(numbered(stream, 1), options)));
+  SubscriptionSpec spec;
+  spec.subject = stream;
+  spec.group = "patient_readers";
+  spec.kind = DestinationKind::stream;
+  spec.pattern = MessagingPattern::streaming;
+  spec.start = StartPosition::earliest();
+  {
+    auto first = kafka::make_backend(config_for(shared_bootstrap()));
+    ASSERT_TRUE(loop.run(first->connect()));
+    auto subscription = loop.run(first->subscribe(spec));
+    ASSERT_TRUE(subscription) << subscription.error().describe();
+    auto delivery = loop.run((*subscription)->receive(SteadyClock::now() + 10s));
+    ASSERT_TRUE(delivery) << delivery.error().describe();
+    ASSERT_TRUE(loop.run((*delivery)->nack(60s)));
+    const auto start = SteadyClock::now();
+    (*subscription)->close();
+    auto closed = loop.run(first->close(SteadyClock::now() + 20s));
+    EXPECT_TRUE(closed) << closed.error().describe();
+    EXPECT_LT(SteadyClock::now() - start, 8s) << "close waited for the nacked message's delay";
+  }
+  auto second = kafka::make_backend(config_for(shared_bootstrap()));
+  ASSERT_TRUE(loop.run(second->connect()));
+  auto subscription = loop.run(second->subscribe(spec));
+  ASSERT_TRUE(subscription) << subscription.error().describe();
+  auto again = loop.run((*subscription)->receive(SteadyClock::now() + 10s));
+  ASSERT_TRUE(again) << again.error().describe();
+  EXPECT_EQ((*again)->message().json()["n"], 1);
+  ASSERT_TRUE(loop.run((*again)->ack()));
+  (*subscription)->close();
+  (void)loop.run(second->close(SteadyClock::now() + 10s));
+  (void)loop.run(producer->close(SteadyClock::now() + 5s));
+}
+
 // ---- Bad records ---------------------------------------------------------------------------
 
 // A record that claims to be a CloudEvent but is malformed goes to the dead-letter topic with

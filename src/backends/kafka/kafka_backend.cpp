@@ -12,7 +12,6 @@
 
 #include <spdlog/spdlog.h>
 #include <asio/post.hpp>
-#include <asio/steady_timer.hpp>
 #include <asio/thread_pool.hpp>
 
 #include "kafka_client.hpp"
@@ -348,7 +347,11 @@ struct Consumer : std::enable_shared_from_this<Consumer> {
   std::mutex mutex;
   std::condition_variable changed;  // settlements, assignments, the thread's end
   std::deque<Fetched> ready;        // may go out now
-  KeyGate<Fetched> gate;            // wait behind another message of their key
+  // Nacked, waiting for their delay (their keys stay held); the consumer's thread moves them to
+  // `ready` when due. Kept here rather than in timers so that closing and revocation drop them
+  // at once instead of waiting for them.
+  std::multimap<SteadyClock::time_point, Fetched> delayed;
+  KeyGate<Fetched> gate;  // wait behind another message of their key
   struct Assigned {
     std::uint64_t epoch = 0;
     PartitionProgress progress;
@@ -434,6 +437,37 @@ struct Consumer : std::enable_shared_from_this<Consumer> {
     if (queued || promoted) arrived->notify();
   }
 
+  // A nacked item comes back when `due` (see `delayed`), unless the subscription closed or the
+  // partition moved on meanwhile.
+  void redeliver_later(Fetched item, SteadyClock::time_point due) {
+    bool promoted = false;
+    {
+      std::lock_guard lock(mutex);
+      if (closed || !current(item)) {
+        promoted = release(item, false);
+      } else {
+        delayed.emplace(due, std::move(item));
+      }
+    }
+    changed.notify_all();
+    if (promoted) arrived->notify();
+  }
+
+  // On the consumer's thread: delayed items whose time has come go out first.
+  void release_due() {
+    bool queued = false;
+    {
+      std::lock_guard lock(mutex);
+      const auto now = SteadyClock::now();
+      while (!delayed.empty() && delayed.begin()->first <= now) {
+        ready.push_front(std::move(delayed.begin()->second));
+        delayed.erase(delayed.begin());
+        queued = true;
+      }
+    }
+    if (queued) arrived->notify();
+  }
+
   // Stops intake: what is fetched but not handed out is dropped (uncommitted, so read again by
   // the group's next reader); what is out may still be settled.
   void close_intake() {
@@ -443,6 +477,8 @@ struct Consumer : std::enable_shared_from_this<Consumer> {
       closed = true;
       for (const auto& item : ready) forget(item, false);
       ready.clear();
+      for (const auto& [due, item] : delayed) forget(item, false);
+      delayed.clear();
       gate.remove_waiting_if([](const Fetched&) { return true; },
                              [this](const Fetched& item) { forget(item, false); });
     }
@@ -463,6 +499,7 @@ struct Consumer : std::enable_shared_from_this<Consumer> {
         if (!pause && paused && held > static_cast<std::size_t>(max_in_flight()) / 2) pause = true;
       }
       set_paused(pause);
+      release_due();
       if (rd_kafka_message_t* record = rd_kafka_consumer_poll(handle.get(), 50)) {
         intake(*record);
         rd_kafka_message_destroy(record);
@@ -697,6 +734,14 @@ struct Consumer : std::enable_shared_from_this<Consumer> {
         }
       }
       ready.swap(keep);
+      for (auto it = delayed.begin(); it != delayed.end();) {
+        if (gone(it->second)) {
+          dropped.push_back(std::move(it->second));
+          it = delayed.erase(it);
+        } else {
+          ++it;
+        }
+      }
       for (const auto& item : dropped) promoted = release(item, false) || promoted;
       const auto deadline = SteadyClock::now() + core->config.rebalance_drain;
       changed.wait_until(lock, deadline, [&] {
@@ -763,11 +808,7 @@ class KafkaDelivery final : public Delivery {
       consumer_->redeliver(std::move(item_));
       co_return ok();
     }
-    auto timer = std::make_shared<asio::steady_timer>(co_await asio::this_coro::executor, delay);
-    timer->async_wait(
-        [timer, consumer = consumer_, item = std::move(item_)](const std::error_code&) mutable {
-          consumer->redeliver(std::move(item));
-        });
+    consumer_->redeliver_later(std::move(item_), SteadyClock::now() + delay);
     co_return ok();
   }
 

@@ -146,13 +146,23 @@ struct Core {
     co_return ok();
   }
 
-  // Fire and forget (a release or a visibility change nobody waits for): logged on failure.
+  // A call whose failure the caller cannot act on (a release, a delete after the work is
+  // done): said in the log, with what it means for the message, never dropped silently.
+  asio::awaitable<void> call_logged(std::string action, QueryParameters parameters,
+                                    std::string consequence) {
+    auto done = co_await call(action, std::move(parameters));
+    if (!done) {
+      logger().warn("SQS {} failed ({}): {}", action, done.error().describe(), consequence);
+    }
+  }
+
+  // The same, fire and forget, on `executor`.
   void detached_call(std::shared_ptr<Core> self, std::string action, QueryParameters parameters,
                      asio::any_io_executor executor) {
     auto run = [](std::shared_ptr<Core> core, std::string what,
                   QueryParameters p) -> asio::awaitable<void> {
-      auto done = co_await core->call(what, std::move(p));
-      if (!done) logger().warn("SQS {} failed: {}", what, done.error().describe());
+      co_await core->call_logged(std::move(what), std::move(p),
+                                 "the message comes back after its visibility timeout");
     };
     asio::co_spawn(executor, run(std::move(self), std::move(action), std::move(parameters)),
                    asio::detached);
@@ -271,7 +281,8 @@ asio::awaitable<void> receive_loop(ConsumerPtr consumer) {
       for (const auto& r : batch) {
         QueryParameters release{
             {"QueueUrl", c.url}, {"ReceiptHandle", r.receipt}, {"VisibilityTimeout", "0"}};
-        (void)co_await c.core->call("ChangeMessageVisibility", std::move(release));
+        co_await c.core->call_logged("ChangeMessageVisibility", std::move(release),
+                                     "the message comes back after its visibility timeout");
       }
       break;
     }
@@ -363,7 +374,8 @@ class SqsSubscription final : public Subscription {
       if (metadata.ttl && metadata.time && *metadata.time + *metadata.ttl < Clock::now()) {
         // A query nobody waits for any more.
         QueryParameters parameters{{"QueueUrl", c.url}, {"ReceiptHandle", received->receipt}};
-        (void)co_await c.core->call("DeleteMessage", std::move(parameters));
+        co_await c.core->call_logged("DeleteMessage", std::move(parameters),
+                                     "the expired query will be skipped again");
         c.settled();
         continue;
       }
@@ -409,7 +421,8 @@ class SqsSubscription final : public Subscription {
     }
     if (moved) {
       QueryParameters parameters{{"QueueUrl", c.url}, {"ReceiptHandle", received.receipt}};
-      (void)co_await c.core->call("DeleteMessage", std::move(parameters));
+      co_await c.core->call_logged("DeleteMessage", std::move(parameters),
+                                   "it will be dead-lettered again when it comes back");
       logger().warn("an undecodable message from {} went to {}: {}", c.spec.subject, dead.subject(),
                     received.message.error().describe());
     } else {
@@ -564,7 +577,8 @@ class SqsBackend final : public Backend {
         if (SteadyClock::now() >= deadline) break;
         QueryParameters parameters{
             {"QueueUrl", consumer->url}, {"ReceiptHandle", r.receipt}, {"VisibilityTimeout", "0"}};
-        (void)co_await core_->call("ChangeMessageVisibility", std::move(parameters));
+        co_await core_->call_logged("ChangeMessageVisibility", std::move(parameters),
+                                    "the message comes back after its visibility timeout");
       }
     }
     for (auto& consumer : consumers) {

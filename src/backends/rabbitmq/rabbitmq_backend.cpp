@@ -189,6 +189,36 @@ Result<void> bind_queue(amqp_connection_state_t conn, const std::string& queue,
   return ok();
 }
 
+// RabbitMQ 3.10 answers the declaration of a stream before its writer runs; a message published
+// in that moment crashes the broker's channel (osiris_writer:write on no writer) and with it the
+// connection and every publish in flight on it. A consumer is refused in that moment instead, so
+// a probe consumer on the topology channel says when the stream takes messages.
+Result<void> await_stream_ready(amqp_connection_state_t conn, const std::string& name) {
+  Table args;
+  args.text("x-stream-offset", "next");
+  for (int attempt = 1;; ++attempt) {
+    amqp_basic_qos(conn, kTopologyChannel, 0, 1, 0);
+    if (auto reply = amqp_get_rpc_reply(conn); reply.reply_type != AMQP_RESPONSE_NORMAL) {
+      return topology_failed(conn, reply, "basic.qos");
+    }
+    auto* consumed = amqp_basic_consume(conn, kTopologyChannel, bytes_of(name), amqp_empty_bytes, 0,
+                                        0, 0, args.get());
+    const auto reply = amqp_get_rpc_reply(conn);
+    if (reply.reply_type == AMQP_RESPONSE_NORMAL && consumed != nullptr) {
+      amqp_basic_cancel(conn, kTopologyChannel, consumed->consumer_tag);
+      if (auto cancelled = amqp_get_rpc_reply(conn); cancelled.reply_type != AMQP_RESPONSE_NORMAL) {
+        return topology_failed(conn, cancelled, "cancelling the probe of stream '" + name + "'");
+      }
+      return ok();
+    }
+    Error refused = topology_failed(conn, reply, "waiting for stream '" + name + "' to start");
+    const bool channel_closed = reply.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
+                                reply.reply.id == AMQP_CHANNEL_CLOSE_METHOD;
+    if (!channel_closed || attempt >= 60) return refused;
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+}
+
 // A bus subject pattern as an AMQP topic binding key: `*` is one word in both, NATS's `>` (one
 // or more words) becomes `#` (zero or more), so receivers still check subject::matches.
 std::string binding_key(std::string_view pattern) {
@@ -442,6 +472,7 @@ Result<void> Core::ensure_stream(amqp_connection_state_t conn, const std::string
   if (!config.stream_max_age.empty()) args.text("x-max-age", config.stream_max_age);
   auto queue = declare_queue(conn, name, true, false, false, std::move(args));
   if (!queue) return std::move(queue).error();
+  if (auto ready = await_stream_ready(conn, name); !ready) return ready;
   declared.insert(name);
   return ok();
 }

@@ -38,8 +38,11 @@ struct AwsSqsConfig {
   /// Messages a subscription holds unsettled; it stops receiving at this bound.
   int prefetch = 20;
   /// Receives after which SQS moves a message to the queue's dead-letter queue
-  /// ("<queue>-dlq", made with the queue); 0: no redrive policy.
+  /// ("<queue>--dlq", made with the queue); 0: no redrive policy.
   int max_receive_count = 5;
+  /// Server-side encryption of the queues this backend makes, with this KMS key (id, ARN or
+  /// alias, "alias/aws/sqs" for AWS's own); empty: SQS's default.
+  std::string kms_master_key_id;
   std::chrono::milliseconds connect_timeout{3'000};
   /// Time allowed for one API call, retries of throttled calls included.
   std::chrono::milliseconds request_timeout{10'000};

@@ -20,6 +20,7 @@
 #include "marty/messaging/detail/completion.hpp"
 #include "marty/messaging/detail/inbox.hpp"
 #include "marty/messaging/detail/offload.hpp"
+#include "marty/messaging/detail/query_deadline.hpp"
 #include "marty/messaging/detail/sleep.hpp"
 #include "marty/messaging/event_bus.hpp"
 #include "marty/messaging/subject.hpp"
@@ -1121,15 +1122,8 @@ class KafkaBackend final : public Backend {
         }
       }
     }
-    if (options.pattern == MessagingPattern::request_response && !message.metadata().ttl &&
-        options.deadline != SteadyClock::time_point::max()) {
-      // The responder skips a query nobody waits for any more.
-      auto& metadata = message.mutable_metadata();
-      if (!metadata.time) metadata.time = Clock::now();
-      metadata.ttl =
-          std::max(milliseconds(1),
-                   std::chrono::duration_cast<milliseconds>(options.deadline - SteadyClock::now()));
-    }
+    // The responder skips a query nobody waits for any more.
+    detail::carry_query_deadline(message, options);
     Record record = to_record(message);
     const bool wait = options.guarantee != DeliveryGuarantee::at_most_once;
     // A bus stream is one log in order: what has no key goes to its first partition (keyed

@@ -1,0 +1,299 @@
+#include "sqs_consumer.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+
+#include <spdlog/spdlog.h>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+
+#include "aws_wire.hpp"
+#include "marty/messaging/detail/inbox.hpp"
+#include "marty/messaging/detail/sleep.hpp"
+#include "marty/messaging/event_bus.hpp"
+
+namespace marty::messaging::aws {
+
+using std::chrono::milliseconds;
+
+void SqsConsumer::settled() {
+  {
+    std::lock_guard lock(mutex);
+    --held;
+  }
+  room->notify();
+}
+
+std::deque<SqsReceived> SqsConsumer::close_intake() {
+  std::deque<SqsReceived> unread;
+  {
+    std::lock_guard lock(mutex);
+    if (closed) return unread;
+    closed = true;
+    unread.swap(inbox);
+    held -= static_cast<int>(unread.size());
+  }
+  arrived->notify();
+  room->notify();
+  return unread;
+}
+
+bool SqsConsumer::take_queue_deletion() {
+  std::lock_guard lock(mutex);
+  const bool due = private_queue && !queue_deleted;
+  queue_deleted = true;
+  return due;
+}
+
+bool SqsConsumer::finished() {
+  std::lock_guard lock(mutex);
+  return closed && (queue_deleted || !private_queue);
+}
+
+namespace {
+
+// Receives into the consumer's inbox (long polling) until it closes.
+asio::awaitable<void> receive_loop(SqsConsumerPtr consumer) {
+  SqsConsumer& c = *consumer;
+  const AwsSqsConfig& config = c.queues->config;
+  milliseconds backoff(100);
+  while (true) {
+    int wanted = 0;
+    {
+      std::lock_guard lock(c.mutex);
+      if (c.closed) break;
+      wanted = std::min(config.max_messages, config.prefetch - c.held);
+    }
+    if (wanted <= 0) {
+      (void)co_await c.room->wait(SteadyClock::now() + std::chrono::seconds(1));
+      continue;
+    }
+    QueryParameters parameters{{"QueueUrl", c.url},
+                               {"MaxNumberOfMessages", std::to_string(wanted)},
+                               {"WaitTimeSeconds", std::to_string(config.wait_time.count())},
+                               {"AttributeName.1", "ApproximateReceiveCount"},
+                               {"MessageAttributeName.1", "All"}};
+    const auto polled = SteadyClock::now();
+    auto reply = co_await c.queues->sqs->call("ReceiveMessage", std::move(parameters),
+                                              config.request_timeout + config.wait_time, 3);
+    if (!reply) {
+      {
+        std::lock_guard lock(c.mutex);
+        if (c.closed) break;
+      }
+      aws_logger().warn("receiving from {} failed, retrying: {}", c.url, reply.error().describe());
+      co_await detail::sleep_for(backoff);
+      backoff = std::min(backoff * 2, milliseconds(5'000));
+      continue;
+    }
+    backoff = milliseconds(100);
+    const bool early =
+        config.wait_time.count() == 0 || SteadyClock::now() - polled < config.wait_time;
+    std::vector<SqsReceived> batch;
+    for (const XmlElement* message : reply->find_all("Message")) {
+      Attributes attributes;
+      for (const XmlElement* attribute : message->find_all("MessageAttribute")) {
+        attributes.emplace_back(attribute->text_of("Name"), attribute->text_of("StringValue"));
+      }
+      SqsReceived received;
+      received.receipt = message->text_of("ReceiptHandle");
+      for (const XmlElement* attribute : message->find_all("Attribute")) {
+        if (attribute->text_of("Name") == "ApproximateReceiveCount") {
+          received.attempt = std::max(1, std::atoi(attribute->text_of("Value").c_str()));
+        }
+      }
+      received.raw_body = message->text_of("Body");
+      received.message = from_aws(c.spec.subject, received.raw_body, attributes);
+      batch.push_back(std::move(received));
+    }
+    bool closed_meanwhile = false;
+    {
+      std::lock_guard lock(c.mutex);
+      closed_meanwhile = c.closed;
+    }
+    if (closed_meanwhile) {
+      // SqsReceived while the subscription closed: visible again at once, for its next reader.
+      for (const auto& r : batch) {
+        QueryParameters release{
+            {"QueueUrl", c.url}, {"ReceiptHandle", r.receipt}, {"VisibilityTimeout", "0"}};
+        co_await c.queues->call_logged("ChangeMessageVisibility", std::move(release),
+                                       "the message comes back after its visibility timeout");
+      }
+      break;
+    }
+    if (batch.empty()) {
+      // An empty reply before the wait time: no long polling here (the SQS emulator, or
+      // wait_time 0). A short pause keeps the loop from spinning.
+      if (early) co_await detail::sleep_for(milliseconds(50));
+      continue;
+    }
+    {
+      std::lock_guard lock(c.mutex);
+      for (auto& r : batch) {
+        c.inbox.push_back(std::move(r));
+        ++c.held;
+      }
+    }
+    c.arrived->notify();
+  }
+}
+
+class SqsDelivery final : public Delivery {
+ public:
+  SqsDelivery(Message message, int attempt, SqsConsumerPtr consumer, std::string receipt)
+      : Delivery(std::move(message), attempt, 0),
+        consumer_(std::move(consumer)),
+        receipt_(std::move(receipt)) {}
+  ~SqsDelivery() override {
+    if (settled_) return;
+    // Released: visible again at once, to any consumer of the queue.
+    change_visibility(0);
+    consumer_->settled();
+  }
+
+  asio::awaitable<Result<void>> ack() override { co_return co_await remove(); }
+  asio::awaitable<Result<void>> term() override { co_return co_await remove(); }
+  asio::awaitable<Result<void>> nack(milliseconds delay) override {
+    if (settled_) co_return already();
+    settled_ = true;
+    // SQS counts visibility in whole seconds (at most 12 hours).
+    const auto seconds = std::clamp<std::int64_t>((delay.count() + 999) / 1000, 0, 43'200);
+    change_visibility(seconds);
+    consumer_->settled();
+    co_return ok();
+  }
+
+ private:
+  asio::awaitable<Result<void>> remove() {
+    if (settled_) co_return already();
+    settled_ = true;
+    QueryParameters parameters{{"QueueUrl", consumer_->url}, {"ReceiptHandle", receipt_}};
+    auto removed = co_await consumer_->queues->call("DeleteMessage", std::move(parameters));
+    consumer_->settled();
+    if (!removed) co_return std::move(removed).error();
+    co_return ok();
+  }
+  void change_visibility(std::int64_t seconds) {
+    QueryParameters parameters{{"QueueUrl", consumer_->url},
+                               {"ReceiptHandle", receipt_},
+                               {"VisibilityTimeout", std::to_string(seconds)}};
+    SqsQueues::detached_call(consumer_->queues, "ChangeMessageVisibility", std::move(parameters),
+                             consumer_->executor);
+  }
+  Error already() const {
+    return Error(errc::failed_precondition, "the delivery was already settled",
+                 consumer_->queues->backend);
+  }
+
+  SqsConsumerPtr consumer_;
+  std::string receipt_;
+  bool settled_ = false;
+};
+
+class SqsSubscription final : public Subscription {
+ public:
+  explicit SqsSubscription(SqsConsumerPtr consumer) : consumer_(std::move(consumer)) {}
+  ~SqsSubscription() override { close(); }
+
+  asio::awaitable<Result<std::unique_ptr<Delivery>>> receive(
+      std::optional<SteadyClock::time_point> deadline) override {
+    SqsConsumer& c = *consumer_;
+    while (true) {
+      auto received = co_await detail::take_next(&c.mutex, &c.inbox, &c.closed, c.arrived.get(),
+                                                 deadline, c.queues->backend);
+      if (!received) co_return std::move(received).error();
+      if (!received->message) {
+        co_await dead_letter(std::move(*received));
+        continue;
+      }
+      const MessageMetadata& metadata = received->message->metadata();
+      if (metadata.ttl && metadata.time && *metadata.time + *metadata.ttl < Clock::now()) {
+        // A query nobody waits for any more.
+        QueryParameters parameters{{"QueueUrl", c.url}, {"ReceiptHandle", received->receipt}};
+        co_await c.queues->call_logged("DeleteMessage", std::move(parameters),
+                                       "the expired query will be skipped again");
+        c.settled();
+        continue;
+      }
+      co_return std::unique_ptr<Delivery>(new SqsDelivery(std::move(*received->message),
+                                                          received->attempt, consumer_,
+                                                          std::move(received->receipt)));
+    }
+  }
+
+  void close() override {
+    SqsConsumer& c = *consumer_;
+    auto unread = c.close_intake();
+    if (c.take_queue_deletion()) {
+      asio::co_spawn(c.executor, delete_private_queue(consumer_), asio::detached);
+      return;  // its messages go with it
+    }
+    for (auto& r : unread) {
+      QueryParameters parameters{
+          {"QueueUrl", c.url}, {"ReceiptHandle", r.receipt}, {"VisibilityTimeout", "0"}};
+      SqsQueues::detached_call(c.queues, "ChangeMessageVisibility", std::move(parameters),
+                               c.executor);
+    }
+  }
+
+ private:
+  // What cannot be decoded goes to the dead-letter queue of its subject with the reason, and is
+  // deleted; the subscription goes on.
+  asio::awaitable<void> dead_letter(SqsReceived received) {
+    SqsConsumer& c = *consumer_;
+    Message dead = undecodable_dead_letter(c.spec.subject, std::move(received.raw_body),
+                                           received.message.error().describe());
+    auto url = co_await c.queues->queue_url(dead.subject(), true, false);
+    Result<void> moved = ok();
+    if (url) {
+      moved = co_await c.queues->send(*url, dead, c.queues->config.request_timeout);
+    } else {
+      moved = std::move(url).error();
+    }
+    if (moved) {
+      QueryParameters parameters{{"QueueUrl", c.url}, {"ReceiptHandle", received.receipt}};
+      co_await c.queues->call_logged("DeleteMessage", std::move(parameters),
+                                     "it will be dead-lettered again when it comes back");
+      aws_logger().warn("an undecodable message from {} went to {}: {}", c.spec.subject,
+                        dead.subject(), received.message.error().describe());
+    } else {
+      aws_logger().error(
+          "cannot dead-letter an undecodable message from {} ({}); SQS will "
+          "deliver it again, and its redrive policy move it",
+          c.spec.subject, moved.error().describe());
+    }
+    c.settled();
+  }
+
+  SqsConsumerPtr consumer_;
+};
+
+}  // namespace
+
+std::shared_ptr<Subscription> start_sqs_subscription(SqsConsumerPtr consumer) {
+  asio::co_spawn(consumer->executor, receive_loop(consumer), asio::detached);
+  return std::make_shared<SqsSubscription>(std::move(consumer));
+}
+
+asio::awaitable<void> delete_private_queue(SqsConsumerPtr consumer) {
+  if (consumer->before_delete) co_await consumer->before_delete();
+  QueryParameters parameters{{"QueueUrl", consumer->url}};
+  co_await consumer->queues->call_logged("DeleteQueue", std::move(parameters),
+                                         "the subscriber's own queue stays behind");
+}
+
+asio::awaitable<void> close_sqs_consumer(SqsConsumerPtr consumer,
+                                         SteadyClock::time_point deadline) {
+  for (auto& r : consumer->close_intake()) {
+    if (SteadyClock::now() >= deadline) break;
+    QueryParameters parameters{
+        {"QueueUrl", consumer->url}, {"ReceiptHandle", r.receipt}, {"VisibilityTimeout", "0"}};
+    co_await consumer->queues->call_logged("ChangeMessageVisibility", std::move(parameters),
+                                           "the message comes back after its visibility timeout");
+  }
+  if (consumer->take_queue_deletion() && SteadyClock::now() < deadline) {
+    co_await delete_private_queue(consumer);
+  }
+}
+
+}  // namespace marty::messaging::aws

@@ -1,0 +1,69 @@
+#pragma once
+// Reading an SQS queue as a bus subscription, for both AWS backends: long polling into a bounded
+// inbox, delete on ack, ChangeMessageVisibility on nack and release, ApproximateReceiveCount as
+// the attempt, undecodable messages to the subject's dead-letter queue, expired queries skipped.
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
+
+#include "marty/messaging/backend.hpp"
+#include "marty/messaging/detail/async_signal.hpp"
+#include "sqs_queues.hpp"
+
+namespace marty::messaging::aws {
+
+/// A message received and not yet handed out.
+struct SqsReceived {
+  Result<Message> message = Error(errc::internal, "unset");
+  std::string raw_body;
+  std::string receipt;
+  int attempt = 1;
+};
+
+/// One subscription's reader of one queue. Thread-safety: the members under `mutex` are shared
+/// between the receive loop, the subscription and its deliveries.
+struct SqsConsumer {
+  SqsQueuesPtr queues;
+  SubscriptionSpec spec;
+  std::string url;
+  /// A subscriber's own queue (replies, a lone event subscriber): deleted when it closes, after
+  /// `before_delete` (an SNS subscription is ended first, so nothing is sent to a deleted queue).
+  bool private_queue = false;
+  std::function<asio::awaitable<void>()> before_delete;
+  asio::any_io_executor executor;
+
+  std::mutex mutex;
+  std::deque<SqsReceived> inbox;
+  int held = 0;  // received and not settled
+  bool closed = false;
+  bool queue_deleted = false;
+  std::shared_ptr<detail::AsyncSignal> arrived = detail::AsyncSignal::create();
+  std::shared_ptr<detail::AsyncSignal> room = detail::AsyncSignal::create();
+
+  void settled();
+  /// Closes intake; returns what was received and not handed out (to be released).
+  std::deque<SqsReceived> close_intake();
+  /// Whether its queue is to be deleted now (a private queue not yet deleted); marks it deleted.
+  bool take_queue_deletion();
+  /// Closed, and nothing of it left to delete: the backend may forget it.
+  bool finished();
+};
+using SqsConsumerPtr = std::shared_ptr<SqsConsumer>;
+
+/// Starts receiving on the consumer's executor and returns its subscription.
+std::shared_ptr<Subscription> start_sqs_subscription(SqsConsumerPtr consumer);
+
+/// A closing backend's part: what was received and not handed out is visible again at once, a
+/// private queue is deleted (each call awaited, while `deadline` allows).
+asio::awaitable<void> close_sqs_consumer(SqsConsumerPtr consumer, SteadyClock::time_point deadline);
+
+/// The queue's deletion, for a private queue: `before_delete` first, then DeleteQueue.
+asio::awaitable<void> delete_private_queue(SqsConsumerPtr consumer);
+
+}  // namespace marty::messaging::aws

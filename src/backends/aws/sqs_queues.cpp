@@ -1,0 +1,220 @@
+#include "sqs_queues.hpp"
+
+#include <cctype>
+#include <cstdlib>
+
+#include <spdlog/spdlog.h>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+
+#include "aws_wire.hpp"
+
+namespace marty::messaging::aws {
+
+using std::chrono::milliseconds;
+
+spdlog::logger& aws_logger() {
+  static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
+  return named ? *named : *spdlog::default_logger_raw();
+}
+
+std::string env_or(const std::string& value, const char* variable) {
+  if (!value.empty()) return value;
+  const char* found = std::getenv(variable);
+  return found != nullptr ? found : "";
+}
+
+Result<void> SqsQueues::open(std::shared_ptr<HttpClient> client) {
+  Credentials credentials;
+  credentials.access_key_id = env_or(config.access_key_id, "AWS_ACCESS_KEY_ID");
+  credentials.secret_access_key = env_or(config.secret_access_key, "AWS_SECRET_ACCESS_KEY");
+  credentials.session_token = env_or(config.session_token, "AWS_SESSION_TOKEN");
+  if (credentials.access_key_id.empty() || credentials.secret_access_key.empty()) {
+    return error(errc::invalid_argument,
+                 "no credentials: set access_key_id and secret_access_key, or "
+                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
+  }
+  QueryEndpoint endpoint;
+  endpoint.url =
+      config.endpoint.empty() ? "https://sqs." + config.region + ".amazonaws.com" : config.endpoint;
+  endpoint.region = config.region;
+  endpoint.service = "sqs";
+  endpoint.version = "2012-11-05";
+  http = std::move(client);
+  sqs = std::make_unique<QueryClient>(http, endpoint, credentials);
+  std::lock_guard lock(mutex_);
+  for (const auto& [subject, url] : config.queue_urls) urls_[subject] = url;
+  return ok();
+}
+
+Error SqsQueues::error(errc code, std::string message) const {
+  return Error(code, std::move(message), backend);
+}
+
+asio::awaitable<Result<XmlElement>> SqsQueues::call(std::string action,
+                                                    QueryParameters parameters) {
+  co_return co_await call_within(std::move(action), std::move(parameters), config.request_timeout);
+}
+
+asio::awaitable<Result<XmlElement>> SqsQueues::call_within(std::string action,
+                                                           QueryParameters parameters,
+                                                           milliseconds timeout) {
+  if (timeout.count() <= 0) {
+    co_return error(errc::deadline_exceeded, action + ": the deadline has passed");
+  }
+  auto reply = co_await sqs->call(std::move(action), std::move(parameters), timeout, 5);
+  if (!reply) co_return Error(reply.error().code(), reply.error().message(), backend);
+  co_return reply;
+}
+
+std::optional<std::string> SqsQueues::known_url(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  if (auto it = urls_.find(key); it != urls_.end()) return it->second;
+  return std::nullopt;
+}
+
+asio::awaitable<Result<std::string>> SqsQueues::queue_url(std::string subject, bool create,
+                                                          bool redrive) {
+  QueueRequest request;
+  request.name = aws_name_for(config.queue_prefix, subject, kQueueNameRoom, false);
+  request.key = std::move(subject);
+  request.create = create;
+  request.redrive = redrive;
+  co_return co_await queue_url(std::move(request));
+}
+
+asio::awaitable<Result<std::string>> SqsQueues::queue_url(QueueRequest request) {
+  if (auto url = known_url(request.key)) co_return *url;
+  const std::string& name = request.name;
+  // Looked up first even when it may be made: an existing queue is used as it is (the SQS
+  // emulator would empty it on a second CreateQueue).
+  QueryParameters lookup{{"QueueName", name}};
+  Result<XmlElement> reply = co_await call("GetQueueUrl", std::move(lookup));
+  if (!reply && (!request.create || !reply.error().is(errc::not_found))) {
+    co_return reply.error().is(errc::not_found)
+        ? error(errc::not_found,
+                "no queue '" + name + "' for '" + request.key + "': nobody has subscribed to it")
+        : std::move(reply).error();
+  }
+  if (!reply) {
+    QueryParameters attributes{{"QueueName", name}};
+    int n = 0;
+    auto attribute = [&attributes, &n](std::string key, std::string value) {
+      const std::string prefix = "Attribute." + std::to_string(++n);
+      attributes.emplace_back(prefix + ".Name", std::move(key));
+      attributes.emplace_back(prefix + ".Value", std::move(value));
+    };
+    attribute("VisibilityTimeout", std::to_string(config.visibility_timeout.count()));
+    if (request.fifo) attribute("FifoQueue", "true");
+    if (!config.kms_master_key_id.empty()) attribute("KmsMasterKeyId", config.kms_master_key_id);
+    if (request.redrive && config.max_receive_count > 0) {
+      const std::string base = request.fifo ? name.substr(0, name.size() - 5) : name;
+      auto arn =
+          co_await dead_letter_arn(base + (request.fifo ? "--dlq.fifo" : "--dlq"), request.fifo);
+      if (!arn) co_return std::move(arn).error();
+      const Json policy{{"deadLetterTargetArn", *arn},
+                        {"maxReceiveCount", std::to_string(config.max_receive_count)}};
+      attribute("RedrivePolicy", policy.dump());
+    }
+    reply = co_await call("CreateQueue", std::move(attributes));
+    if (!reply && reply.error().is(errc::already_exists)) {
+      // Made meanwhile, with other attributes: used as it is.
+      QueryParameters again{{"QueueName", name}};
+      reply = co_await call("GetQueueUrl", std::move(again));
+    }
+    if (!reply) co_return std::move(reply).error();
+  }
+  const std::string url = reply->text_of("QueueUrl");
+  if (url.empty()) co_return error(errc::internal, "no QueueUrl in the reply for " + name);
+  std::lock_guard lock(mutex_);
+  urls_[request.key] = url;
+  co_return url;
+}
+
+asio::awaitable<Result<std::string>> SqsQueues::queue_arn(std::string url) {
+  QueryParameters get{{"QueueUrl", url}, {"AttributeName.1", "QueueArn"}};
+  auto attributes = co_await call("GetQueueAttributes", std::move(get));
+  if (!attributes) co_return std::move(attributes).error();
+  for (const XmlElement* attribute : attributes->find_all("Attribute")) {
+    if (attribute->text_of("Name") == "QueueArn") co_return attribute->text_of("Value");
+  }
+  co_return error(errc::internal, "no QueueArn for " + url);
+}
+
+asio::awaitable<Result<std::string>> SqsQueues::dead_letter_arn(std::string name, bool fifo) {
+  QueryParameters lookup{{"QueueName", name}};
+  auto made = co_await call("GetQueueUrl", std::move(lookup));
+  if (!made && made.error().is(errc::not_found)) {
+    QueryParameters create{{"QueueName", name}};
+    if (fifo) {
+      create.emplace_back("Attribute.1.Name", "FifoQueue");
+      create.emplace_back("Attribute.1.Value", "true");
+    }
+    made = co_await call("CreateQueue", std::move(create));
+  }
+  if (!made) co_return std::move(made).error();
+  co_return co_await queue_arn(made->text_of("QueueUrl"));
+}
+
+asio::awaitable<Result<void>> SqsQueues::send(std::string url, Message message,
+                                              milliseconds timeout) {
+  const AwsMessage aws = to_aws(message);
+  QueryParameters parameters{{"QueueUrl", std::move(url)}, {"MessageBody", aws.body}};
+  int n = 0;
+  for (const auto& [name, value] : aws.attributes) {
+    const std::string prefix = "MessageAttribute." + std::to_string(++n);
+    parameters.emplace_back(prefix + ".Name", name);
+    parameters.emplace_back(prefix + ".Value.DataType", "String");
+    parameters.emplace_back(prefix + ".Value.StringValue", value);
+  }
+  auto sent = co_await call_within("SendMessage", std::move(parameters), timeout);
+  if (!sent) co_return std::move(sent).error();
+  co_return ok();
+}
+
+asio::awaitable<void> SqsQueues::call_logged(std::string action, QueryParameters parameters,
+                                             std::string consequence) {
+  auto done = co_await call(action, std::move(parameters));
+  if (!done) {
+    aws_logger().warn("SQS {} failed ({}): {}", action, done.error().describe(), consequence);
+  }
+}
+
+void SqsQueues::detached_call(std::shared_ptr<SqsQueues> self, std::string action,
+                              QueryParameters parameters, asio::any_io_executor executor) {
+  auto run = [](std::shared_ptr<SqsQueues> queues, std::string what,
+                QueryParameters p) -> asio::awaitable<void> {
+    co_await queues->call_logged(std::move(what), std::move(p),
+                                 "the message comes back after its visibility timeout");
+  };
+  asio::co_spawn(executor, run(std::move(self), std::move(action), std::move(parameters)),
+                 asio::detached);
+}
+
+Result<void> validate_sqs_config(const AwsSqsConfig& c, std::string_view backend) {
+  auto invalid = [backend](std::string what) {
+    return Error(errc::invalid_argument, std::move(what), std::string(backend));
+  };
+  if (c.region.empty()) return invalid("region is empty");
+  if (c.wait_time.count() < 0 || c.wait_time.count() > 20) {
+    return invalid("wait_time must be 0..20 seconds");
+  }
+  if (c.max_messages < 1 || c.max_messages > 10) return invalid("max_messages must be 1..10");
+  if (c.prefetch < 1) return invalid("prefetch must be at least 1");
+  if (c.visibility_timeout.count() < 0 || c.visibility_timeout.count() > 43'200) {
+    return invalid("visibility_timeout must be 0..43200 seconds");
+  }
+  if (c.max_receive_count < 0 || c.max_receive_count > 1000) {
+    return invalid("max_receive_count must be 0..1000");
+  }
+  if (c.request_timeout.count() < 1) return invalid("request_timeout must be positive");
+  for (char ch : c.queue_prefix) {
+    if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_')) {
+      return invalid("queue_prefix '" + c.queue_prefix +
+                     "' has a character SQS names cannot carry");
+    }
+  }
+  return ok();
+}
+
+}  // namespace marty::messaging::aws

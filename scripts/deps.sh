@@ -9,10 +9,11 @@ build_pkgs=(g++ cmake ninja-build ccache pkg-config git
 # Brokers and their client libraries: the tests run against real servers (scripts/brokers).
 broker_pkgs=(nats-server libnats-dev redis-server redis-tools libhiredis-dev
   rabbitmq-server librabbitmq-dev librdkafka-dev curl procps openssl)
-# node and npm: the tests' JavaScript peers and fixtures (scripts/js-deps.sh).
-test_pkgs=(libgtest-dev clang-format libssl-dev libcurl4-openssl-dev libxml2-dev nodejs npm
-  "${broker_pkgs[@]}")
-bench_pkgs=(libzmq3-dev libconcurrentqueue-dev "${broker_pkgs[@]}")
+# The AWS backends' libraries, and node and npm for the AWS emulators, the AWS SDK for
+# JavaScript (the tests' and benchmark's peer) and the tests' fixtures (scripts/js-deps.sh).
+aws_pkgs=(libssl-dev libcurl4-openssl-dev libxml2-dev nodejs npm)
+test_pkgs=(libgtest-dev clang-format "${aws_pkgs[@]}" "${broker_pkgs[@]}")
+bench_pkgs=(libzmq3-dev libconcurrentqueue-dev "${aws_pkgs[@]}" "${broker_pkgs[@]}")
 
 wanted=()
 for profile in "${@:-build}"; do

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -21,6 +22,10 @@ struct BackendUnderTest {
   std::function<void()> reset;
   /// A new backend (connection) to the test's broker; each bus in a test gets its own.
   std::function<std::shared_ptr<Backend>()> connect;
+  /// What the backend does but its test environment cannot show (an emulator's gaps), each
+  /// with the reason: the tests that need it are skipped, and the report says why. Keys are
+  /// the behaviours the suite names: "redelivery" (a nacked or released message comes back).
+  std::map<std::string, std::string> environment_cannot_show;
 };
 
 inline void PrintTo(const BackendUnderTest& backend, std::ostream* os) {
@@ -47,6 +52,12 @@ class Conformance : public ::testing::TestWithParam<BackendUnderTest> {
   /// A name unique to this test run, so tests on a shared broker never see each other.
   std::string unique(std::string_view base) const { return std::string(base) + "_" + uid_; }
   const Capabilities& caps() const { return caps_; }
+  /// Why the test environment cannot show `behaviour`; empty when it can.
+  std::string cannot_show(const std::string& behaviour) const {
+    const auto& limits = GetParam().environment_cannot_show;
+    auto it = limits.find(behaviour);
+    return it == limits.end() ? std::string() : it->second;
+  }
 
  private:
   std::string uid_;

@@ -6,6 +6,8 @@
 
 #include "../../src/backends/aws/aws_query.hpp"
 #include "../../src/backends/aws/aws_wire.hpp"
+#include "../../src/backends/aws/sqs_queues.hpp"
+#include "../support/aws_emulators.hpp"
 #include "../support/backend_checks.hpp"
 #include "../support/server_process.hpp"
 #include "../support/test_loop.hpp"
@@ -24,15 +26,8 @@ std::string endpoint() {
 }
 
 AwsSqsConfig config() {
-  AwsSqsConfig c;
-  c.endpoint = endpoint();
-  c.access_key_id = "test";
+  AwsSqsConfig c = testing::emulator_sqs_config();
   c.secret_access_key = "sqs-test-secret";
-  c.visibility_timeout = 2s;
-  c.wait_time = 1s;
-  // The emulator gives every message of one ReceiveMessage the same receipt handle (deleting
-  // one deletes them all): one message per call.
-  c.max_messages = 1;
   return c;
 }
 
@@ -120,7 +115,7 @@ TEST(AwsSqsQueues, APrivateQueueGoesWithItsSubscription) {
   auto http = std::make_shared<HttpClient>(2s);
   QueryClient sqs(http, QueryEndpoint{endpoint(), "us-east-1", "sqs", "2012-11-05"},
                   Credentials{"test", "test", ""});
-  const std::string name = aws_name_for("", spec.subject, 75, false);
+  const std::string name = aws_name_for("", spec.subject, kQueueNameRoom, false);
   ASSERT_TRUE(loop.run(sqs.call("GetQueueUrl", {{"QueueName", name}}, 5s, 3)));
   auto dead = loop.run(sqs.call("GetQueueUrl", {{"QueueName", name + "--dlq"}}, 5s, 3));
   EXPECT_FALSE(dead) << "a private queue has no dead-letter queue to leave behind";
@@ -132,6 +127,28 @@ TEST(AwsSqsQueues, APrivateQueueGoesWithItsSubscription) {
       5s));
   http->close();
   (void)loop.run(backend->close(SteadyClock::now() + 5s));
+}
+
+// A bus stopping closes its reply subscription and then its backend at once: the queue's
+// deletion, started by the subscription, still finishes before the backend's client goes.
+TEST(AwsSqsQueues, APrivateQueueGoesEvenWhenTheBackendClosesRightAfter) {
+  ASSERT_FALSE(endpoint().empty()) << "MARTY_SQS_ENDPOINT is not set";
+  TestLoop loop;
+  auto backend = make_sqs_backend(config());
+  ASSERT_TRUE(loop.run(backend->connect()));
+  SubscriptionSpec spec;
+  spec.subject = "_replies." + unique("inbox");
+  auto subscription = loop.run(backend->subscribe(spec));
+  ASSERT_TRUE(subscription) << subscription.error().describe();
+  (*subscription)->close();
+  ASSERT_TRUE(loop.run(backend->close(SteadyClock::now() + 5s)));
+  auto http = std::make_shared<HttpClient>(2s);
+  QueryClient sqs(http, QueryEndpoint{endpoint(), "us-east-1", "sqs", "2012-11-05"},
+                  Credentials{"test", "test", ""});
+  const std::string name = aws_name_for("", spec.subject, kQueueNameRoom, false);
+  EXPECT_FALSE(loop.run(sqs.call("GetQueueUrl", {{"QueueName", name}}, 5s, 3)))
+      << "the private queue " << name << " was left behind";
+  http->close();
 }
 
 // A message that claims to be a CloudEvent but is malformed goes to the subject's dead-letter
@@ -151,8 +168,8 @@ TEST(AwsSqsDeadLetters, AnUndecodableMessageIsDeadLetteredAndTheConsumerGoesOn) 
   QueryClient sqs(http, QueryEndpoint{endpoint(), "us-east-1", "sqs", "2012-11-05"},
                   Credentials{"test", "test", ""});
   const std::string subject = subject::for_command(service, "post");
-  auto url = loop.run(
-      sqs.call("GetQueueUrl", {{"QueueName", aws_name_for("", subject, 76, false)}}, 5s, 3));
+  auto url = loop.run(sqs.call(
+      "GetQueueUrl", {{"QueueName", aws_name_for("", subject, kQueueNameRoom, false)}}, 5s, 3));
   ASSERT_TRUE(url) << url.error().describe();
   auto sent = loop.run(sqs.call("SendMessage",
                                 {{"QueueUrl", url->text_of("QueueUrl")},
@@ -177,7 +194,8 @@ TEST(AwsSqsDeadLetters, AnUndecodableMessageIsDeadLetteredAndTheConsumerGoesOn) 
   ASSERT_TRUE(bus.send_command("post", {{"n", 1}}, service));
   ASSERT_TRUE(testing::eventually([&] { return handled.distinct() == 1; }, 10s));
 
-  const std::string dead_queue = aws_name_for("", dead_letter_subject(subject), 76, false);
+  const std::string dead_queue =
+      aws_name_for("", dead_letter_subject(subject), kQueueNameRoom, false);
   std::string body, reason;
   ASSERT_TRUE(testing::eventually(
       [&] {

@@ -50,4 +50,43 @@ struct AwsSqsConfig {
 
 std::shared_ptr<Backend> make_sqs_backend(AwsSqsConfig config);
 
+/// `aws_sns`: events on SNS topics (made on demand), each subscriber group reading them from an
+/// SQS queue of its own subscribed to the topic with raw message delivery; commands and queries
+/// over SQS as `aws_sqs` does. Validated at connect(): a bad value is `invalid_argument` naming
+/// the field.
+struct AwsSnsConfig {
+  /// Region and credentials of both services (those in `sqs` are not used).
+  std::string region = "us-east-1";
+  /// Empty: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN from the environment.
+  std::string access_key_id;
+  std::string secret_access_key;
+  std::string session_token;
+  /// Empty: https://sns.<region>.amazonaws.com. An emulator's address otherwise.
+  std::string endpoint;
+  /// Prefix of every topic this backend names ("shop-" → "shop-events-order_placed").
+  std::string topic_prefix;
+  /// Topics that exist already, by subject: used as they are (never created or changed).
+  std::map<std::string, std::string> topic_arns;
+  /// FIFO topics (and queues): the events of one `partition_key` (message group) are delivered
+  /// in order, and SNS drops a message whose id it has seen in the last five minutes
+  /// (`MessageDeduplicationId` is the message id).
+  bool fifo_topics = false;
+  /// FIFO only: de-duplicate by a hash of the body instead of the message id.
+  bool content_based_deduplication = false;
+  /// Server-side encryption of the topics with this KMS key; empty: none.
+  std::string kms_master_key_id;
+  /// The topics' delivery retry policy (SNS's DeliveryPolicy JSON, as is); empty: SNS's default.
+  std::string delivery_policy;
+  /// Give each event queue a policy that lets its topic send to it (real AWS needs one). Off
+  /// where queue policies are managed elsewhere, or the SQS emulator has none.
+  bool set_queue_policy = true;
+  /// Subscribe queues by URL instead of ARN: only for SNS emulators that deliver to a queue URL
+  /// (serverless-offline-sns). Real SNS takes ARNs.
+  bool subscribe_queue_urls = false;
+  /// SQS: endpoint, queue prefix, visibility timeout, long polling, redrive...
+  AwsSqsConfig sqs;
+};
+
+std::shared_ptr<Backend> make_sns_backend(AwsSnsConfig config);
+
 }  // namespace marty::messaging::aws

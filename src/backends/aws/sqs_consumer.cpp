@@ -40,14 +40,15 @@ std::deque<SqsReceived> SqsConsumer::close_intake() {
 
 bool SqsConsumer::take_queue_deletion() {
   std::lock_guard lock(mutex);
-  const bool due = private_queue && !queue_deleted;
-  queue_deleted = true;
+  const bool due = private_queue && !queue_deletion_taken;
+  queue_deletion_taken = true;
+  if (due) queue_deletion_running = true;
   return due;
 }
 
 bool SqsConsumer::finished() {
   std::lock_guard lock(mutex);
-  return closed && (queue_deleted || !private_queue);
+  return closed && !queue_deletion_running && (queue_deletion_taken || !private_queue);
 }
 
 namespace {
@@ -280,6 +281,11 @@ asio::awaitable<void> delete_private_queue(SqsConsumerPtr consumer) {
   QueryParameters parameters{{"QueueUrl", consumer->url}};
   co_await consumer->queues->call_logged("DeleteQueue", std::move(parameters),
                                          "the subscriber's own queue stays behind");
+  {
+    std::lock_guard lock(consumer->mutex);
+    consumer->queue_deletion_running = false;
+  }
+  consumer->queue_deleted->notify();
 }
 
 asio::awaitable<void> close_sqs_consumer(SqsConsumerPtr consumer,
@@ -291,8 +297,21 @@ asio::awaitable<void> close_sqs_consumer(SqsConsumerPtr consumer,
     co_await consumer->queues->call_logged("ChangeMessageVisibility", std::move(parameters),
                                            "the message comes back after its visibility timeout");
   }
-  if (consumer->take_queue_deletion() && SteadyClock::now() < deadline) {
+  if (consumer->take_queue_deletion()) {
     co_await delete_private_queue(consumer);
+    co_return;
+  }
+  // Its subscription's close started the deletion: the client must outlive it.
+  while (true) {
+    {
+      std::lock_guard lock(consumer->mutex);
+      if (!consumer->queue_deletion_running) co_return;
+    }
+    if (!co_await consumer->queue_deleted->wait(deadline)) {
+      aws_logger().warn("closing: the deletion of {} did not finish in time; it stays behind",
+                        consumer->url);
+      co_return;
+    }
   }
 }
 

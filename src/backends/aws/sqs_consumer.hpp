@@ -42,14 +42,17 @@ struct SqsConsumer {
   std::deque<SqsReceived> inbox;
   int held = 0;  // received and not settled
   bool closed = false;
-  bool queue_deleted = false;
+  bool queue_deletion_taken = false;
+  bool queue_deletion_running = false;  // a backend closing waits for it (its client goes)
   std::shared_ptr<detail::AsyncSignal> arrived = detail::AsyncSignal::create();
   std::shared_ptr<detail::AsyncSignal> room = detail::AsyncSignal::create();
+  std::shared_ptr<detail::AsyncSignal> queue_deleted = detail::AsyncSignal::create();
 
   void settled();
   /// Closes intake; returns what was received and not handed out (to be released).
   std::deque<SqsReceived> close_intake();
-  /// Whether its queue is to be deleted now (a private queue not yet deleted); marks it deleted.
+  /// Whether its queue is to be deleted now (a private queue whose deletion nobody has taken
+  /// yet); the taker must run delete_private_queue().
   bool take_queue_deletion();
   /// Closed, and nothing of it left to delete: the backend may forget it.
   bool finished();
@@ -60,7 +63,8 @@ using SqsConsumerPtr = std::shared_ptr<SqsConsumer>;
 std::shared_ptr<Subscription> start_sqs_subscription(SqsConsumerPtr consumer);
 
 /// A closing backend's part: what was received and not handed out is visible again at once, a
-/// private queue is deleted (each call awaited, while `deadline` allows).
+/// private queue is deleted, or its deletion already under way is waited for (each while
+/// `deadline` allows).
 asio::awaitable<void> close_sqs_consumer(SqsConsumerPtr consumer, SteadyClock::time_point deadline);
 
 /// The queue's deletion, for a private queue: `before_delete` first, then DeleteQueue.

@@ -3,6 +3,8 @@
 // on the wire (through a recording proxy) and read back with the AWS SDK for JavaScript.
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -211,6 +213,57 @@ TEST(AwsSnsWire, ContentBasedDeduplicationAndUnusableKeys) {
   auto created = proxy.requests_of("CreateTopic");
   ASSERT_EQ(created.size(), 1u);
   EXPECT_EQ(created[0]["Attributes.entry.2.key"], "ContentBasedDeduplication");
+}
+
+// FIFO order survives a failure: when the first event of a group fails (and waits for its
+// retry), the group's later events this consumer already holds are not handed out before it;
+// they go back to the queue, where SQS keeps them behind it.
+TEST(AwsSnsFifo, ALaterEventOfAGroupNeverOvertakesOneThatFailed) {
+  ASSERT_FALSE(env("MARTY_SNS_ENDPOINT").empty()) << "MARTY_SNS_ENDPOINT is not set";
+  AwsSnsConfig c = config();
+  c.fifo_topics = true;
+  // Both events in one ReceiveMessage (the emulator then gives them one receipt handle, which
+  // only matters for deletes, and nothing is deleted here).
+  c.sqs.max_messages = 10;
+  const std::string type = unique("seat_booked");
+  std::mutex mutex;
+  std::vector<int> seen;
+  auto first_fails = sync_handler([&](const Message& m) -> Result<void> {
+    std::lock_guard lock(mutex);
+    seen.push_back(m.json()["n"].get<int>());
+    if (m.json()["n"] == 1) return Error(errc::unavailable, "seat map locked");
+    return ok();
+  });
+  {  // The group's queue made and subscribed, then left: the events wait in it.
+    BlockingEventBus setup;
+    ASSERT_TRUE(setup.bus().register_backend(MessageBackendType::aws_sns, make_sns_backend(c)));
+    ASSERT_TRUE(setup.start());
+    ASSERT_TRUE(setup.subscribe_to_events({type}, first_fails, "booking"));
+    ASSERT_TRUE(setup.stop());
+  }
+  BlockingEventBus bus;
+  ASSERT_TRUE(bus.bus().register_backend(MessageBackendType::aws_sns, make_sns_backend(c)));
+  ASSERT_TRUE(bus.start());
+  MessageMetadata flight;
+  flight.partition_key = "flight-7";
+  ASSERT_TRUE(bus.publish_event(type, {{"n", 1}}, flight));
+  ASSERT_TRUE(bus.publish_event(type, {{"n", 2}}, flight));
+  PlainSqs sqs;
+  auto url = sqs.url_of(event_queue(subject::for_event(type), "booking", true));
+  ASSERT_TRUE(url) << url.error().describe();
+  std::this_thread::sleep_for(500ms);  // the emulator delivers to the queue asynchronously
+  ASSERT_TRUE(bus.subscribe_to_events({type}, first_fails, "booking"));
+  ASSERT_TRUE(testing::eventually(
+      [&] {
+        std::lock_guard lock(mutex);
+        return !seen.empty();
+      },
+      10s));
+  // The retry of event 1 waits for its backoff (and the emulator never makes it visible again:
+  // docs/aws-backends.md); event 2 must not be handled meanwhile.
+  std::this_thread::sleep_for(1500ms);
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(seen, std::vector<int>{1}) << "event 2 overtook event 1 of the same group";
 }
 
 // What the backend publishes is what AWS's own SDK reads: CloudEvents attributes within AWS's

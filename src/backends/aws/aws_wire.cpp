@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <cctype>
 #include <functional>
 
 #include "marty/messaging/codec.hpp"
@@ -190,6 +191,23 @@ Result<Message> from_aws(std::string_view subject, std::string body, const Attri
   if (!message) return std::move(message).error();
   message->set_subject(std::string(subject));
   return message;
+}
+
+std::string fifo_id(std::string_view text) {
+  constexpr std::size_t kLength = 128;
+  bool usable = !text.empty() && text.size() <= kLength;
+  for (char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (!(std::isalnum(u) || std::ispunct(u))) usable = false;
+  }
+  if (usable) return std::string(text);
+  // aws_name_for hashes what it cannot keep readably: the same text always gives the same id.
+  return aws_name_for("", text, kLength, false);
+}
+
+std::string message_group_of(const Message& message) {
+  const std::string& key = message.metadata().partition_key;
+  return fifo_id(key.empty() ? message.subject() : key);
 }
 
 }  // namespace marty::messaging::aws

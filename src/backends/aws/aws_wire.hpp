@@ -23,6 +23,15 @@ inline constexpr std::string_view kSnsBackendName = "aws_sns";
 std::string aws_name_for(std::string_view prefix, std::string_view subject, std::size_t max_length,
                          bool fifo);
 
+/// A FIFO message group or de-duplication id SNS and SQS take (1..128 characters of ASCII
+/// alphanumerics and punctuation): `text` itself when it is one, else a stable hash-suffixed
+/// cleaning of it, so one text always gives one id.
+std::string fifo_id(std::string_view text);
+
+/// The FIFO message group of one of our messages: its partition key, or its subject when it has
+/// none (a subject's keyless events are one ordered sequence).
+std::string message_group_of(const Message& message);
+
 /// String message attributes, in order.
 using Attributes = std::vector<std::pair<std::string, std::string>>;
 

@@ -19,26 +19,9 @@ using std::chrono::milliseconds;
 
 // SNS topic names: 256 characters, ".fifo" included.
 constexpr std::size_t kTopicNameLength = 256;
-// FIFO message group and de-duplication ids: 128 characters of ASCII punctuation and alphanumerics.
-constexpr std::size_t kFifoIdLength = 128;
 
 bool is_event(MessagingPattern pattern) {
   return pattern == MessagingPattern::pub_sub || pattern == MessagingPattern::broadcast;
-}
-
-// A FIFO id SNS takes: the text itself when it is one, else a stable hash of it (one key, one
-// message group, whatever characters the key has).
-std::string fifo_id(std::string_view text) {
-  bool usable = !text.empty() && text.size() <= kFifoIdLength;
-  for (char c : text) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) ||
-          std::ispunct(static_cast<unsigned char>(c)))) {
-      usable = false;
-    }
-  }
-  if (usable) return std::string(text);
-  // aws_name_for hashes what it cannot keep readably: the same text always gives the same id.
-  return aws_name_for("", text, kFifoIdLength, false);
 }
 
 std::string queue_policy(const std::string& queue_arn, const std::string& topic_arn) {
@@ -126,7 +109,7 @@ class SnsBackend final : public SqsBackend {
       };
     }
     co_return co_await subscribe_queue(std::move(spec), *url, private_queue,
-                                       std::move(before_delete));
+                                       std::move(before_delete), config_.fifo_topics);
   }
 
  private:
@@ -234,9 +217,7 @@ class SnsBackend final : public SqsBackend {
       parameters.emplace_back(prefix + ".Value.StringValue", value);
     }
     if (config_.fifo_topics) {
-      // Without a key, a subject's events are one ordered group.
-      const std::string& key = message.metadata().partition_key;
-      parameters.emplace_back("MessageGroupId", fifo_id(key.empty() ? message.subject() : key));
+      parameters.emplace_back("MessageGroupId", message_group_of(message));
       if (!config_.content_based_deduplication) {
         parameters.emplace_back("MessageDeduplicationId", fifo_id(message.id()));
       }

@@ -98,13 +98,15 @@ asio::awaitable<Result<std::shared_ptr<Subscription>>> SqsBackend::subscribe(
   auto url = co_await queues_->queue_url(spec.subject, true, !private_queue);
   if (!url) co_return std::move(url).error().with_context("subscribe " + spec.subject);
   std::function<asio::awaitable<void>()> nothing;
-  co_return co_await subscribe_queue(std::move(spec), *url, private_queue, std::move(nothing));
+  co_return co_await subscribe_queue(std::move(spec), *url, private_queue, std::move(nothing),
+                                     false);
 }
 
 asio::awaitable<Result<std::shared_ptr<Subscription>>> SqsBackend::subscribe_queue(
     SubscriptionSpec spec, std::string url, bool private_queue,
-    std::function<asio::awaitable<void>()> before_delete) {
+    std::function<asio::awaitable<void>()> before_delete, bool fifo) {
   auto consumer = std::make_shared<SqsConsumer>();
+  consumer->fifo = fifo;
   consumer->queues = queues_;
   consumer->spec = std::move(spec);
   consumer->url = std::move(url);

@@ -33,10 +33,10 @@ class SqsBackend : public Backend {
   /// `failed_precondition` unless connected and not closed.
   Result<void> check_usable();
   /// Reads the queue at `url` as a subscription to `spec`; `before_delete` runs before a
-  /// private queue is deleted.
+  /// private queue is deleted. `fifo`: a FIFO queue (its groups' order is kept).
   asio::awaitable<Result<std::shared_ptr<Subscription>>> subscribe_queue(
       SubscriptionSpec spec, std::string url, bool private_queue,
-      std::function<asio::awaitable<void>()> before_delete);
+      std::function<asio::awaitable<void>()> before_delete, bool fifo);
   /// The time left for a call bounded by both request_timeout and `deadline`.
   std::chrono::milliseconds time_left(SteadyClock::time_point deadline) const;
   Error error(errc code, std::string message) const;

@@ -51,6 +51,22 @@ bool SqsConsumer::finished() {
   return closed && !queue_deletion_running && (queue_deletion_taken || !private_queue);
 }
 
+std::vector<std::string> SqsConsumer::take_group(const std::string& group) {
+  std::vector<std::string> receipts;
+  if (group.empty()) return receipts;
+  std::lock_guard lock(mutex);
+  for (auto it = inbox.begin(); it != inbox.end();) {
+    if (it->group == group) {
+      receipts.push_back(std::move(it->receipt));
+      it = inbox.erase(it);
+      --held;
+    } else {
+      ++it;
+    }
+  }
+  return receipts;
+}
+
 namespace {
 
 // Receives into the consumer's inbox (long polling) until it closes.
@@ -73,6 +89,7 @@ asio::awaitable<void> receive_loop(SqsConsumerPtr consumer) {
                                {"MaxNumberOfMessages", std::to_string(wanted)},
                                {"WaitTimeSeconds", std::to_string(config.wait_time.count())},
                                {"AttributeName.1", "ApproximateReceiveCount"},
+                               {"AttributeName.2", "MessageGroupId"},
                                {"MessageAttributeName.1", "All"}};
     const auto polled = SteadyClock::now();
     auto reply = co_await c.queues->sqs->call("ReceiveMessage", std::move(parameters),
@@ -101,10 +118,17 @@ asio::awaitable<void> receive_loop(SqsConsumerPtr consumer) {
       for (const XmlElement* attribute : message->find_all("Attribute")) {
         if (attribute->text_of("Name") == "ApproximateReceiveCount") {
           received.attempt = std::max(1, std::atoi(attribute->text_of("Value").c_str()));
+        } else if (attribute->text_of("Name") == "MessageGroupId") {
+          received.group = attribute->text_of("Value");
         }
       }
       received.raw_body = message->text_of("Body");
       received.message = from_aws(c.spec.subject, received.raw_body, attributes);
+      if (c.fifo && received.group.empty() && received.message) {
+        // SQS names the group when asked (an emulator may not): ours are derived the same way
+        // the publisher derived them.
+        received.group = message_group_of(*received.message);
+      }
       batch.push_back(std::move(received));
     }
     bool closed_meanwhile = false;
@@ -141,14 +165,17 @@ asio::awaitable<void> receive_loop(SqsConsumerPtr consumer) {
 
 class SqsDelivery final : public Delivery {
  public:
-  SqsDelivery(Message message, int attempt, SqsConsumerPtr consumer, std::string receipt)
+  SqsDelivery(Message message, int attempt, SqsConsumerPtr consumer, std::string receipt,
+              std::string group)
       : Delivery(std::move(message), attempt, 0),
         consumer_(std::move(consumer)),
-        receipt_(std::move(receipt)) {}
+        receipt_(std::move(receipt)),
+        group_(std::move(group)) {}
   ~SqsDelivery() override {
     if (settled_) return;
     // Released: visible again at once, to any consumer of the queue.
-    change_visibility(0);
+    change_visibility(receipt_, 0);
+    release_rest_of_group();
     consumer_->settled();
   }
 
@@ -159,7 +186,8 @@ class SqsDelivery final : public Delivery {
     settled_ = true;
     // SQS counts visibility in whole seconds (at most 12 hours).
     const auto seconds = std::clamp<std::int64_t>((delay.count() + 999) / 1000, 0, 43'200);
-    change_visibility(seconds);
+    change_visibility(receipt_, seconds);
+    release_rest_of_group();
     consumer_->settled();
     co_return ok();
   }
@@ -174,9 +202,16 @@ class SqsDelivery final : public Delivery {
     if (!removed) co_return std::move(removed).error();
     co_return ok();
   }
-  void change_visibility(std::int64_t seconds) {
+  // FIFO: this message comes back later, so its group's later messages held here must not be
+  // handed out before it; they go back to the queue, where SQS keeps them behind it.
+  void release_rest_of_group() {
+    const auto receipts = consumer_->take_group(group_);
+    for (const auto& receipt : receipts) change_visibility(receipt, 0);
+    if (!receipts.empty()) consumer_->room->notify();
+  }
+  void change_visibility(const std::string& receipt, std::int64_t seconds) {
     QueryParameters parameters{{"QueueUrl", consumer_->url},
-                               {"ReceiptHandle", receipt_},
+                               {"ReceiptHandle", receipt},
                                {"VisibilityTimeout", std::to_string(seconds)}};
     SqsQueues::detached_call(consumer_->queues, "ChangeMessageVisibility", std::move(parameters),
                              consumer_->executor);
@@ -188,6 +223,7 @@ class SqsDelivery final : public Delivery {
 
   SqsConsumerPtr consumer_;
   std::string receipt_;
+  std::string group_;
   bool settled_ = false;
 };
 
@@ -216,9 +252,9 @@ class SqsSubscription final : public Subscription {
         c.settled();
         continue;
       }
-      co_return std::unique_ptr<Delivery>(new SqsDelivery(std::move(*received->message),
-                                                          received->attempt, consumer_,
-                                                          std::move(received->receipt)));
+      co_return std::unique_ptr<Delivery>(
+          new SqsDelivery(std::move(*received->message), received->attempt, consumer_,
+                          std::move(received->receipt), std::move(received->group)));
     }
   }
 

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
@@ -24,6 +25,7 @@ struct SqsReceived {
   std::string raw_body;
   std::string receipt;
   int attempt = 1;
+  std::string group;  ///< MessageGroupId (FIFO queues)
 };
 
 /// One subscription's reader of one queue. Thread-safety: the members under `mutex` are shared
@@ -36,6 +38,7 @@ struct SqsConsumer {
   /// `before_delete` (an SNS subscription is ended first, so nothing is sent to a deleted queue).
   bool private_queue = false;
   std::function<asio::awaitable<void>()> before_delete;
+  bool fifo = false;  ///< a FIFO queue: a group's messages are handed out in order, retries too
   asio::any_io_executor executor;
 
   std::mutex mutex;
@@ -56,6 +59,10 @@ struct SqsConsumer {
   bool take_queue_deletion();
   /// Closed, and nothing of it left to delete: the backend may forget it.
   bool finished();
+  /// FIFO: a message of `group` was nacked or released, so it comes back after the group's
+  /// later messages this consumer holds: those go back to the queue too (SQS then hands them
+  /// out again after it), keeping the group's order. Returns their receipts.
+  std::vector<std::string> take_group(const std::string& group);
 };
 using SqsConsumerPtr = std::shared_ptr<SqsConsumer>;
 

@@ -1,6 +1,7 @@
 // The aws_sqs backend against the SQS emulator (npm sqslite) that scripts/brokers starts
 // (MARTY_SQS_ENDPOINT).
 #include <cstdlib>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -9,6 +10,7 @@
 #include "../../src/backends/aws/sqs_queues.hpp"
 #include "../support/aws_emulators.hpp"
 #include "../support/backend_checks.hpp"
+#include "../support/recording_proxy.hpp"
 #include "../support/server_process.hpp"
 #include "../support/test_loop.hpp"
 #include "marty/messaging.hpp"
@@ -149,6 +151,76 @@ TEST(AwsSqsQueues, APrivateQueueGoesEvenWhenTheBackendClosesRightAfter) {
   EXPECT_FALSE(loop.run(sqs.call("GetQueueUrl", {{"QueueName", name}}, 5s, 3)))
       << "the private queue " << name << " was left behind";
   http->close();
+}
+
+// A subscription through a recording proxy, with one command waiting in its queue.
+struct RecordedQueue {
+  testing::RecordingProxy proxy{std::stoi(endpoint().substr(endpoint().rfind(':') + 1))};
+  TestLoop loop;
+  std::shared_ptr<Backend> backend;
+  std::shared_ptr<Subscription> subscription;
+
+  RecordedQueue() {
+    AwsSqsConfig c = config();
+    c.endpoint = "http://localhost:" + std::to_string(proxy.port());
+    backend = make_sqs_backend(c);
+    EXPECT_TRUE(loop.run(backend->connect()));
+    SubscriptionSpec spec;
+    spec.subject = "commands." + unique("billing") + ".charge";
+    spec.group = "billing";
+    spec.pattern = MessagingPattern::point_to_point;
+    auto subscribed = loop.run(backend->subscribe(spec));
+    EXPECT_TRUE(subscribed) << subscribed.error().describe();
+    if (subscribed) subscription = *subscribed;
+    MessageMetadata metadata;
+    metadata.message_type = "charge";
+    Message message = Message::from_json({{"n", 1}}, metadata);
+    message.set_subject(spec.subject);
+    PublishOptions options;
+    options.pattern = MessagingPattern::point_to_point;
+    EXPECT_TRUE(loop.run(backend->publish(message, options)));
+  }
+  std::vector<std::string> visibility_changes(const std::string& timeout) const {
+    std::vector<std::string> receipts;
+    for (auto& request : proxy.requests_of("ChangeMessageVisibility")) {
+      if (request["VisibilityTimeout"] == timeout) receipts.push_back(request["ReceiptHandle"]);
+    }
+    return receipts;
+  }
+};
+
+// A handler running past the visibility timeout keeps its message: the subscription extends
+// the message's visibility while it is held, so no other consumer gets it meanwhile.
+TEST(AwsSqsVisibility, AMessageHeldPastItsVisibilityTimeoutIsKeptInvisible) {
+  ASSERT_FALSE(endpoint().empty()) << "MARTY_SQS_ENDPOINT is not set";
+  RecordedQueue queue;
+  ASSERT_TRUE(queue.subscription);
+  auto delivery = queue.loop.run(queue.subscription->receive(SteadyClock::now() + 10s));
+  ASSERT_TRUE(delivery) << delivery.error().describe();
+  EXPECT_TRUE(queue.visibility_changes("2").empty());
+  std::this_thread::sleep_for(2500ms);  // longer than the 2 s visibility timeout
+  EXPECT_FALSE(queue.visibility_changes("2").empty())
+      << "the held message's visibility was not extended";
+  ASSERT_TRUE(queue.loop.run((*delivery)->ack()));
+  const auto extended = queue.visibility_changes("2").size();
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(queue.visibility_changes("2").size(), extended) << "a settled message is still kept";
+  queue.subscription->close();
+  (void)queue.loop.run(queue.backend->close(SteadyClock::now() + 5s));
+}
+
+// A backend that closes lets go of what its subscriptions hold unsettled at once (as a broker
+// does when a consumer's connection drops), instead of leaving it to the visibility timeout.
+TEST(AwsSqsClose, UnsettledDeliveriesAreReleasedWhenTheBackendCloses) {
+  ASSERT_FALSE(endpoint().empty()) << "MARTY_SQS_ENDPOINT is not set";
+  RecordedQueue queue;
+  ASSERT_TRUE(queue.subscription);
+  auto delivery = queue.loop.run(queue.subscription->receive(SteadyClock::now() + 10s));
+  ASSERT_TRUE(delivery) << delivery.error().describe();
+  EXPECT_TRUE(queue.visibility_changes("0").empty());
+  ASSERT_TRUE(queue.loop.run(queue.backend->close(SteadyClock::now() + 5s)));
+  EXPECT_EQ(queue.visibility_changes("0").size(), 1u)
+      << "the unsettled delivery was not released when the backend closed";
 }
 
 // A message that claims to be a CloudEvent but is malformed goes to the subject's dead-letter

@@ -16,12 +16,27 @@ namespace marty::messaging::aws {
 
 using std::chrono::milliseconds;
 
-void SqsConsumer::settled() {
+void SqsConsumer::settled(std::uint64_t key) {
+  bool last = false;
   {
     std::lock_guard lock(mutex);
-    --held;
+    unsettled.erase(key);
+    last = closed && unsettled.empty();
   }
   room->notify();
+  if (last) keeper->notify();
+}
+
+std::vector<std::string> SqsConsumer::take_unsettled() {
+  std::vector<std::string> receipts;
+  {
+    std::lock_guard lock(mutex);
+    for (auto& [key, held] : unsettled) receipts.push_back(std::move(held.receipt));
+    unsettled.clear();
+  }
+  room->notify();
+  keeper->notify();
+  return receipts;
 }
 
 std::deque<SqsReceived> SqsConsumer::close_intake() {
@@ -31,10 +46,11 @@ std::deque<SqsReceived> SqsConsumer::close_intake() {
     if (closed) return unread;
     closed = true;
     unread.swap(inbox);
-    held -= static_cast<int>(unread.size());
+    for (const auto& r : unread) unsettled.erase(r.key);
   }
   arrived->notify();
   room->notify();
+  keeper->notify();
   return unread;
 }
 
@@ -58,8 +74,8 @@ std::vector<std::string> SqsConsumer::take_group(const std::string& group) {
   for (auto it = inbox.begin(); it != inbox.end();) {
     if (it->group == group) {
       receipts.push_back(std::move(it->receipt));
+      unsettled.erase(it->key);
       it = inbox.erase(it);
-      --held;
     } else {
       ++it;
     }
@@ -79,7 +95,8 @@ asio::awaitable<void> receive_loop(SqsConsumerPtr consumer) {
     {
       std::lock_guard lock(c.mutex);
       if (c.closed) break;
-      wanted = std::min(config.max_messages, config.prefetch - c.held);
+      wanted =
+          std::min(config.max_messages, config.prefetch - static_cast<int>(c.unsettled.size()));
     }
     if (wanted <= 0) {
       (void)co_await c.room->wait(SteadyClock::now() + std::chrono::seconds(1));
@@ -154,29 +171,70 @@ asio::awaitable<void> receive_loop(SqsConsumerPtr consumer) {
     }
     {
       std::lock_guard lock(c.mutex);
+      // Received at `polled` or later: invisible to others until the timeout counted from then.
+      const auto visible_at = polled + config.visibility_timeout;
       for (auto& r : batch) {
+        r.key = ++c.next_key;
+        c.unsettled.emplace(r.key, SqsHeld{r.receipt, visible_at});
         c.inbox.push_back(std::move(r));
-        ++c.held;
       }
     }
     c.arrived->notify();
   }
 }
 
+// Keeps what the consumer holds invisible to others: a message waiting in the inbox, or a
+// handler running longer than the visibility timeout, would otherwise be handed to another
+// consumer too. Every quarter of the timeout, what has less than half of it left is extended by
+// a whole timeout. Ends when the consumer is closed and holds nothing, or its client closes.
+asio::awaitable<void> keep_invisible(SqsConsumerPtr consumer) {
+  SqsConsumer& c = *consumer;
+  const std::chrono::seconds timeout = c.queues->config.visibility_timeout;
+  if (timeout.count() == 0) co_return;
+  const milliseconds tick = std::max(milliseconds(250), milliseconds(timeout) / 4);
+  while (true) {
+    (void)co_await c.keeper->wait(SteadyClock::now() + tick);
+    std::vector<std::string> due;
+    {
+      std::lock_guard lock(c.mutex);
+      if (c.closed && c.unsettled.empty()) break;
+      const auto now = SteadyClock::now();
+      for (auto& [key, held] : c.unsettled) {
+        if (held.visible_at - now < timeout / 2) {
+          due.push_back(held.receipt);
+          held.visible_at = now + timeout;
+        }
+      }
+    }
+    for (auto& receipt : due) {
+      QueryParameters parameters{{"QueueUrl", c.url},
+                                 {"ReceiptHandle", receipt},
+                                 {"VisibilityTimeout", std::to_string(timeout.count())}};
+      auto kept = co_await c.queues->call("ChangeMessageVisibility", std::move(parameters));
+      if (!kept && kept.error().is(errc::cancelled)) co_return;  // the backend closed
+      if (!kept) {
+        aws_logger().warn(
+            "keeping a message of {} invisible failed ({}): another consumer may get it too", c.url,
+            kept.error().describe());
+      }
+    }
+  }
+}
+
 class SqsDelivery final : public Delivery {
  public:
-  SqsDelivery(Message message, int attempt, SqsConsumerPtr consumer, std::string receipt,
-              std::string group)
+  SqsDelivery(Message message, int attempt, SqsConsumerPtr consumer, SqsReceived received)
       : Delivery(std::move(message), attempt, 0),
         consumer_(std::move(consumer)),
-        receipt_(std::move(receipt)),
-        group_(std::move(group)) {}
+        receipt_(std::move(received.receipt)),
+        group_(std::move(received.group)),
+        key_(received.key) {}
   ~SqsDelivery() override {
     if (settled_) return;
     // Released: visible again at once, to any consumer of the queue.
     change_visibility(receipt_, 0);
     release_rest_of_group();
-    consumer_->settled();
+    consumer_->settled(key_);
   }
 
   asio::awaitable<Result<void>> ack() override { co_return co_await remove(); }
@@ -188,7 +246,7 @@ class SqsDelivery final : public Delivery {
     const auto seconds = std::clamp<std::int64_t>((delay.count() + 999) / 1000, 0, 43'200);
     change_visibility(receipt_, seconds);
     release_rest_of_group();
-    consumer_->settled();
+    consumer_->settled(key_);
     co_return ok();
   }
 
@@ -198,7 +256,7 @@ class SqsDelivery final : public Delivery {
     settled_ = true;
     QueryParameters parameters{{"QueueUrl", consumer_->url}, {"ReceiptHandle", receipt_}};
     auto removed = co_await consumer_->queues->call("DeleteMessage", std::move(parameters));
-    consumer_->settled();
+    consumer_->settled(key_);
     if (!removed) co_return std::move(removed).error();
     co_return ok();
   }
@@ -224,6 +282,7 @@ class SqsDelivery final : public Delivery {
   SqsConsumerPtr consumer_;
   std::string receipt_;
   std::string group_;
+  std::uint64_t key_;
   bool settled_ = false;
 };
 
@@ -249,12 +308,14 @@ class SqsSubscription final : public Subscription {
         QueryParameters parameters{{"QueueUrl", c.url}, {"ReceiptHandle", received->receipt}};
         co_await c.queues->call_logged("DeleteMessage", std::move(parameters),
                                        "the expired query will be skipped again");
-        c.settled();
+        c.settled(received->key);
         continue;
       }
+      // The message first: the rest of `received` is moved into the delivery after it.
+      Message message = std::move(*received->message);
+      const int attempt = received->attempt;
       co_return std::unique_ptr<Delivery>(
-          new SqsDelivery(std::move(*received->message), received->attempt, consumer_,
-                          std::move(received->receipt), std::move(received->group)));
+          new SqsDelivery(std::move(message), attempt, consumer_, std::move(*received)));
     }
   }
 
@@ -299,7 +360,7 @@ class SqsSubscription final : public Subscription {
           "deliver it again, and its redrive policy move it",
           c.spec.subject, moved.error().describe());
     }
-    c.settled();
+    c.settled(received.key);
   }
 
   SqsConsumerPtr consumer_;
@@ -309,6 +370,7 @@ class SqsSubscription final : public Subscription {
 
 std::shared_ptr<Subscription> start_sqs_subscription(SqsConsumerPtr consumer) {
   asio::co_spawn(consumer->executor, receive_loop(consumer), asio::detached);
+  asio::co_spawn(consumer->executor, keep_invisible(consumer), asio::detached);
   return std::make_shared<SqsSubscription>(std::move(consumer));
 }
 
@@ -326,10 +388,15 @@ asio::awaitable<void> delete_private_queue(SqsConsumerPtr consumer) {
 
 asio::awaitable<void> close_sqs_consumer(SqsConsumerPtr consumer,
                                          SteadyClock::time_point deadline) {
-  for (auto& r : consumer->close_intake()) {
+  // What was received and not handed out, and what was handed out and not settled, is visible
+  // again at once (as when a broker's consumer connection drops).
+  std::vector<std::string> receipts;
+  for (auto& r : consumer->close_intake()) receipts.push_back(std::move(r.receipt));
+  for (auto& receipt : consumer->take_unsettled()) receipts.push_back(std::move(receipt));
+  for (auto& receipt : receipts) {
     if (SteadyClock::now() >= deadline) break;
     QueryParameters parameters{
-        {"QueueUrl", consumer->url}, {"ReceiptHandle", r.receipt}, {"VisibilityTimeout", "0"}};
+        {"QueueUrl", consumer->url}, {"ReceiptHandle", receipt}, {"VisibilityTimeout", "0"}};
     co_await consumer->queues->call_logged("ChangeMessageVisibility", std::move(parameters),
                                            "the message comes back after its visibility timeout");
   }

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -25,7 +26,14 @@ struct SqsReceived {
   std::string raw_body;
   std::string receipt;
   int attempt = 1;
-  std::string group;  ///< MessageGroupId (FIFO queues)
+  std::string group;      ///< MessageGroupId (FIFO queues)
+  std::uint64_t key = 0;  ///< its entry in SqsConsumer::unsettled
+};
+
+/// A received message not yet settled: SQS keeps it from others until `visible_at`.
+struct SqsHeld {
+  std::string receipt;
+  SteadyClock::time_point visible_at;
 };
 
 /// One subscription's reader of one queue. Thread-safety: the members under `mutex` are shared
@@ -43,15 +51,24 @@ struct SqsConsumer {
 
   std::mutex mutex;
   std::deque<SqsReceived> inbox;
-  int held = 0;  // received and not settled
+  // Every message received and not settled, in the inbox or handed out: the keeper extends
+  // their visibility while they are held, and a closing backend releases them.
+  std::map<std::uint64_t, SqsHeld> unsettled;
+  std::uint64_t next_key = 0;
   bool closed = false;
   bool queue_deletion_taken = false;
   bool queue_deletion_running = false;  // a backend closing waits for it (its client goes)
   std::shared_ptr<detail::AsyncSignal> arrived = detail::AsyncSignal::create();
   std::shared_ptr<detail::AsyncSignal> room = detail::AsyncSignal::create();
   std::shared_ptr<detail::AsyncSignal> queue_deleted = detail::AsyncSignal::create();
+  // Wakes the visibility keeper when the consumer closes or lets go of what it held.
+  std::shared_ptr<detail::AsyncSignal> keeper = detail::AsyncSignal::create();
 
-  void settled();
+  /// The message of `key` is settled (or released): no longer held.
+  void settled(std::uint64_t key);
+  /// A closing backend's part: the receipts of every message still held (handed out and not
+  /// settled), forgotten here; the caller makes them visible again.
+  std::vector<std::string> take_unsettled();
   /// Closes intake; returns what was received and not handed out (to be released).
   std::deque<SqsReceived> close_intake();
   /// Whether its queue is to be deleted now (a private queue whose deletion nobody has taken

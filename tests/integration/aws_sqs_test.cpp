@@ -48,6 +48,9 @@ TEST(AwsSqsConfigCheck, BadSettingsAreRefusedByName) {
   AwsSqsConfig prefix = config();
   prefix.queue_prefix = "my queues.";
   testing::expect_invalid_config(make_sqs_backend(prefix), "queue_prefix");
+  AwsSqsConfig dead = config();
+  dead.dead_letter_queue_arn = "my-dlq";
+  testing::expect_invalid_config(make_sqs_backend(dead), "dead_letter_queue_arn");
 }
 
 TEST(AwsSqsConnect, NoServiceIsATransientErrorWithoutTheSecret) {
@@ -129,6 +132,56 @@ TEST(AwsSqsQueues, APrivateQueueGoesWithItsSubscription) {
       5s));
   http->close();
   (void)loop.run(backend->close(SteadyClock::now() + 5s));
+}
+
+// Queues can share one existing dead-letter queue (named by its ARN) instead of each making
+// its own.
+TEST(AwsSqsQueues, AGivenDeadLetterQueueServesTheQueuesMade) {
+  ASSERT_FALSE(endpoint().empty()) << "MARTY_SQS_ENDPOINT is not set";
+  TestLoop loop;
+  auto http = std::make_shared<HttpClient>(2s);
+  QueryClient sqs(http, QueryEndpoint{endpoint(), "us-east-1", "sqs", "2012-11-05"},
+                  Credentials{"test", "test", ""});
+  const std::string shared = unique("shared-dlq");
+  auto made = loop.run(sqs.call("CreateQueue", {{"QueueName", shared}}, 5s, 3));
+  ASSERT_TRUE(made) << made.error().describe();
+  auto arn_reply = loop.run(
+      sqs.call("GetQueueAttributes",
+               {{"QueueUrl", made->text_of("QueueUrl")}, {"AttributeName.1", "QueueArn"}}, 5s, 3));
+  ASSERT_TRUE(arn_reply) << arn_reply.error().describe();
+  std::string arn;
+  for (const XmlElement* a : arn_reply->find_all("Attribute")) {
+    if (a->text_of("Name") == "QueueArn") arn = a->text_of("Value");
+  }
+  ASSERT_FALSE(arn.empty());
+
+  AwsSqsConfig c = config();
+  c.dead_letter_queue_arn = arn;
+  auto backend = make_sqs_backend(c);
+  ASSERT_TRUE(loop.run(backend->connect()));
+  SubscriptionSpec spec;
+  spec.subject = "commands." + unique("ledger") + ".post";
+  spec.group = "ledger";
+  spec.pattern = MessagingPattern::point_to_point;
+  auto subscription = loop.run(backend->subscribe(spec));
+  ASSERT_TRUE(subscription) << subscription.error().describe();
+  const std::string name = aws_name_for("", spec.subject, kQueueNameRoom, false);
+  auto url = loop.run(sqs.call("GetQueueUrl", {{"QueueName", name}}, 5s, 3));
+  ASSERT_TRUE(url) << url.error().describe();
+  auto policy = loop.run(sqs.call(
+      "GetQueueAttributes",
+      {{"QueueUrl", url->text_of("QueueUrl")}, {"AttributeName.1", "RedrivePolicy"}}, 5s, 3));
+  ASSERT_TRUE(policy) << policy.error().describe();
+  std::string redrive;
+  for (const XmlElement* a : policy->find_all("Attribute")) {
+    if (a->text_of("Name") == "RedrivePolicy") redrive = a->text_of("Value");
+  }
+  EXPECT_NE(redrive.find(arn), std::string::npos) << redrive;
+  EXPECT_FALSE(loop.run(sqs.call("GetQueueUrl", {{"QueueName", name + "--dlq"}}, 5s, 3)))
+      << "a dead-letter queue of its own was made anyway";
+  (*subscription)->close();
+  (void)loop.run(backend->close(SteadyClock::now() + 5s));
+  http->close();
 }
 
 // A bus stopping closes its reply subscription and then its backend at once: the queue's

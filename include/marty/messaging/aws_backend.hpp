@@ -40,6 +40,9 @@ struct AwsSqsConfig {
   /// Receives after which SQS moves a message to the queue's dead-letter queue
   /// ("<queue>--dlq", made with the queue); 0: no redrive policy.
   int max_receive_count = 5;
+  /// The dead-letter queue (its ARN) of every queue this backend makes, instead of a
+  /// "<queue>--dlq" of each one's own. A FIFO queue's must be a FIFO queue, and the reverse.
+  std::string dead_letter_queue_arn;
   /// Server-side encryption of the queues this backend makes, with this KMS key (id, ARN or
   /// alias, "alias/aws/sqs" for AWS's own); empty: SQS's default.
   std::string kms_master_key_id;

@@ -108,10 +108,19 @@ asio::awaitable<Result<std::string>> SqsQueues::queue_url(QueueRequest request) 
     if (request.fifo) attribute("FifoQueue", "true");
     if (!config.kms_master_key_id.empty()) attribute("KmsMasterKeyId", config.kms_master_key_id);
     if (request.redrive && config.max_receive_count > 0) {
-      const std::string base = request.fifo ? name.substr(0, name.size() - 5) : name;
-      auto arn =
-          co_await dead_letter_arn(base + (request.fifo ? "--dlq.fifo" : "--dlq"), request.fifo);
-      if (!arn) co_return std::move(arn).error();
+      Result<std::string> arn = config.dead_letter_queue_arn;
+      if (config.dead_letter_queue_arn.empty()) {
+        const std::string base = request.fifo ? name.substr(0, name.size() - 5) : name;
+        arn =
+            co_await dead_letter_arn(base + (request.fifo ? "--dlq.fifo" : "--dlq"), request.fifo);
+        if (!arn) co_return std::move(arn).error();
+      } else if (request.fifo != config.dead_letter_queue_arn.ends_with(".fifo")) {
+        // SQS moves messages only between queues of one kind.
+        co_return error(errc::invalid_argument,
+                        "dead_letter_queue_arn '" + config.dead_letter_queue_arn + "' is " +
+                            (request.fifo ? "not " : "") + "a FIFO queue, and queue '" + name +
+                            "' is" + (request.fifo ? "" : " not"));
+      }
       const Json policy{{"deadLetterTargetArn", *arn},
                         {"maxReceiveCount", std::to_string(config.max_receive_count)}};
       attribute("RedrivePolicy", policy.dump());
@@ -208,6 +217,9 @@ Result<void> validate_sqs_config(const AwsSqsConfig& c, std::string_view backend
     return invalid("max_receive_count must be 0..1000");
   }
   if (c.request_timeout.count() < 1) return invalid("request_timeout must be positive");
+  if (!c.dead_letter_queue_arn.empty() && !c.dead_letter_queue_arn.starts_with("arn:")) {
+    return invalid("dead_letter_queue_arn '" + c.dead_letter_queue_arn + "' is not an ARN");
+  }
   for (char ch : c.queue_prefix) {
     if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_')) {
       return invalid("queue_prefix '" + c.queue_prefix +

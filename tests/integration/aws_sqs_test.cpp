@@ -184,6 +184,48 @@ TEST(AwsSqsQueues, AGivenDeadLetterQueueServesTheQueuesMade) {
   http->close();
 }
 
+// A private queue outlives its closed subscription while a delivery from it is still held (the
+// bus drains handlers after closing): the delivery can still be acknowledged, then the queue goes.
+TEST(AwsSqsQueues, APrivateQueueWaitsForItsDeliveriesToBeSettled) {
+  ASSERT_FALSE(endpoint().empty()) << "MARTY_SQS_ENDPOINT is not set";
+  TestLoop loop;
+  auto backend = make_sqs_backend(config());
+  ASSERT_TRUE(loop.run(backend->connect()));
+  SubscriptionSpec spec;
+  spec.subject = "_replies." + unique("inbox");
+  spec.pattern = MessagingPattern::request_response;
+  auto subscription = loop.run(backend->subscribe(spec));
+  ASSERT_TRUE(subscription) << subscription.error().describe();
+  MessageMetadata metadata;
+  metadata.message_type = "reply";
+  Message reply = Message::from_json({{"n", 1}}, metadata);
+  reply.set_subject(spec.subject);
+  PublishOptions options;
+  options.pattern = MessagingPattern::point_to_point;
+  ASSERT_TRUE(loop.run(backend->publish(reply, options)));
+  auto delivery = loop.run((*subscription)->receive(SteadyClock::now() + 10s));
+  ASSERT_TRUE(delivery) << delivery.error().describe();
+  (*subscription)->close();
+
+  auto http = std::make_shared<HttpClient>(2s);
+  QueryClient sqs(http, QueryEndpoint{endpoint(), "us-east-1", "sqs", "2012-11-05"},
+                  Credentials{"test", "test", ""});
+  const std::string name = aws_name_for("", spec.subject, kQueueNameRoom, false);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_TRUE(loop.run(sqs.call("GetQueueUrl", {{"QueueName", name}}, 5s, 3)))
+      << "the queue went while a delivery from it was held";
+  auto acked = loop.run((*delivery)->ack());
+  EXPECT_TRUE(acked) << acked.error().describe();
+  EXPECT_TRUE(testing::eventually(
+      [&] {
+        return !loop.run(sqs.call("GetQueueUrl", {{"QueueName", name}}, 5s, 3));
+      },
+      5s))
+      << "the queue stayed after its last delivery was settled";
+  http->close();
+  (void)loop.run(backend->close(SteadyClock::now() + 5s));
+}
+
 // A bus stopping closes its reply subscription and then its backend at once: the queue's
 // deletion, started by the subscription, still finishes before the backend's client goes.
 TEST(AwsSqsQueues, APrivateQueueGoesEvenWhenTheBackendClosesRightAfter) {

@@ -93,6 +93,7 @@ class SnsBackend final : public SqsBackend {
     if (!url) co_return std::move(url).error().with_context("subscribe " + subject);
     auto subscription_arn = co_await subscribe_queue_to(*topic, *url);
     if (!subscription_arn) {
+      if (private_queue) co_await delete_queue(*url);  // made for this subscriber alone
       co_return std::move(subscription_arn).error().with_context("subscribe " + subject);
     }
     std::function<asio::awaitable<void>()> before_delete;
@@ -108,8 +109,15 @@ class SnsBackend final : public SqsBackend {
         }
       };
     }
-    co_return co_await subscribe_queue(std::move(spec), *url, private_queue,
-                                       std::move(before_delete), config_.fifo_topics);
+    std::function<asio::awaitable<void>()> unsubscribe = before_delete;
+    auto subscribed = co_await subscribe_queue(std::move(spec), *url, private_queue,
+                                               std::move(before_delete), config_.fifo_topics);
+    if (!subscribed && private_queue) {
+      // The backend closed meanwhile: the subscriber's own subscription and queue go.
+      co_await unsubscribe();
+      co_await delete_queue(*url);
+    }
+    co_return subscribed;
   }
 
  private:
@@ -137,6 +145,12 @@ class SnsBackend final : public SqsBackend {
     if (!listed)
       co_return std::move(listed).error().with_context("connect to SNS at " + endpoint.url);
     co_return ok();
+  }
+
+  asio::awaitable<void> delete_queue(std::string url) {
+    QueryParameters parameters{{"QueueUrl", url}};
+    co_await queues_->call_logged("DeleteQueue", std::move(parameters),
+                                  "the subscriber's own queue stays behind");
   }
 
   Result<void> validate() const {

@@ -45,7 +45,11 @@ asio::awaitable<Result<void>> SqsBackend::connect() {
   }
   Result<void> connected = validate_sqs_config(queues_->config, name_);
   if (connected) {
-    connected = queues_->open(std::make_shared<HttpClient>(queues_->config.connect_timeout));
+    // Under the lock: close() and the destructor read the client.
+    std::lock_guard lock(mutex_);
+    connected = closed_
+                    ? error(errc::failed_precondition, "the backend closed while connecting")
+                    : queues_->open(std::make_shared<HttpClient>(queues_->config.connect_timeout));
   }
   if (connected) {
     // Reachable, and the credentials taken? (ListQueues is the cheapest call there is.)
@@ -124,14 +128,16 @@ asio::awaitable<Result<std::shared_ptr<Subscription>>> SqsBackend::subscribe_que
 
 asio::awaitable<Result<void>> SqsBackend::close(SteadyClock::time_point deadline) {
   std::vector<SqsConsumerPtr> consumers;
+  std::shared_ptr<HttpClient> http;
   {
     std::lock_guard lock(mutex_);
     if (closed_) co_return ok();
     closed_ = true;
     consumers.swap(consumers_);
+    http = queues_->http;
   }
   for (auto& consumer : consumers) co_await close_sqs_consumer(consumer, deadline);
-  if (queues_->http) queues_->http->close();  // ends the long polls now
+  if (http) http->close();  // ends the long polls now
   co_return ok();
 }
 
@@ -144,13 +150,17 @@ Result<void> SqsBackend::check_usable() {
 
 void SqsBackend::shutdown() {
   std::vector<SqsConsumerPtr> consumers;
+  std::shared_ptr<HttpClient> http;
   {
     std::lock_guard lock(mutex_);
     closed_ = true;
     consumers.swap(consumers_);
+    http = queues_->http;
   }
-  for (auto& consumer : consumers) (void)consumer->close_intake();
-  if (queues_->http) queues_->http->close();
+  for (auto& consumer : consumers) stop_sqs_consumer(consumer);
+  // Ends every call, the consumers' receive loops and keepers with them (their messages come
+  // back after the visibility timeout: close() is where they are released at once).
+  if (http) http->close();
 }
 
 std::shared_ptr<Backend> make_sqs_backend(AwsSqsConfig config) {

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,64 +35,61 @@ struct SqsReceived {
 struct SqsHeld {
   std::string receipt;
   SteadyClock::time_point visible_at;
+  bool extending = false;  ///< the keeper's ChangeMessageVisibility for it is under way
+  /// Let go of while the keeper extended it: the visibility to set once that call is done
+  /// (sent after it, so the keeper's older call never undoes a nack or a release).
+  std::optional<std::int64_t> after;
 };
 
 /// One subscription's reader of one queue. Thread-safety: the members under `mutex` are shared
-/// between the receive loop, the subscription and its deliveries.
+/// between the receive loop, the keeper, the subscription, its deliveries and a closing backend.
 struct SqsConsumer {
   SqsQueuesPtr queues;
   SubscriptionSpec spec;
   std::string url;
-  /// A subscriber's own queue (replies, a lone event subscriber): deleted when it closes, after
-  /// `before_delete` (an SNS subscription is ended first, so nothing is sent to a deleted queue).
+  /// A subscriber's own queue (replies, a lone event subscriber): deleted once it is closed and
+  /// holds nothing, after `before_delete` (an SNS subscription is ended first, so nothing is
+  /// sent to a deleted queue).
   bool private_queue = false;
   std::function<asio::awaitable<void>()> before_delete;
   bool fifo = false;  ///< a FIFO queue: a group's messages are handed out in order, retries too
   asio::any_io_executor executor;
 
+  enum class Deletion { none, deferred, running, done };
+
   std::mutex mutex;
   std::deque<SqsReceived> inbox;
-  // Every message received and not settled, in the inbox or handed out: the keeper extends
-  // their visibility while they are held, and a closing backend releases them.
+  /// Every message received and not settled, in the inbox or handed out: the keeper extends
+  /// their visibility while they are held, and a closing backend releases them.
   std::map<std::uint64_t, SqsHeld> unsettled;
   std::uint64_t next_key = 0;
   bool closed = false;
-  bool queue_deletion_taken = false;
-  bool queue_deletion_running = false;  // a backend closing waits for it (its client goes)
+  bool keeper_stopped = false;
+  bool keeper_busy = false;
+  int calls_in_flight = 0;  // detached visibility changes
+  Deletion deletion = Deletion::none;
   std::shared_ptr<detail::AsyncSignal> arrived = detail::AsyncSignal::create();
   std::shared_ptr<detail::AsyncSignal> room = detail::AsyncSignal::create();
-  std::shared_ptr<detail::AsyncSignal> queue_deleted = detail::AsyncSignal::create();
-  // Wakes the visibility keeper when the consumer closes or lets go of what it held.
+  /// Wakes the visibility keeper when the consumer closes or lets go of what it held.
   std::shared_ptr<detail::AsyncSignal> keeper = detail::AsyncSignal::create();
+  /// Wakes a closing backend: the keeper is idle, a detached call or the deletion finished.
+  std::shared_ptr<detail::AsyncSignal> quiet = detail::AsyncSignal::create();
 
-  /// The message of `key` is settled (or released): no longer held.
-  void settled(std::uint64_t key);
-  /// A closing backend's part: the receipts of every message still held (handed out and not
-  /// settled), forgotten here; the caller makes them visible again.
-  std::vector<std::string> take_unsettled();
-  /// Closes intake; returns what was received and not handed out (to be released).
-  std::deque<SqsReceived> close_intake();
-  /// Whether its queue is to be deleted now (a private queue whose deletion nobody has taken
-  /// yet); the taker must run delete_private_queue().
-  bool take_queue_deletion();
-  /// Closed, and nothing of it left to delete: the backend may forget it.
+  /// Closed and nothing of it left to do: the backend may forget it.
   bool finished();
-  /// FIFO: a message of `group` was nacked or released, so it comes back after the group's
-  /// later messages this consumer holds: those go back to the queue too (SQS then hands them
-  /// out again after it), keeping the group's order. Returns their receipts.
-  std::vector<std::string> take_group(const std::string& group);
 };
 using SqsConsumerPtr = std::shared_ptr<SqsConsumer>;
 
 /// Starts receiving on the consumer's executor and returns its subscription.
 std::shared_ptr<Subscription> start_sqs_subscription(SqsConsumerPtr consumer);
 
-/// A closing backend's part: what was received and not handed out is visible again at once, a
-/// private queue is deleted, or its deletion already under way is waited for (each while
-/// `deadline` allows).
+/// A closing backend's part, each step while `deadline` allows: the keeper stopped, what the
+/// consumer holds (received and not handed out, or handed out and not settled) visible again at
+/// once, and a private queue deleted (or its deletion under way waited for).
 asio::awaitable<void> close_sqs_consumer(SqsConsumerPtr consumer, SteadyClock::time_point deadline);
 
-/// The queue's deletion, for a private queue: `before_delete` first, then DeleteQueue.
-asio::awaitable<void> delete_private_queue(SqsConsumerPtr consumer);
+/// A backend going without close(): intake and the keeper stop at once (what the consumer holds
+/// comes back after its visibility timeout).
+void stop_sqs_consumer(const SqsConsumerPtr& consumer);
 
 }  // namespace marty::messaging::aws

@@ -13,6 +13,19 @@ namespace marty::messaging::aws {
 
 using std::chrono::milliseconds;
 
+namespace {
+
+// CreateQueue's attributes: Attribute.N.Name / Attribute.N.Value, numbered from 1.
+void add_queue_attribute(QueryParameters& parameters, std::string name, std::string value) {
+  int n = 1;
+  for (const auto& parameter : parameters) n += parameter.first.ends_with(".Name") ? 1 : 0;
+  const std::string prefix = "Attribute." + std::to_string(n);
+  parameters.emplace_back(prefix + ".Name", std::move(name));
+  parameters.emplace_back(prefix + ".Value", std::move(value));
+}
+
+}  // namespace
+
 spdlog::logger& aws_logger() {
   static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
   return named ? *named : *spdlog::default_logger_raw();
@@ -98,11 +111,8 @@ asio::awaitable<Result<std::string>> SqsQueues::queue_url(QueueRequest request) 
   }
   if (!reply) {
     QueryParameters attributes{{"QueueName", name}};
-    int n = 0;
-    auto attribute = [&attributes, &n](std::string key, std::string value) {
-      const std::string prefix = "Attribute." + std::to_string(++n);
-      attributes.emplace_back(prefix + ".Name", std::move(key));
-      attributes.emplace_back(prefix + ".Value", std::move(value));
+    auto attribute = [&attributes](std::string key, std::string value) {
+      add_queue_attribute(attributes, std::move(key), std::move(value));
     };
     attribute("VisibilityTimeout", std::to_string(config.visibility_timeout.count()));
     if (request.fifo) attribute("FifoQueue", "true");
@@ -155,9 +165,10 @@ asio::awaitable<Result<std::string>> SqsQueues::dead_letter_arn(std::string name
   auto made = co_await call("GetQueueUrl", std::move(lookup));
   if (!made && made.error().is(errc::not_found)) {
     QueryParameters create{{"QueueName", name}};
-    if (fifo) {
-      create.emplace_back("Attribute.1.Name", "FifoQueue");
-      create.emplace_back("Attribute.1.Value", "true");
+    if (fifo) add_queue_attribute(create, "FifoQueue", "true");
+    // Dead letters are the queues' messages: encrypted alike.
+    if (!config.kms_master_key_id.empty()) {
+      add_queue_attribute(create, "KmsMasterKeyId", config.kms_master_key_id);
     }
     made = co_await call("CreateQueue", std::move(create));
   }

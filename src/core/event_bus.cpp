@@ -99,6 +99,17 @@ struct Worker {
   MessagingPatternConfig config;
   SignalPtr registration_done;  // notified when this worker ends
   std::atomic<bool> finished{false};
+  std::shared_ptr<MessagingMetrics> metrics;  // keeps `counters` alive
+  MessagingMetrics::SubscriptionCounters* counters = nullptr;
+
+  void count_delivery(const Delivery& delivery) const {
+    counters->delivered.fetch_add(1, std::memory_order_relaxed);
+    if (delivery.attempt() > 1) counters->redelivered.fetch_add(1, std::memory_order_relaxed);
+  }
+  void count(std::atomic<std::uint64_t> MessagingMetrics::SubscriptionCounters::*counter,
+             std::uint64_t n = 1) const {
+    (counters->*counter).fetch_add(n, std::memory_order_relaxed);
+  }
 };
 using WorkerPtr = std::shared_ptr<Worker>;
 
@@ -136,6 +147,25 @@ struct detail::EventBusState {
   std::vector<WorkerPtr> inbox_workers;
   SignalPtr worker_finished = AsyncSignal::create();
   std::string instance_id = make_uuid_v7();
+  std::shared_ptr<MessagingMetrics> metrics = std::make_shared<MessagingMetrics>();
+
+  // Counts one publish (or its failure) of `subject` on `backend`.
+  void count_publish(const Backend& backend, const std::string& subject, bool published) const {
+    auto& counters = metrics->publisher(backend.name(), subject);
+    (published ? counters.published : counters.failed).fetch_add(1, std::memory_order_relaxed);
+  }
+
+  WorkerPtr make_worker(std::shared_ptr<Backend> backend,
+                        std::shared_ptr<Subscription> subscription, std::string subject,
+                        const std::string& group) const {
+    auto worker = std::make_shared<Worker>();
+    worker->counters = &metrics->subscription(backend->name(), subject, group);
+    worker->metrics = metrics;
+    worker->backend = std::move(backend);
+    worker->subscription = std::move(subscription);
+    worker->subject = std::move(subject);
+    return worker;
+  }
 
   EventBusState(asio::any_io_executor ex, EventBusOptions opts)
       : executor(std::move(ex)), options(std::move(opts)) {
@@ -228,6 +258,7 @@ asio::awaitable<void> settle_failure(WorkerPtr worker, Delivery& delivery, Error
                    attempt, delay.count(), error.describe());
     auto nacked = co_await delivery.nack(delay);
     warn_if_failed(nacked, "nack", worker->subject);
+    worker->count(&MessagingMetrics::SubscriptionCounters::nacked);
     co_return;
   }
   if (config.dead_letter_enabled) {
@@ -251,8 +282,10 @@ asio::awaitable<void> settle_failure(WorkerPtr worker, Delivery& delivery, Error
                      worker->subject, error.describe(), published.error().describe());
       auto nacked = co_await delivery.nack(config.max_backoff);
       warn_if_failed(nacked, "nack", worker->subject);
+      worker->count(&MessagingMetrics::SubscriptionCounters::nacked);
       co_return;
     }
+    worker->count(&MessagingMetrics::SubscriptionCounters::dead_lettered);
     logger().warn("message {} from {} dead-lettered to {} after {} attempt(s): {}",
                   delivery.message().id(), worker->subject,
                   dead_letter_subject(delivery.message().subject()), attempt, error.describe());
@@ -316,15 +349,19 @@ asio::awaitable<void> run_message_worker(ImplPtr impl, WorkerPtr worker,
       continue;
     }
     std::unique_ptr<Delivery> delivery = std::move(*received);
+    worker->count_delivery(*delivery);
     Result<void> outcome;
+    const auto started = SteadyClock::now();
     try {
       outcome = co_await (*handler)(delivery->message());
     } catch (...) {
       outcome = error_from_handler_exception();
     }
+    worker->counters->observe_handler(SteadyClock::now() - started);
     if (outcome) {
       auto acked = co_await delivery->ack();
       warn_if_failed(acked, "ack", worker->subject);
+      worker->count(&MessagingMetrics::SubscriptionCounters::acked);
     } else {
       co_await settle_failure(worker, *delivery, std::move(outcome).error());
     }
@@ -362,13 +399,16 @@ Message make_reply(const Message& request, Result<Json> outcome) {
 asio::awaitable<void> run_query_worker(ImplPtr impl, WorkerPtr worker,
                                        std::shared_ptr<QueryHandler> handler) {
   while (auto delivery = co_await next_delivery(worker)) {
+    worker->count_delivery(*delivery);
     const Message& request = delivery->message();
     if (request.metadata().reply_to.empty()) {
       co_await settle_failure(worker, *delivery,
                               Error(errc::invalid_argument, "query has no reply_to address"));
       continue;
     }
+    const auto started = SteadyClock::now();
     auto outcome = co_await call_handler<Json>(*handler, request);
+    worker->counters->observe_handler(SteadyClock::now() - started);
     Message reply = make_reply(request, std::move(outcome));
     reply.set_subject(request.metadata().reply_to);
     PublishOptions options;
@@ -382,6 +422,7 @@ asio::awaitable<void> run_query_worker(ImplPtr impl, WorkerPtr worker,
     }
     auto acked = co_await delivery->ack();
     warn_if_failed(acked, "ack", worker->subject);
+    worker->count(&MessagingMetrics::SubscriptionCounters::acked);
   }
   impl->worker_ended(*worker);
 }
@@ -411,12 +452,18 @@ asio::awaitable<void> run_batch_worker(ImplPtr impl, WorkerPtr worker,
     }
     std::vector<Message> messages;
     messages.reserve(batch.size());
-    for (const auto& delivery : batch) messages.push_back(delivery->message());
+    for (const auto& delivery : batch) {
+      worker->count_delivery(*delivery);
+      messages.push_back(delivery->message());
+    }
+    const auto started = SteadyClock::now();
     auto outcome = co_await call_handler<void>(*processor, std::move(messages));
+    worker->counters->observe_handler(SteadyClock::now() - started);
     for (auto& delivery : batch) {
       if (outcome) {
         auto acked = co_await delivery->ack();
         warn_if_failed(acked, "ack", worker->subject);
+        worker->count(&MessagingMetrics::SubscriptionCounters::acked);
       } else {
         co_await settle_failure(worker, *delivery, outcome.error());
       }
@@ -428,6 +475,7 @@ asio::awaitable<void> run_batch_worker(ImplPtr impl, WorkerPtr worker,
 asio::awaitable<void> run_reply_worker(ImplPtr impl, WorkerPtr worker,
                                        std::shared_ptr<ReplyInbox> inbox) {
   while (auto delivery = co_await next_delivery(worker)) {
+    worker->count_delivery(*delivery);
     const auto& reply_headers = delivery->message().metadata().headers;
     const auto token = reply_headers.find(std::string(kReplyToken));
     if (token != reply_headers.end()) {
@@ -441,6 +489,7 @@ asio::awaitable<void> run_reply_worker(ImplPtr impl, WorkerPtr worker,
     }
     auto acked = co_await delivery->ack();
     warn_if_failed(acked, "ack", worker->subject);
+    worker->count(&MessagingMetrics::SubscriptionCounters::acked);
   }
   impl->worker_ended(*worker);
 }
@@ -589,6 +638,10 @@ Result<MessageBackendType> UnifiedEventBus::backend_for(std::string_view message
                               impl_->default_backend);
 }
 
+MessagingMetrics& UnifiedEventBus::metrics() const noexcept {
+  return *impl_->metrics;
+}
+
 std::shared_ptr<Backend> UnifiedEventBus::backend(MessageBackendType type) const {
   std::lock_guard lock(impl_->mutex);
   return impl_->find_backend(type);
@@ -653,10 +706,7 @@ asio::awaitable<Result<void>> UnifiedEventBus::start() {
                     .with_context("start: reply subject on " + std::string(backend->name()));
       break;
     }
-    auto worker = std::make_shared<Worker>();
-    worker->backend = backend;
-    worker->subscription = std::move(*subscription);
-    worker->subject = inbox->subject;
+    auto worker = impl->make_worker(backend, std::move(*subscription), inbox->subject, "");
     {
       std::lock_guard lock(impl->mutex);
       worker->config = impl->configs[MessagingPattern::request_response];
@@ -757,7 +807,9 @@ asio::awaitable<Result<void>> UnifiedEventBus::publish_event(std::string event_t
   options.pattern = MessagingPattern::pub_sub;
   options.guarantee = target->config().delivery_guarantee;
   options.deadline = SteadyClock::now() + target->config().timeout;
+  const std::string subject = message.subject();
   auto published = co_await target->backend->publish(std::move(message), options);
+  impl_->count_publish(*target->backend, subject, published.has_value());
   if (!published) co_return published.error().with_context("publish_event " + event_type);
   co_return ok();
 }
@@ -779,7 +831,9 @@ asio::awaitable<Result<void>> UnifiedEventBus::send_command(std::string command_
   options.guarantee = target->config().delivery_guarantee;
   options.require_receiver = true;
   options.deadline = SteadyClock::now() + target->config().timeout;
+  const std::string subject = message.subject();
   auto published = co_await target->backend->publish(std::move(message), options);
+  impl_->count_publish(*target->backend, subject, published.has_value());
   if (!published) {
     co_return published.error().with_context("send_command " + command_type + " to " +
                                              target_service);
@@ -806,6 +860,7 @@ asio::awaitable<Result<Json>> UnifiedEventBus::query(std::string query_type, Jso
     message.mutable_metadata().correlation_id = message.id();
   }
   message.set_subject(subject::for_query(target_service, query_type));
+  const std::string subject = message.subject();
   const milliseconds wait = timeout.value_or(target->config().timeout);
   const std::string context = "query " + query_type + " to " + target_service;
 
@@ -817,6 +872,9 @@ asio::awaitable<Result<Json>> UnifiedEventBus::query(std::string query_type, Jso
     if (!inbox) co_return Error(errc::failed_precondition, context + ": no reply subject");
     reply = co_await request_via_inbox(target->backend, inbox, std::move(message), wait);
   }
+  // A query that went out and was not answered in time still counts as published.
+  impl_->count_publish(*target->backend, subject,
+                       reply.has_value() || reply.error().is(errc::deadline_exceeded));
   if (!reply) co_return reply.error().with_context(context);
   const auto& reply_headers = reply->metadata().headers;
   auto status = reply_headers.find(std::string(headers::kReplyStatus));
@@ -865,6 +923,7 @@ asio::awaitable<Result<void>> UnifiedEventBus::stream_events(std::string stream,
     options.guarantee = target->config().delivery_guarantee;
     options.deadline = SteadyClock::now() + target->config().timeout;
     auto published = co_await target->backend->publish(std::move(message), options);
+    impl_->count_publish(*target->backend, stream, published.has_value());
     if (!published) {
       co_return published.error().with_context(
           "stream_events " + stream + ": event " + std::to_string(appended + 1) + " of " +
@@ -909,10 +968,7 @@ asio::awaitable<Result<std::shared_ptr<Registration>>> open_workers(
       Error error = target ? std::move(subscription).error() : std::move(target).error();
       co_return error.with_context("subscribe " + subject_name);
     }
-    auto worker = std::make_shared<Worker>();
-    worker->backend = target->backend;
-    worker->subscription = std::move(*subscription);
-    worker->subject = subject_name;
+    auto worker = impl->make_worker(target->backend, std::move(*subscription), subject_name, group);
     worker->config = target->config();
     worker->registration_done = registration->done;
     registration->workers.push_back(std::move(worker));

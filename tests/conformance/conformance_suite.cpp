@@ -7,6 +7,7 @@
 #include <set>
 #include <thread>
 
+#include "../support/prometheus_text.hpp"
 #include "../support/test_loop.hpp"
 #include "conformance.hpp"
 
@@ -643,6 +644,46 @@ TEST_P(Conformance, WildcardSubscriptions) {
   EXPECT_EQ(one_token.size(), 1u);
   EXPECT_EQ(tail.size(), 2u);
   EXPECT_EQ(one_token.snapshot()[0].type(), base + ".created");
+}
+
+TEST_P(Conformance, MetricsCountDeliveriesRetriesAndAcks) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
+  REQUIRE_CAPABILITY(caps().delivery != DeliveryGuarantee::at_most_once, "at-least-once delivery");
+  REQUIRE_ENVIRONMENT_SHOWS("redelivery");
+  // Declared before the buses: their handlers use it, so it must outlive them.
+  std::mutex mutex;
+  std::map<int, int> attempts;
+  auto consumer = make_bus();
+  auto producer = make_bus();
+  const std::string type = unique("counted");
+  auto first_fails = sync_handler([&](const Message& m) -> Result<void> {
+    std::lock_guard lock(mutex);
+    if (++attempts[m.json()["n"].get<int>()] == 1 && m.json()["n"] == 0) {
+      return Error(errc::unavailable, "first attempt fails");
+    }
+    return ok();
+  });
+  ASSERT_TRUE(consumer->subscribe_to_events({type}, first_fails, "counters"));
+  for (int n = 0; n < 3; ++n) ASSERT_TRUE(producer->publish_event(type, {{"n", n}}));
+  const std::string backend(consumer->bus().backend(GetParam().type)->name());
+  const std::map<std::string, std::string> labels{
+      {"backend", backend}, {"subject", "events." + type}, {"group", "counters"}};
+  testing::PromExposition seen;
+  ASSERT_TRUE(eventually([&] {
+    seen = testing::parse_prometheus_text(consumer->bus().metrics().prometheus_text());
+    return seen.value("marty_messages_acked_total", labels) == 3.0;
+  })) << consumer->bus().metrics().prometheus_text();
+  EXPECT_TRUE(seen.error.empty()) << seen.error;
+  EXPECT_EQ(seen.value("marty_messages_delivered_total", labels), 4.0);
+  EXPECT_EQ(seen.value("marty_messages_redelivered_total", labels), 1.0);
+  EXPECT_EQ(seen.value("marty_messages_nacked_total", labels), 1.0);
+  EXPECT_EQ(seen.value("marty_messages_dead_lettered_total", labels), 0.0);
+  EXPECT_EQ(seen.value("marty_handler_duration_seconds_count", labels), 4.0);
+  const auto published =
+      testing::parse_prometheus_text(producer->bus().metrics().prometheus_text());
+  EXPECT_EQ(published.value("marty_messages_published_total",
+                            {{"backend", backend}, {"subject", "events." + type}}),
+            3.0);
 }
 
 TEST_P(Conformance, ExhaustedRetriesEndInTheDeadLetterStream) {

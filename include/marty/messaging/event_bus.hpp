@@ -14,6 +14,7 @@
 
 #include "marty/messaging/backend.hpp"
 #include "marty/messaging/message.hpp"
+#include "marty/messaging/metrics.hpp"
 #include "marty/messaging/pattern_config.hpp"
 #include "marty/messaging/router.hpp"
 #include "marty/messaging/types.hpp"
@@ -99,6 +100,8 @@ class UnifiedEventBus : public std::enable_shared_from_this<UnifiedEventBus> {
                                          MessagingPattern pattern) const;
   /// The backend registered for `type`, or null.
   std::shared_ptr<Backend> backend(MessageBackendType type) const;
+  /// What this bus has counted (prometheus_text() for a scrape). Lives as long as the bus.
+  MessagingMetrics& metrics() const noexcept;
 
   // ---- lifecycle ----
 

@@ -1,5 +1,7 @@
 #include "marty/messaging/event_bus.hpp"
 
+#include "trace_spans.hpp"
+
 #include <algorithm>
 #include <map>
 #include <mutex>
@@ -101,6 +103,7 @@ struct Worker {
   std::atomic<bool> finished{false};
   std::shared_ptr<MessagingMetrics> metrics;  // keeps `counters` alive
   MessagingMetrics::SubscriptionCounters* counters = nullptr;
+  std::shared_ptr<Tracer> tracer;
 
   void count_delivery(const Delivery& delivery) const {
     counters->delivered.fetch_add(1, std::memory_order_relaxed);
@@ -149,6 +152,18 @@ struct detail::EventBusState {
   std::string instance_id = make_uuid_v7();
   std::shared_ptr<MessagingMetrics> metrics = std::make_shared<MessagingMetrics>();
 
+  // Publishes `message` as the bus's producer span, counted.
+  asio::awaitable<Result<void>> publish_traced(std::shared_ptr<Backend> backend, Message message,
+                                               PublishOptions publish_options) const {
+    auto span = detail::start_producer_span(message, backend->name(), options_tracer());
+    const std::string subject = message.subject();
+    auto published = co_await backend->publish(std::move(message), publish_options);
+    detail::end_span(options_tracer(), span, published ? nullptr : &published.error());
+    count_publish(*backend, subject, published.has_value());
+    co_return published;
+  }
+  const std::shared_ptr<Tracer>& options_tracer() const { return options.tracer; }
+
   // Counts one publish (or its failure) of `subject` on `backend`.
   void count_publish(const Backend& backend, const std::string& subject, bool published) const {
     auto& counters = metrics->publisher(backend.name(), subject);
@@ -161,6 +176,7 @@ struct detail::EventBusState {
     auto worker = std::make_shared<Worker>();
     worker->counters = &metrics->subscription(backend->name(), subject, group);
     worker->metrics = metrics;
+    worker->tracer = options.tracer;
     worker->backend = std::move(backend);
     worker->subscription = std::move(subscription);
     worker->subject = std::move(subject);
@@ -351,13 +367,16 @@ asio::awaitable<void> run_message_worker(ImplPtr impl, WorkerPtr worker,
     std::unique_ptr<Delivery> delivery = std::move(*received);
     worker->count_delivery(*delivery);
     Result<void> outcome;
+    Message message = delivery->message();
+    auto span = detail::start_consumer_span(message, worker->backend->name(), worker->tracer);
     const auto started = SteadyClock::now();
     try {
-      outcome = co_await (*handler)(delivery->message());
+      outcome = co_await (*handler)(std::move(message));
     } catch (...) {
       outcome = error_from_handler_exception();
     }
     worker->counters->observe_handler(SteadyClock::now() - started);
+    detail::end_span(worker->tracer, span, outcome ? nullptr : &outcome.error());
     if (outcome) {
       auto acked = co_await delivery->ack();
       warn_if_failed(acked, "ack", worker->subject);
@@ -379,6 +398,11 @@ Message make_reply(const Message& request, Result<Json> outcome) {
       request.metadata().correlation_id.empty() ? request.id() : request.metadata().correlation_id;
   metadata.causation_id = request.id();
   const auto& request_headers = request.metadata().headers;
+  for (std::string_view trace : {kTraceparentHeader, kTracestateHeader}) {
+    if (auto it = request_headers.find(std::string(trace)); it != request_headers.end()) {
+      metadata.headers.emplace(it->first, it->second);
+    }
+  }
   if (auto token = request_headers.find(std::string(kReplyToken)); token != request_headers.end()) {
     metadata.headers.emplace(token->first, token->second);
   }
@@ -406,15 +430,19 @@ asio::awaitable<void> run_query_worker(ImplPtr impl, WorkerPtr worker,
                               Error(errc::invalid_argument, "query has no reply_to address"));
       continue;
     }
+    Message traced = request;
+    auto span = detail::start_consumer_span(traced, worker->backend->name(), worker->tracer);
     const auto started = SteadyClock::now();
-    auto outcome = co_await call_handler<Json>(*handler, request);
+    auto outcome = co_await call_handler<Json>(*handler, traced);
     worker->counters->observe_handler(SteadyClock::now() - started);
-    Message reply = make_reply(request, std::move(outcome));
+    detail::end_span(worker->tracer, span, outcome ? nullptr : &outcome.error());
+    // The reply joins the trace as a child of the handling span.
+    Message reply = make_reply(traced, std::move(outcome));
     reply.set_subject(request.metadata().reply_to);
     PublishOptions options;
     options.pattern = MessagingPattern::request_response;
     options.deadline = SteadyClock::now() + worker->config.timeout;
-    auto sent = co_await worker->backend->publish(std::move(reply), options);
+    auto sent = co_await impl->publish_traced(worker->backend, std::move(reply), options);
     if (!sent) {
       // The caller will see its deadline pass; redelivering would run the handler again.
       logger().error("reply to {} on {} failed: {}", request.id(), worker->subject,
@@ -807,9 +835,7 @@ asio::awaitable<Result<void>> UnifiedEventBus::publish_event(std::string event_t
   options.pattern = MessagingPattern::pub_sub;
   options.guarantee = target->config().delivery_guarantee;
   options.deadline = SteadyClock::now() + target->config().timeout;
-  const std::string subject = message.subject();
-  auto published = co_await target->backend->publish(std::move(message), options);
-  impl_->count_publish(*target->backend, subject, published.has_value());
+  auto published = co_await impl_->publish_traced(target->backend, std::move(message), options);
   if (!published) co_return published.error().with_context("publish_event " + event_type);
   co_return ok();
 }
@@ -831,9 +857,7 @@ asio::awaitable<Result<void>> UnifiedEventBus::send_command(std::string command_
   options.guarantee = target->config().delivery_guarantee;
   options.require_receiver = true;
   options.deadline = SteadyClock::now() + target->config().timeout;
-  const std::string subject = message.subject();
-  auto published = co_await target->backend->publish(std::move(message), options);
-  impl_->count_publish(*target->backend, subject, published.has_value());
+  auto published = co_await impl_->publish_traced(target->backend, std::move(message), options);
   if (!published) {
     co_return published.error().with_context("send_command " + command_type + " to " +
                                              target_service);
@@ -864,6 +888,9 @@ asio::awaitable<Result<Json>> UnifiedEventBus::query(std::string query_type, Jso
   const milliseconds wait = timeout.value_or(target->config().timeout);
   const std::string context = "query " + query_type + " to " + target_service;
 
+  // The query's span lasts until its reply (or failure): the round trip.
+  auto span =
+      detail::start_producer_span(message, target->backend->name(), impl_->options_tracer());
   Result<Message> reply = Error(errc::internal, "unreachable");
   if (target->backend->capabilities().native_request_reply) {
     reply = co_await target->backend->request(std::move(message), wait);
@@ -872,6 +899,7 @@ asio::awaitable<Result<Json>> UnifiedEventBus::query(std::string query_type, Jso
     if (!inbox) co_return Error(errc::failed_precondition, context + ": no reply subject");
     reply = co_await request_via_inbox(target->backend, inbox, std::move(message), wait);
   }
+  detail::end_span(impl_->options_tracer(), span, reply ? nullptr : &reply.error());
   // A query that went out and was not answered in time still counts as published.
   impl_->count_publish(*target->backend, subject,
                        reply.has_value() || reply.error().is(errc::deadline_exceeded));
@@ -922,8 +950,7 @@ asio::awaitable<Result<void>> UnifiedEventBus::stream_events(std::string stream,
     options.pattern = MessagingPattern::streaming;
     options.guarantee = target->config().delivery_guarantee;
     options.deadline = SteadyClock::now() + target->config().timeout;
-    auto published = co_await target->backend->publish(std::move(message), options);
-    impl_->count_publish(*target->backend, stream, published.has_value());
+    auto published = co_await impl_->publish_traced(target->backend, std::move(message), options);
     if (!published) {
       co_return published.error().with_context(
           "stream_events " + stream + ": event " + std::to_string(appended + 1) + " of " +

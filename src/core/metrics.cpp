@@ -7,6 +7,8 @@ namespace marty::messaging {
 
 namespace {
 
+std::atomic<std::uint64_t> next_generation{1};
+
 // A label value as the exposition format writes it: backslash, double quote and line feed
 // escaped.
 std::string escaped(std::string_view value) {
@@ -46,6 +48,8 @@ void sample(std::string& out, std::string_view name, const std::string& labels,
 
 }  // namespace
 
+MessagingMetrics::MessagingMetrics() : generation_(next_generation.fetch_add(1)) {}
+
 void MessagingMetrics::SubscriptionCounters::observe_handler(std::chrono::nanoseconds duration) {
   const double seconds = std::chrono::duration<double>(duration).count();
   std::size_t bucket = 0;
@@ -58,15 +62,35 @@ void MessagingMetrics::SubscriptionCounters::observe_handler(std::chrono::nanose
 
 MessagingMetrics::PublishCounters& MessagingMetrics::publisher(std::string_view backend,
                                                                std::string_view subject) {
-  const auto key = std::make_tuple(backend, subject);
-  {
-    std::shared_lock lock(mutex_);
-    if (auto it = publishers_.find(key); it != publishers_.end()) return *it->second;
+  // A publisher usually repeats its last (backend, subject): remembered per thread, so the
+  // common case takes no lock. Counters are never removed, so a remembered one stays valid
+  // while its MessagingMetrics lives (`generation` tells a new object at the same address).
+  struct Last {
+    std::uint64_t generation = 0;
+    std::string backend, subject;
+    PublishCounters* counters = nullptr;
+  };
+  thread_local Last last;
+  if (last.generation == generation_ && last.subject == subject && last.backend == backend) {
+    return *last.counters;
   }
-  std::unique_lock lock(mutex_);
-  auto& slot = publishers_[std::make_tuple(std::string(backend), std::string(subject))];
-  if (!slot) slot = std::make_unique<PublishCounters>();
-  return *slot;
+  PublishCounters* found = nullptr;
+  {
+    const auto key = std::make_tuple(backend, subject);
+    std::shared_lock lock(mutex_);
+    if (auto it = publishers_.find(key); it != publishers_.end()) found = it->second.get();
+  }
+  if (found == nullptr) {
+    std::unique_lock lock(mutex_);
+    auto& slot = publishers_[std::make_tuple(std::string(backend), std::string(subject))];
+    if (!slot) slot = std::make_unique<PublishCounters>();
+    found = slot.get();
+  }
+  last.generation = generation_;
+  last.backend = backend;
+  last.subject = subject;
+  last.counters = found;
+  return *found;
 }
 
 MessagingMetrics::SubscriptionCounters& MessagingMetrics::subscription(std::string_view backend,

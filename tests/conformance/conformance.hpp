@@ -48,7 +48,8 @@ class Conformance : public ::testing::TestWithParam<BackendUnderTest> {
   void SetUp() override;
   /// A started bus whose only backend is a new connection to the test's broker. Retry backoff
   /// is shortened (5..50 ms) so redelivery tests run quickly.
-  std::unique_ptr<BlockingEventBus> make_bus(std::string service = "conformance");
+  std::unique_ptr<BlockingEventBus> make_bus(std::string service = "conformance",
+                                             std::shared_ptr<Tracer> tracer = nullptr);
   /// A name unique to this test run, so tests on a shared broker never see each other.
   std::string unique(std::string_view base) const { return std::string(base) + "_" + uid_; }
   const Capabilities& caps() const { return caps_; }

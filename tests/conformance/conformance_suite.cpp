@@ -63,6 +63,27 @@ class Recorder {
   std::vector<Message> messages_;
 };
 
+// Thread-safe record of the spans a bus ended.
+class SpanRecorder final : public Tracer {
+ public:
+  void on_span_end(const Span& span) override {
+    std::lock_guard lock(mutex_);
+    spans_.push_back(span);
+  }
+  std::size_t size() const {
+    std::lock_guard lock(mutex_);
+    return spans_.size();
+  }
+  std::vector<Span> snapshot() const {
+    std::lock_guard lock(mutex_);
+    return spans_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<Span> spans_;
+};
+
 }  // namespace
 
 void Conformance::SetUp() {
@@ -72,10 +93,12 @@ void Conformance::SetUp() {
   caps_ = GetParam().connect()->capabilities();
 }
 
-std::unique_ptr<BlockingEventBus> Conformance::make_bus(std::string service) {
+std::unique_ptr<BlockingEventBus> Conformance::make_bus(std::string service,
+                                                        std::shared_ptr<Tracer> tracer) {
   EventBusOptions options;
   options.service_name = std::move(service);
   options.drain_timeout = 10s;
+  if (tracer) options.tracer = std::move(tracer);
   auto bus = std::make_unique<BlockingEventBus>(options);
   EXPECT_TRUE(bus->bus().register_backend(GetParam().type, GetParam().connect()));
   for (MessagingPattern pattern : kAllPatterns) {
@@ -684,6 +707,36 @@ TEST_P(Conformance, MetricsCountDeliveriesRetriesAndAcks) {
   EXPECT_EQ(published.value("marty_messages_published_total",
                             {{"backend", backend}, {"subject", "events." + type}}),
             3.0);
+}
+
+TEST_P(Conformance, TraceContextSurvivesTheWire) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
+  // Declared before the buses: their handlers use it, so it must outlive them.
+  Recorder got;
+  auto spans = std::make_shared<SpanRecorder>();
+  auto consumer = make_bus("conformance", spans);
+  auto producer = make_bus("conformance", spans);
+  const std::string type = unique("traced");
+  ASSERT_TRUE(consumer->subscribe_to_events({type}, got.handler()));
+  MessageMetadata metadata;
+  metadata.headers["traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+  metadata.headers["tracestate"] = "vendor=opaque,other=1";
+  ASSERT_TRUE(producer->publish_event(type, {{"n", 1}}, metadata));
+  ASSERT_TRUE(eventually([&] { return got.size() == 1; }));
+  const auto context = TraceContext::of(got.snapshot()[0]);
+  ASSERT_TRUE(context) << "the handler's message carries no valid traceparent";
+  EXPECT_EQ(context->trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+  EXPECT_EQ(context->flags, 0);
+  EXPECT_EQ(context->tracestate, "vendor=opaque,other=1");
+  // The publishing span is the caller's child, the handling span the publishing span's: the
+  // publisher's context crossed the backend's wire.
+  ASSERT_TRUE(eventually([&] { return spans->size() == 2; }));
+  const auto recorded = spans->snapshot();
+  const Span& published = recorded[0].kind == Span::Kind::producer ? recorded[0] : recorded[1];
+  const Span& handled = recorded[0].kind == Span::Kind::producer ? recorded[1] : recorded[0];
+  EXPECT_EQ(published.parent_span_id, "00f067aa0ba902b7");
+  EXPECT_EQ(handled.parent_span_id, published.context.span_id);
+  EXPECT_EQ(context->span_id, handled.context.span_id) << "the handler sees its own span";
 }
 
 TEST_P(Conformance, ExhaustedRetriesEndInTheDeadLetterStream) {

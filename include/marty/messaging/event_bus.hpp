@@ -17,6 +17,7 @@
 #include "marty/messaging/metrics.hpp"
 #include "marty/messaging/pattern_config.hpp"
 #include "marty/messaging/router.hpp"
+#include "marty/messaging/tracing.hpp"
 #include "marty/messaging/types.hpp"
 
 namespace marty::messaging {
@@ -45,6 +46,9 @@ struct EventBusOptions {
   std::string service_name = "marty-service";
   /// How long stop() waits for in-flight handlers when called without a timeout.
   std::chrono::milliseconds drain_timeout{30'000};
+  /// Receives the bus's spans (publishing, handling). The default logs each at debug level;
+  /// null drops them. Trace context travels in the messages either way.
+  std::shared_ptr<Tracer> tracer = make_logging_tracer();
 };
 
 /// Not an aggregate on purpose (GCC 12 coroutine bug; see MessageMetadata).

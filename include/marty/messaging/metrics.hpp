@@ -48,6 +48,10 @@ class MessagingMetrics {
     std::atomic<std::uint64_t> handler_nanoseconds{0};
   };
 
+  MessagingMetrics();
+  MessagingMetrics(const MessagingMetrics&) = delete;
+  MessagingMetrics& operator=(const MessagingMetrics&) = delete;
+
   PublishCounters& publisher(std::string_view backend, std::string_view subject);
   SubscriptionCounters& subscription(std::string_view backend, std::string_view subject,
                                      std::string_view group);
@@ -61,6 +65,7 @@ class MessagingMetrics {
   std::string prometheus_text() const;
 
  private:
+  std::uint64_t generation_;  // tells this object from an earlier one at the same address
   mutable std::shared_mutex mutex_;
   std::map<std::tuple<std::string, std::string>, std::unique_ptr<PublishCounters>, std::less<>>
       publishers_;

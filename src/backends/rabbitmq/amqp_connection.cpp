@@ -341,6 +341,8 @@ void AmqpConnection::serve(amqp_connection_state_t conn) {
     amqp_maybe_release_buffers(conn);
   }
   if (stopping) {
+    // Tasks the last ones posted (an ack flush) are refused once stopping: this is their turn.
+    if (hooks_.before_close) hooks_.before_close(conn);
     amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
   } else {
     logger().warn("{}; reconnecting", lost.describe());

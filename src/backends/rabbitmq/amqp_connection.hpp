@@ -60,6 +60,9 @@ class AmqpConnection {
     /// channel.close). The handler reads a message's content with amqp_read_message. It returns
     /// false when the connection is no longer usable (a closed channel): it is then reopened.
     std::function<bool(amqp_connection_state_t, const amqp_frame_t&)> on_frame;
+    /// The connection is closing (close() was called), after the last tasks ran and before
+    /// connection.close is sent: the last word (acknowledgements still batched).
+    std::function<void(amqp_connection_state_t)> before_close;
     /// The connection was lost (or closed): fail what waits for it.
     std::function<void(const Error&)> on_lost;
   };

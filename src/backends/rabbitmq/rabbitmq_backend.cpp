@@ -1330,6 +1330,9 @@ class RabbitMqBackend final : public Backend {
     hooks.on_frame = [raw](amqp_connection_state_t conn, const amqp_frame_t& frame) {
       return raw->on_frame(conn, frame);
     };
+    // Acknowledgements marked but not yet flushed go out before the connection does: without
+    // this, a drain's last acks were lost and their messages delivered again.
+    hooks.before_close = [raw](amqp_connection_state_t conn) { raw->flush_acks(conn); };
     consumer->connection = std::make_unique<AmqpConnection>(
         core_->settings, core_->config.outage_wait, "consumer", std::move(hooks));
     return consumer;

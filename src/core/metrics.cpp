@@ -57,7 +57,6 @@ void MessagingMetrics::SubscriptionCounters::observe_handler(std::chrono::nanose
   buckets[bucket].fetch_add(1, std::memory_order_relaxed);
   handler_nanoseconds.fetch_add(static_cast<std::uint64_t>(duration.count()),
                                 std::memory_order_relaxed);
-  handler_runs.fetch_add(1, std::memory_order_relaxed);
 }
 
 MessagingMetrics::PublishCounters& MessagingMetrics::publisher(std::string_view backend,

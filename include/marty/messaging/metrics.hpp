@@ -44,7 +44,6 @@ class MessagingMetrics {
     void observe_handler(std::chrono::nanoseconds duration);
 
     std::array<std::atomic<std::uint64_t>, kDurationBuckets.size() + 1> buckets{};  // last: +Inf
-    std::atomic<std::uint64_t> handler_runs{0};
     std::atomic<std::uint64_t> handler_nanoseconds{0};
   };
 

@@ -52,8 +52,7 @@ class SnsBackend final : public SqsBackend {
                       MessagingPattern::point_to_point, MessagingPattern::request_response};
     caps_.consumer_groups = true;  // a queue per group: groups fan out, members compete
     caps_.durable_groups = true;   // a group's queue keeps its messages while nobody reads
-    // Base64 for binary payloads: SNS takes 256 KiB as SQS does.
-    caps_.max_payload_bytes = 180 * 1024;
+    // The payload limit is SQS's (set by the base): SNS takes 256 KiB as SQS does.
   }
 
   asio::awaitable<Result<void>> publish(Message message, PublishOptions options) override {
@@ -123,17 +122,16 @@ class SnsBackend final : public SqsBackend {
  private:
   asio::awaitable<Result<void>> connect_more() override {
     if (auto valid = validate(); !valid) co_return valid;
-    Credentials credentials;
-    credentials.access_key_id = env_or(config_.access_key_id, "AWS_ACCESS_KEY_ID");
-    credentials.secret_access_key = env_or(config_.secret_access_key, "AWS_SECRET_ACCESS_KEY");
-    credentials.session_token = env_or(config_.session_token, "AWS_SESSION_TOKEN");
+    auto credentials = resolve_credentials(config_.access_key_id, config_.secret_access_key,
+                                           config_.session_token, name());
+    if (!credentials) co_return std::move(credentials).error();
     QueryEndpoint endpoint;
     endpoint.url = config_.endpoint.empty() ? "https://sns." + config_.region + ".amazonaws.com"
                                             : config_.endpoint;
     endpoint.region = config_.region;
     endpoint.service = "sns";
     endpoint.version = "2010-03-31";
-    sns_ = std::make_shared<QueryClient>(queues_->http, endpoint, credentials);
+    sns_ = std::make_shared<QueryClient>(queues_->http, endpoint, *credentials);
     {
       std::lock_guard lock(mutex_);
       for (const auto& [subject, arn] : config_.topic_arns) topics_[subject] = arn;
@@ -180,12 +178,8 @@ class SnsBackend final : public SqsBackend {
 
   asio::awaitable<Result<XmlElement>> call_within(std::string action, QueryParameters parameters,
                                                   milliseconds timeout) {
-    if (timeout.count() <= 0) {
-      co_return error(errc::deadline_exceeded, action + ": the deadline has passed");
-    }
-    auto reply = co_await sns_->call(std::move(action), std::move(parameters), timeout, 5);
-    if (!reply) co_return Error(reply.error().code(), reply.error().message(), std::string(name()));
-    co_return reply;
+    co_return co_await call_named(sns_.get(), std::string(name()), std::move(action),
+                                  std::move(parameters), timeout);
   }
 
   // The ARN of the topic of `subject`, made when missing (CreateTopic returns the ARN of an

@@ -4,8 +4,6 @@
 #include <cstdlib>
 
 #include <spdlog/spdlog.h>
-#include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
 
 #include "aws_wire.hpp"
 
@@ -31,22 +29,48 @@ spdlog::logger& aws_logger() {
   return named ? *named : *spdlog::default_logger_raw();
 }
 
+namespace {
+
 std::string env_or(const std::string& value, const char* variable) {
   if (!value.empty()) return value;
   const char* found = std::getenv(variable);
   return found != nullptr ? found : "";
 }
 
-Result<void> SqsQueues::open(std::shared_ptr<HttpClient> client) {
+}  // namespace
+
+Result<Credentials> resolve_credentials(const std::string& access_key_id,
+                                        const std::string& secret_access_key,
+                                        const std::string& session_token,
+                                        std::string_view backend) {
   Credentials credentials;
-  credentials.access_key_id = env_or(config.access_key_id, "AWS_ACCESS_KEY_ID");
-  credentials.secret_access_key = env_or(config.secret_access_key, "AWS_SECRET_ACCESS_KEY");
-  credentials.session_token = env_or(config.session_token, "AWS_SESSION_TOKEN");
+  credentials.access_key_id = env_or(access_key_id, "AWS_ACCESS_KEY_ID");
+  credentials.secret_access_key = env_or(secret_access_key, "AWS_SECRET_ACCESS_KEY");
+  credentials.session_token = env_or(session_token, "AWS_SESSION_TOKEN");
   if (credentials.access_key_id.empty() || credentials.secret_access_key.empty()) {
-    return error(errc::invalid_argument,
+    return Error(errc::invalid_argument,
                  "no credentials: set access_key_id and secret_access_key, or "
-                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
+                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                 std::string(backend));
   }
+  return credentials;
+}
+
+asio::awaitable<Result<XmlElement>> call_named(QueryClient* client, std::string backend,
+                                               std::string action, QueryParameters parameters,
+                                               milliseconds timeout) {
+  if (timeout.count() <= 0) {
+    co_return Error(errc::deadline_exceeded, action + ": the deadline has passed", backend);
+  }
+  auto reply = co_await client->call(std::move(action), std::move(parameters), timeout, 5);
+  if (!reply) co_return Error(reply.error().code(), reply.error().message(), backend);
+  co_return reply;
+}
+
+Result<void> SqsQueues::open(std::shared_ptr<HttpClient> client) {
+  auto credentials = resolve_credentials(config.access_key_id, config.secret_access_key,
+                                         config.session_token, backend);
+  if (!credentials) return std::move(credentials).error();
   QueryEndpoint endpoint;
   endpoint.url =
       config.endpoint.empty() ? "https://sqs." + config.region + ".amazonaws.com" : config.endpoint;
@@ -54,7 +78,7 @@ Result<void> SqsQueues::open(std::shared_ptr<HttpClient> client) {
   endpoint.service = "sqs";
   endpoint.version = "2012-11-05";
   http = std::move(client);
-  sqs = std::make_unique<QueryClient>(http, endpoint, credentials);
+  sqs = std::make_unique<QueryClient>(http, endpoint, *credentials);
   std::lock_guard lock(mutex_);
   for (const auto& [subject, url] : config.queue_urls) urls_[subject] = url;
   return ok();
@@ -72,12 +96,8 @@ asio::awaitable<Result<XmlElement>> SqsQueues::call(std::string action,
 asio::awaitable<Result<XmlElement>> SqsQueues::call_within(std::string action,
                                                            QueryParameters parameters,
                                                            milliseconds timeout) {
-  if (timeout.count() <= 0) {
-    co_return error(errc::deadline_exceeded, action + ": the deadline has passed");
-  }
-  auto reply = co_await sqs->call(std::move(action), std::move(parameters), timeout, 5);
-  if (!reply) co_return Error(reply.error().code(), reply.error().message(), backend);
-  co_return reply;
+  co_return co_await call_named(sqs.get(), backend, std::move(action), std::move(parameters),
+                                timeout);
 }
 
 std::optional<std::string> SqsQueues::known_url(const std::string& key) {
@@ -198,17 +218,6 @@ asio::awaitable<void> SqsQueues::call_logged(std::string action, QueryParameters
   if (!done) {
     aws_logger().warn("SQS {} failed ({}): {}", action, done.error().describe(), consequence);
   }
-}
-
-void SqsQueues::detached_call(std::shared_ptr<SqsQueues> self, std::string action,
-                              QueryParameters parameters, asio::any_io_executor executor) {
-  auto run = [](std::shared_ptr<SqsQueues> queues, std::string what,
-                QueryParameters p) -> asio::awaitable<void> {
-    co_await queues->call_logged(std::move(what), std::move(p),
-                                 "the message comes back after its visibility timeout");
-  };
-  asio::co_spawn(executor, run(std::move(self), std::move(action), std::move(parameters)),
-                 asio::detached);
 }
 
 Result<void> validate_sqs_config(const AwsSqsConfig& c, std::string_view backend) {

@@ -10,7 +10,6 @@
 #include <string>
 #include <string_view>
 
-#include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
 
 #include "aws_query.hpp"
@@ -27,8 +26,17 @@ namespace marty::messaging::aws {
 /// (Readable names never contain "--", so a subject never gets a dead-letter queue's name.)
 inline constexpr std::size_t kQueueNameRoom = 70;
 
-/// `value` when set, else the environment variable (credentials).
-std::string env_or(const std::string& value, const char* variable);
+/// Credentials from the given fields, else AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+/// AWS_SESSION_TOKEN; `invalid_argument` (named by `backend`) saying what to set when none.
+Result<Credentials> resolve_credentials(const std::string& access_key_id,
+                                        const std::string& secret_access_key,
+                                        const std::string& session_token, std::string_view backend);
+
+/// One Query call bounded by `timeout` (`deadline_exceeded` at once when none is left), its
+/// error named by `backend`; throttling retried by the client. `client` must outlive the call.
+asio::awaitable<Result<XmlElement>> call_named(QueryClient* client, std::string backend,
+                                               std::string action, QueryParameters parameters,
+                                               std::chrono::milliseconds timeout);
 
 /// A queue to look up or make. `key` is what the URL is cached under.
 struct QueueRequest {
@@ -71,9 +79,6 @@ struct SqsQueues {
   /// done): said in the log, with what it means for the message, never dropped silently.
   asio::awaitable<void> call_logged(std::string action, QueryParameters parameters,
                                     std::string consequence);
-  /// The same, fire and forget, on `executor`; `self` keeps this alive meanwhile.
-  static void detached_call(std::shared_ptr<SqsQueues> self, std::string action,
-                            QueryParameters parameters, asio::any_io_executor executor);
 
  private:
   std::optional<std::string> known_url(const std::string& key);

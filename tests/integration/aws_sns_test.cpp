@@ -12,6 +12,7 @@
 #include "../../src/backends/aws/aws_wire.hpp"
 #include "../../src/backends/aws/sqs_queues.hpp"
 #include "../support/aws_emulators.hpp"
+#include "../support/aws_plain_client.hpp"
 #include "../support/backend_checks.hpp"
 #include "../support/recording_proxy.hpp"
 #include "../support/server_process.hpp"
@@ -46,14 +47,11 @@ int port_of(const std::string& url) {
 
 // A plain SQS client, as another program would use it.
 struct PlainSqs {
-  std::shared_ptr<HttpClient> http = std::make_shared<HttpClient>(2s);
-  QueryClient client{http,
-                     QueryEndpoint{env("MARTY_SQS_ENDPOINT"), "us-east-1", "sqs", "2012-11-05"},
-                     Credentials{"test", "test", ""}};
+  testing::PlainAwsClient plain = testing::PlainAwsClient::sqs();
   TestLoop loop;
 
   Result<std::string> url_of(const std::string& queue) {
-    auto reply = loop.run(client.call("GetQueueUrl", {{"QueueName", queue}}, 5s, 3));
+    auto reply = loop.run(plain.client().call("GetQueueUrl", {{"QueueName", queue}}, 5s, 3));
     if (!reply) return std::move(reply).error();
     return reply->text_of("QueueUrl");
   }
@@ -384,9 +382,8 @@ TEST(AwsSnsDeadLetters, AnUndecodableEventIsDeadLetteredAndTheGroupGoesOn) {
   ASSERT_TRUE(bus.subscribe_to_events({type}, handled.handler(), "warehouse"));
 
   TestLoop loop;
-  auto http = std::make_shared<HttpClient>(2s);
-  QueryClient sns(http, QueryEndpoint{env("MARTY_SNS_ENDPOINT"), "us-east-1", "sns", "2010-03-31"},
-                  Credentials{"test", "test", ""});
+  auto plain_sns = testing::PlainAwsClient::sns();
+  QueryClient& sns = plain_sns.client();
   auto topic =
       loop.run(sns.call("CreateTopic", {{"Name", aws_name_for("", subject, 256, false)}}, 5s, 3));
   ASSERT_TRUE(topic) << topic.error().describe();

@@ -9,6 +9,7 @@
 #include "../../src/backends/aws/aws_wire.hpp"
 #include "../../src/backends/aws/sqs_queues.hpp"
 #include "../support/aws_emulators.hpp"
+#include "../support/aws_plain_client.hpp"
 #include "../support/backend_checks.hpp"
 #include "../support/recording_proxy.hpp"
 #include "../support/server_process.hpp"
@@ -117,9 +118,8 @@ TEST(AwsSqsQueues, APrivateQueueGoesWithItsSubscription) {
   spec.subject = "_replies." + unique("inbox");
   auto subscription = loop.run(backend->subscribe(spec));
   ASSERT_TRUE(subscription) << subscription.error().describe();
-  auto http = std::make_shared<HttpClient>(2s);
-  QueryClient sqs(http, QueryEndpoint{endpoint(), "us-east-1", "sqs", "2012-11-05"},
-                  Credentials{"test", "test", ""});
+  auto plain = testing::PlainAwsClient::sqs();
+  QueryClient& sqs = plain.client();
   const std::string name = aws_name_for("", spec.subject, kQueueNameRoom, false);
   ASSERT_TRUE(loop.run(sqs.call("GetQueueUrl", {{"QueueName", name}}, 5s, 3)));
   auto dead = loop.run(sqs.call("GetQueueUrl", {{"QueueName", name + "--dlq"}}, 5s, 3));
@@ -130,7 +130,6 @@ TEST(AwsSqsQueues, APrivateQueueGoesWithItsSubscription) {
         return !loop.run(sqs.call("GetQueueUrl", {{"QueueName", name}}, 5s, 3));
       },
       5s));
-  http->close();
   (void)loop.run(backend->close(SteadyClock::now() + 5s));
 }
 
@@ -139,9 +138,8 @@ TEST(AwsSqsQueues, APrivateQueueGoesWithItsSubscription) {
 TEST(AwsSqsQueues, AGivenDeadLetterQueueServesTheQueuesMade) {
   ASSERT_FALSE(endpoint().empty()) << "MARTY_SQS_ENDPOINT is not set";
   TestLoop loop;
-  auto http = std::make_shared<HttpClient>(2s);
-  QueryClient sqs(http, QueryEndpoint{endpoint(), "us-east-1", "sqs", "2012-11-05"},
-                  Credentials{"test", "test", ""});
+  auto plain = testing::PlainAwsClient::sqs();
+  QueryClient& sqs = plain.client();
   const std::string shared = unique("shared-dlq");
   auto made = loop.run(sqs.call("CreateQueue", {{"QueueName", shared}}, 5s, 3));
   ASSERT_TRUE(made) << made.error().describe();
@@ -181,7 +179,6 @@ TEST(AwsSqsQueues, AGivenDeadLetterQueueServesTheQueuesMade) {
       << "a dead-letter queue of its own was made anyway";
   (*subscription)->close();
   (void)loop.run(backend->close(SteadyClock::now() + 5s));
-  http->close();
 }
 
 // A private queue outlives its closed subscription while a delivery from it is still held (the
@@ -207,9 +204,8 @@ TEST(AwsSqsQueues, APrivateQueueWaitsForItsDeliveriesToBeSettled) {
   ASSERT_TRUE(delivery) << delivery.error().describe();
   (*subscription)->close();
 
-  auto http = std::make_shared<HttpClient>(2s);
-  QueryClient sqs(http, QueryEndpoint{endpoint(), "us-east-1", "sqs", "2012-11-05"},
-                  Credentials{"test", "test", ""});
+  auto plain = testing::PlainAwsClient::sqs();
+  QueryClient& sqs = plain.client();
   const std::string name = aws_name_for("", spec.subject, kQueueNameRoom, false);
   std::this_thread::sleep_for(300ms);
   EXPECT_TRUE(loop.run(sqs.call("GetQueueUrl", {{"QueueName", name}}, 5s, 3)))
@@ -222,7 +218,6 @@ TEST(AwsSqsQueues, APrivateQueueWaitsForItsDeliveriesToBeSettled) {
       },
       5s))
       << "the queue stayed after its last delivery was settled";
-  http->close();
   (void)loop.run(backend->close(SteadyClock::now() + 5s));
 }
 
@@ -239,13 +234,11 @@ TEST(AwsSqsQueues, APrivateQueueGoesEvenWhenTheBackendClosesRightAfter) {
   ASSERT_TRUE(subscription) << subscription.error().describe();
   (*subscription)->close();
   ASSERT_TRUE(loop.run(backend->close(SteadyClock::now() + 5s)));
-  auto http = std::make_shared<HttpClient>(2s);
-  QueryClient sqs(http, QueryEndpoint{endpoint(), "us-east-1", "sqs", "2012-11-05"},
-                  Credentials{"test", "test", ""});
+  auto plain = testing::PlainAwsClient::sqs();
+  QueryClient& sqs = plain.client();
   const std::string name = aws_name_for("", spec.subject, kQueueNameRoom, false);
   EXPECT_FALSE(loop.run(sqs.call("GetQueueUrl", {{"QueueName", name}}, 5s, 3)))
       << "the private queue " << name << " was left behind";
-  http->close();
 }
 
 // A subscription through a recording proxy, with one command waiting in its queue.
@@ -331,9 +324,8 @@ TEST(AwsSqsDeadLetters, AnUndecodableMessageIsDeadLetteredAndTheConsumerGoesOn) 
 
   // A plain SQS client writes the bad message.
   TestLoop loop;
-  auto http = std::make_shared<HttpClient>(2s);
-  QueryClient sqs(http, QueryEndpoint{endpoint(), "us-east-1", "sqs", "2012-11-05"},
-                  Credentials{"test", "test", ""});
+  auto plain = testing::PlainAwsClient::sqs();
+  QueryClient& sqs = plain.client();
   const std::string subject = subject::for_command(service, "post");
   auto url = loop.run(sqs.call(
       "GetQueueUrl", {{"QueueName", aws_name_for("", subject, kQueueNameRoom, false)}}, 5s, 3));
@@ -387,7 +379,6 @@ TEST(AwsSqsDeadLetters, AnUndecodableMessageIsDeadLetteredAndTheConsumerGoesOn) 
   EXPECT_EQ(body, "{\"n\": -1}");
   EXPECT_NE(reason.find("ce_time"), std::string::npos) << "reason: " << reason;
   EXPECT_EQ(handled.numbers(), std::set<int>{1});
-  http->close();
 }
 
 }  // namespace

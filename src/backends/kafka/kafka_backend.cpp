@@ -579,6 +579,13 @@ struct Consumer : std::enable_shared_from_this<Consumer> {
     bool queued = false;
     {
       std::lock_guard lock(mutex);
+      // The subscription may have closed while the record was decoded: close_intake() has
+      // dropped what was queued, so this one is dropped too (else it stays held and the close
+      // waits for it until its deadline).
+      if (closed || !current(item)) {
+        forget(item, false);
+        return;
+      }
       if (gate.offer(item.key, item)) {
         ready.push_back(std::move(item));
         queued = true;

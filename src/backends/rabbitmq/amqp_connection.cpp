@@ -158,19 +158,20 @@ bool AmqpConnection::connected() const {
   return connected_;
 }
 
-Result<amqp_connection_state_t> AmqpConnection::open() {
-  const std::string where =
-      "RabbitMQ at " + settings_.host + ":" + std::to_string(settings_.port) + " (" + role_ + ")";
+Result<amqp_connection_state_t> open_amqp_connection(const ConnectionSettings& settings,
+                                                     std::string_view role) {
+  const std::string where = "RabbitMQ at " + settings.host + ":" + std::to_string(settings.port) +
+                            " (" + std::string(role) + ")";
   amqp_connection_state_t conn = amqp_new_connection();
   auto fail = [&](Error error) {
     amqp_destroy_connection(conn);
     return error;
   };
   amqp_socket_t* socket =
-      settings_.tls.enabled ? amqp_ssl_socket_new(conn) : amqp_tcp_socket_new(conn);
+      settings.tls.enabled ? amqp_ssl_socket_new(conn) : amqp_tcp_socket_new(conn);
   if (socket == nullptr) return fail(rabbit_error(errc::internal, where + ": no socket"));
-  if (settings_.tls.enabled) {
-    const auto& tls = settings_.tls;
+  if (settings.tls.enabled) {
+    const auto& tls = settings.tls;
     if (!tls.ca_file.empty() &&
         amqp_ssl_socket_set_cacert(socket, tls.ca_file.c_str()) != AMQP_STATUS_OK) {
       return fail(rabbit_error(errc::invalid_argument,
@@ -184,28 +185,28 @@ Result<amqp_connection_state_t> AmqpConnection::open() {
     amqp_ssl_socket_set_verify_peer(socket, tls.verify_peer ? 1 : 0);
     amqp_ssl_socket_set_verify_hostname(socket, tls.verify_hostname ? 1 : 0);
   }
-  timeval timeout = to_timeval(settings_.connect_timeout);
+  timeval timeout = to_timeval(settings.connect_timeout);
   (void)amqp_set_handshake_timeout(conn, &timeout);
   const int opened =
-      amqp_socket_open_noblock(socket, settings_.host.c_str(), settings_.port, &timeout);
+      amqp_socket_open_noblock(socket, settings.host.c_str(), settings.port, &timeout);
   if (opened != AMQP_STATUS_OK) {
     return fail(rabbit_error(errc::unavailable,
                              "cannot connect to " + where + ": " + amqp_error_string2(opened)));
   }
   const amqp_rpc_reply_t login =
-      amqp_login(conn, settings_.vhost.c_str(), 0, 131072, settings_.heartbeat_seconds,
-                 AMQP_SASL_METHOD_PLAIN, settings_.user.c_str(), settings_.password.c_str());
+      amqp_login(conn, settings.vhost.c_str(), 0, 131072, settings.heartbeat_seconds,
+                 AMQP_SASL_METHOD_PLAIN, settings.user.c_str(), settings.password.c_str());
   if (login.reply_type != AMQP_RESPONSE_NORMAL) {
-    Error error = rpc_error(login, "logging in to " + where + " as '" + settings_.user +
-                                       "' on vhost '" + settings_.vhost + "'");
+    Error error = rpc_error(login, "logging in to " + where + " as '" + settings.user +
+                                       "' on vhost '" + settings.vhost + "'");
     if (login.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
         login.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
       const auto* close = static_cast<const amqp_connection_close_t*>(login.reply.decoded);
       if (close->reply_code == AMQP_ACCESS_REFUSED) {
-        error = rabbit_error(errc::unauthenticated, where + " refused the user '" + settings_.user +
+        error = rabbit_error(errc::unauthenticated, where + " refused the user '" + settings.user +
                                                         "' (" + text_of(close->reply_text) + ")");
       } else if (close->reply_code == AMQP_NOT_ALLOWED) {
-        error = rabbit_error(errc::not_found, where + " refused the vhost '" + settings_.vhost +
+        error = rabbit_error(errc::not_found, where + " refused the vhost '" + settings.vhost +
                                                   "' (" + text_of(close->reply_text) + ")");
       }
     }
@@ -230,7 +231,7 @@ void AmqpConnection::run() {
       std::lock_guard lock(mutex_);
       if (stopping_) break;
     }
-    auto opened = open();
+    auto opened = open_amqp_connection(settings_, role_);
     Result<void> setup = ok();
     if (opened && hooks_.on_connected) {
       setup = hooks_.on_connected(*opened);

@@ -47,6 +47,12 @@ struct ConnectionSettings {
   std::chrono::milliseconds reconnect_wait{250};
 };
 
+/// Opens a connection with `settings` and logs in, with channels 1 and 2 open; `role` names it
+/// in errors. Blocking. The caller owns the result (amqp_connection_close, then
+/// amqp_destroy_connection) and uses it from one thread.
+Result<amqp_connection_state_t> open_amqp_connection(const ConnectionSettings& settings,
+                                                     std::string_view role);
+
 /// Threading: every callback runs on the connection's thread; post() and close() may be called
 /// from any thread. Lifetime: close() stops the thread (joined by the destructor, which must
 /// not run on that thread).
@@ -90,7 +96,6 @@ class AmqpConnection {
 
  private:
   void run();
-  Result<amqp_connection_state_t> open();
   void serve(amqp_connection_state_t conn);
   void wake();
 

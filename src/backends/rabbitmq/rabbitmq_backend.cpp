@@ -55,6 +55,9 @@ spdlog::logger& logger() {
 
 constexpr std::string_view kReplyToQueue = "amq.rabbitmq.reply-to";
 constexpr std::string_view kDeadLetterQueue = "marty.dead-letters";
+// How long a new stream may take to take consumers (the broker starts its writer after
+// answering the declaration) before publishing to it fails.
+constexpr std::chrono::milliseconds kStreamStartWait{10'000};
 
 // ---- Running work on a connection's thread ---------------------------------------------
 
@@ -189,34 +192,26 @@ Result<void> bind_queue(amqp_connection_state_t conn, const std::string& queue,
   return ok();
 }
 
-// RabbitMQ 3.10 answers the declaration of a stream before its writer runs; a message published
-// in that moment crashes the broker's channel (osiris_writer:write on no writer) and with it the
-// connection and every publish in flight on it. A consumer is refused in that moment instead, so
-// a probe consumer on the topology channel says when the stream takes messages.
-Result<void> await_stream_ready(amqp_connection_state_t conn, const std::string& name) {
+// Whether a stream just declared runs: a probe consumer on the topology channel, cancelled at
+// once. Any failure says "not yet" (see Core::ensure_stream).
+Result<void> probe_stream(amqp_connection_state_t conn, const std::string& name) {
+  amqp_basic_qos(conn, kTopologyChannel, 0, 1, 0);
+  if (auto reply = amqp_get_rpc_reply(conn); reply.reply_type != AMQP_RESPONSE_NORMAL) {
+    return rpc_error(reply, "basic.qos");
+  }
   Table args;
   args.text("x-stream-offset", "next");
-  for (int attempt = 1;; ++attempt) {
-    amqp_basic_qos(conn, kTopologyChannel, 0, 1, 0);
-    if (auto reply = amqp_get_rpc_reply(conn); reply.reply_type != AMQP_RESPONSE_NORMAL) {
-      return topology_failed(conn, reply, "basic.qos");
-    }
-    auto* consumed = amqp_basic_consume(conn, kTopologyChannel, bytes_of(name), amqp_empty_bytes, 0,
-                                        0, 0, args.get());
-    const auto reply = amqp_get_rpc_reply(conn);
-    if (reply.reply_type == AMQP_RESPONSE_NORMAL && consumed != nullptr) {
-      amqp_basic_cancel(conn, kTopologyChannel, consumed->consumer_tag);
-      if (auto cancelled = amqp_get_rpc_reply(conn); cancelled.reply_type != AMQP_RESPONSE_NORMAL) {
-        return topology_failed(conn, cancelled, "cancelling the probe of stream '" + name + "'");
-      }
-      return ok();
-    }
-    Error refused = topology_failed(conn, reply, "waiting for stream '" + name + "' to start");
-    const bool channel_closed = reply.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
-                                reply.reply.id == AMQP_CHANNEL_CLOSE_METHOD;
-    if (!channel_closed || attempt >= 60) return refused;
-    std::this_thread::sleep_for(milliseconds(50));
+  auto* consumed = amqp_basic_consume(conn, kTopologyChannel, bytes_of(name), amqp_empty_bytes, 0,
+                                      0, 0, args.get());
+  if (auto reply = amqp_get_rpc_reply(conn);
+      reply.reply_type != AMQP_RESPONSE_NORMAL || consumed == nullptr) {
+    return rpc_error(reply, "waiting for stream '" + name + "' to start");
   }
+  amqp_basic_cancel(conn, kTopologyChannel, consumed->consumer_tag);
+  if (auto reply = amqp_get_rpc_reply(conn); reply.reply_type != AMQP_RESPONSE_NORMAL) {
+    return rpc_error(reply, "cancelling the probe of stream '" + name + "'");
+  }
+  return ok();
 }
 
 // A bus subject pattern as an AMQP topic binding key: `*` is one word in both, NATS's `>` (one
@@ -287,7 +282,8 @@ struct Core {
   void publish_now(amqp_connection_state_t conn, const Message& message,
                    const std::string& exchange, const std::string& routing_key, bool mandatory,
                    OutgoingMessage::Extra extra, Complete<Result<void>> complete);
-  Result<void> ensure_stream(amqp_connection_state_t conn, const std::string& name);
+  // Publisher thread (blocks it while a new stream starts).
+  Result<void> ensure_stream(const std::string& name);
   Result<void> ensure_retry_queue(amqp_connection_state_t conn, milliseconds delay);
   Table queue_arguments() const {
     Table args;
@@ -465,16 +461,39 @@ void Core::publish_now(amqp_connection_state_t conn, const Message& message,
   pending.emplace(tag, PendingPublish{std::move(complete), message.subject()});
 }
 
-Result<void> Core::ensure_stream(amqp_connection_state_t conn, const std::string& name) {
+// RabbitMQ 3.10 answers the declaration of a stream before its writer runs. A message published
+// in that moment crashes the broker's channel (osiris_writer:write on no writer); a consumer is
+// refused (406) or crashes the channel too (stream_not_found); and a crashed channel takes its
+// connection down (541), with every publish in flight on it. So a new stream is declared and
+// probed on a connection of its own, opened again after each failed probe until the stream
+// takes a consumer: the publisher's connection only ever publishes to streams that run.
+Result<void> Core::ensure_stream(const std::string& name) {
   if (declared.count(name) != 0) return ok();
-  Table args;
-  args.text("x-queue-type", "stream");
-  if (!config.stream_max_age.empty()) args.text("x-max-age", config.stream_max_age);
-  auto queue = declare_queue(conn, name, true, false, false, std::move(args));
-  if (!queue) return std::move(queue).error();
-  if (auto ready = await_stream_ready(conn, name); !ready) return ready;
-  declared.insert(name);
-  return ok();
+  const auto give_up = SteadyClock::now() + kStreamStartWait;
+  while (true) {
+    auto opened = open_amqp_connection(settings, "declaring stream '" + name + "'");
+    if (!opened) return std::move(opened).error();
+    amqp_connection_state_t conn = *opened;
+    Table args;
+    args.text("x-queue-type", "stream");
+    if (!config.stream_max_age.empty()) args.text("x-max-age", config.stream_max_age);
+    auto queue = declare_queue(conn, name, true, false, false, std::move(args));
+    Result<void> started = queue ? probe_stream(conn, name) : Result<void>(queue.error());
+    (void)amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
+    amqp_destroy_connection(conn);
+    if (!queue) return std::move(queue).error();  // refused (other arguments): final
+    if (started) {
+      declared.insert(name);
+      return ok();
+    }
+    if (SteadyClock::now() >= give_up) {
+      return started.error().with_context(
+          "stream '" + name + "' did not start within " +
+          std::to_string(std::chrono::duration_cast<milliseconds>(kStreamStartWait).count()) +
+          " ms");
+    }
+    std::this_thread::sleep_for(milliseconds(50));
+  }
 }
 
 Result<void> Core::ensure_retry_queue(amqp_connection_state_t conn, milliseconds delay) {
@@ -510,7 +529,7 @@ asio::awaitable<Result<void>> publish_via(CorePtr core, Message message, std::st
       return;
     }
     if (stream) {
-      if (auto declared = c->ensure_stream(conn, routing_key); !declared) {
+      if (auto declared = c->ensure_stream(routing_key); !declared) {
         complete(std::move(declared).error());
         return;
       }

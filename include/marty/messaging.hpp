@@ -7,6 +7,7 @@
 #include "marty/messaging/codec.hpp"
 #include "marty/messaging/error.hpp"
 #include "marty/messaging/event_bus.hpp"
+#include "marty/messaging/idempotency.hpp"
 #include "marty/messaging/memory_backend.hpp"
 #include "marty/messaging/message.hpp"
 #include "marty/messaging/metrics.hpp"

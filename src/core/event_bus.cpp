@@ -16,6 +16,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include "marty/messaging/detail/async_signal.hpp"
+#include "marty/messaging/detail/backoff.hpp"
 #include "marty/messaging/detail/sleep.hpp"
 #include "marty/messaging/memory_backend.hpp"
 #include "marty/messaging/subject.hpp"
@@ -269,7 +270,9 @@ asio::awaitable<void> settle_failure(WorkerPtr worker, Delivery& delivery, Error
   const bool bad_message = error.is(errc::invalid_argument) || error.is(errc::data_loss);
   const int attempt = delivery.attempt();
   if (!bad_message && attempt <= config.retry_count) {
-    const milliseconds delay = config.backoff_for(attempt);
+    const milliseconds delay =
+        detail::jittered(config.backoff_for(attempt), config.backoff_jitter,
+                         delivery.message().id() + "/" + std::to_string(attempt));
     logger().debug("handler for {} failed (attempt {}), redelivery in {} ms: {}", worker->subject,
                    attempt, delay.count(), error.describe());
     auto nacked = co_await delivery.nack(delay);
@@ -629,6 +632,16 @@ Result<void> UnifiedEventBus::update_pattern_config(MessagingPattern pattern,
                                                     MessagingPatternConfig config) {
   if (config.retry_count < 0) {
     return Error(errc::invalid_argument, "update_pattern_config: retry_count must be >= 0");
+  }
+  if (config.initial_backoff.count() < 0 || config.max_backoff < config.initial_backoff) {
+    return Error(errc::invalid_argument,
+                 "update_pattern_config: backoff must satisfy 0 <= initial_backoff <= max_backoff");
+  }
+  if (!(config.backoff_multiplier >= 1.0) || !(config.backoff_jitter >= 0.0) ||
+      !(config.backoff_jitter <= 1.0)) {
+    return Error(errc::invalid_argument,
+                 "update_pattern_config: backoff_multiplier must be >= 1 and backoff_jitter in "
+                 "[0, 1]");
   }
   if (config.timeout.count() <= 0) {
     return Error(errc::invalid_argument, "update_pattern_config: timeout must be positive");

@@ -1,16 +1,11 @@
 #include "marty/messaging/pattern_config.hpp"
 
-#include <algorithm>
-#include <cmath>
+#include "marty/messaging/detail/backoff.hpp"
 
 namespace marty::messaging {
 
 std::chrono::milliseconds MessagingPatternConfig::backoff_for(int attempt) const {
-  if (attempt <= 1) return std::min(initial_backoff, max_backoff);
-  const double factor = std::pow(std::max(backoff_multiplier, 1.0), attempt - 1);
-  const double ms = static_cast<double>(initial_backoff.count()) * factor;
-  if (!std::isfinite(ms) || ms >= static_cast<double>(max_backoff.count())) return max_backoff;
-  return std::chrono::milliseconds(static_cast<long long>(ms));
+  return detail::exponential_backoff(initial_backoff, backoff_multiplier, max_backoff, attempt);
 }
 
 MessagingPatternConfig default_pattern_config(MessagingPattern pattern) {

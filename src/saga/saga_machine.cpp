@@ -4,6 +4,7 @@
 #include <optional>
 #include <set>
 
+#include "marty/messaging/detail/backoff.hpp"
 #include "marty/messaging/saga.hpp"
 
 namespace marty::messaging::saga {
@@ -20,12 +21,6 @@ bool retryable(const Error& error) {
            error.is(errc::permission_denied) || error.is(errc::unauthenticated) ||
            error.is(errc::already_exists) || error.is(errc::unimplemented) ||
            error.is(errc::data_loss));
-}
-
-std::uint64_t fnv1a(std::string_view text) {
-  std::uint64_t hash = 1469598103934665603ull;
-  for (unsigned char c : text) hash = (hash ^ c) * 1099511628211ull;
-  return hash;
 }
 
 std::int64_t to_ms(Clock::time_point t) {
@@ -52,10 +47,7 @@ Result<void> validate_retry(const std::string& definition, const std::string& wh
 }  // namespace
 
 milliseconds RetryPolicy::backoff_after(int attempt) const {
-  const double factor = std::pow(std::max(multiplier, 1.0), std::max(attempt - 1, 0));
-  const double ms = static_cast<double>(initial_backoff.count()) * factor;
-  if (!std::isfinite(ms) || ms >= static_cast<double>(max_backoff.count())) return max_backoff;
-  return milliseconds(static_cast<std::int64_t>(ms));
+  return detail::exponential_backoff(initial_backoff, multiplier, max_backoff, attempt);
 }
 
 Result<void> validate(const SagaDefinition& definition) {
@@ -144,13 +136,9 @@ SagaRecord SagaMachine::start(std::string id, Json context, Clock::time_point no
 
 Clock::time_point SagaMachine::retry_time(const RetryPolicy& policy, int attempt,
                                           const std::string& key, Clock::time_point now) const {
-  const milliseconds base = policy.backoff_after(attempt);
   // Jitter without a random source, so the machine stays deterministic and testable: a
   // fraction of the backoff derived from the saga, step and attempt.
-  const double fraction = static_cast<double>(fnv1a(key) % 1000) / 1000.0;
-  const auto cut =
-      static_cast<std::int64_t>(static_cast<double>(base.count()) * policy.jitter * fraction);
-  return now + base - milliseconds(cut);
+  return now + detail::jittered(policy.backoff_after(attempt), policy.jitter, key);
 }
 
 void SagaMachine::begin_compensation(SagaRecord& record, std::string reason,

@@ -1,6 +1,7 @@
 #include "marty/messaging/saga_manager.hpp"
 
 #include <deque>
+#include <exception>
 #include <unordered_map>
 
 #include <spdlog/spdlog.h>
@@ -502,30 +503,33 @@ asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<DistributedS
 
 struct SagaParticipant::State {
   std::mutex mutex;
-  std::map<std::string, StepHandler> handlers;    // by query type
-  std::unordered_map<std::string, Json> applied;  // effect key -> first success's reply
-  std::deque<std::string> order;                  // oldest first, to bound `applied`
-  std::size_t max_remembered = 0;
+  std::map<std::string, StepHandler> handlers;  // by query type
+  std::string service;
+  std::shared_ptr<IdempotencyStore> applied;  // effect key -> the first success's reply
+  std::chrono::milliseconds keep_for{0};
 
-  // Remembers a success (bounded, oldest forgotten first).
-  void remember(const std::string& effect_key, Json reply) {
-    if (!applied.emplace(effect_key, std::move(reply)).second) return;
-    order.push_back(effect_key);
-    while (order.size() > max_remembered) {
-      applied.erase(order.front());
-      order.pop_front();
-    }
-  }
+  std::string key_of(const std::string& effect_key) const { return service + "/" + effect_key; }
 };
 
 namespace {
 constexpr std::string_view kCompensateSuffix = ":compensate";
+// How long an effect being applied holds its claim: a repeat meanwhile is refused (`aborted`),
+// and a participant that crashed while applying it lets the next attempt apply it after this.
+constexpr std::chrono::milliseconds kEffectLease{60'000};
 }  // namespace
 
 SagaParticipant::SagaParticipant(std::shared_ptr<UnifiedEventBus> bus, std::string service,
                                  std::size_t max_remembered)
+    : SagaParticipant(std::move(bus), std::move(service),
+                      make_memory_idempotency_store(std::max<std::size_t>(1, max_remembered))) {}
+
+SagaParticipant::SagaParticipant(std::shared_ptr<UnifiedEventBus> bus, std::string service,
+                                 std::shared_ptr<IdempotencyStore> store,
+                                 std::chrono::milliseconds keep_for)
     : bus_(std::move(bus)), service_(std::move(service)), state_(std::make_shared<State>()) {
-  state_->max_remembered = std::max<std::size_t>(1, max_remembered);
+  state_->service = service_;
+  state_->applied = store ? std::move(store) : make_memory_idempotency_store();
+  state_->keep_for = keep_for.count() > 0 ? keep_for : std::chrono::hours(24 * 7);
 }
 
 void SagaParticipant::on_step(std::string action, StepHandler handler) {
@@ -580,38 +584,64 @@ asio::awaitable<Result<SubscriptionId>> SagaParticipant::start() {
                       "saga step request: effect_key '" + request->effect_key +
                           "' does not belong to saga '" + request->saga_id + "'");
     }
-    // A step whose compensation already ran here must not take effect after it (a late resend
-    // of the step): it would never be undone.
-    const std::string compensated_marker =
-        request->compensation ? std::string()
-                              : request->effect_key + std::string(kCompensateSuffix);
     StepHandler handler;
     {
       std::lock_guard lock(state->mutex);
-      if (auto done = state->applied.find(request->effect_key); done != state->applied.end()) {
-        co_return done->second;  // applied already: the same reply, nothing done again
-      }
-      if (!compensated_marker.empty() && state->applied.count(compensated_marker) != 0) {
-        co_return Error(errc::failed_precondition, "step '" + request->step + "' of saga " +
-                                                       request->saga_id +
-                                                       " was compensated already; not applied");
-      }
       auto it = state->handlers.find(message.type());
       if (it == state->handlers.end()) {
         co_return Error(errc::unimplemented, "no saga handler for '" + message.type() + "'");
       }
       handler = it->second;
     }
-    const std::string effect_key = request->effect_key;
-    Result<Json> outcome = co_await handler(std::move(*request));
-    if (outcome) {
-      std::lock_guard lock(state->mutex);
-      // Two deliveries of one effect may race here (an attempt resent while the first still
-      // runs): the first success is what the saga sees.
-      if (auto done = state->applied.find(effect_key); done != state->applied.end()) {
-        co_return done->second;
+    // A step whose compensation already ran here must not take effect after it (a late resend
+    // of the step): it would never be undone.
+    if (!request->compensation) {
+      const std::string marker =
+          state->key_of(request->effect_key + std::string(kCompensateSuffix));
+      auto compensated = co_await state->applied->find(marker);
+      if (!compensated) co_return compensated.error().with_context("saga participant");
+      if (*compensated) {
+        co_return Error(errc::failed_precondition, "step '" + request->step + "' of saga " +
+                                                       request->saga_id +
+                                                       " was compensated already; not applied");
       }
-      state->remember(effect_key, *outcome);
+    }
+    const std::string key = state->key_of(request->effect_key);
+    auto claimed = co_await state->applied->claim(key, kEffectLease);
+    if (!claimed) co_return claimed.error().with_context("saga participant");
+    if (claimed->status == IdempotencyClaim::Status::done) {
+      // Applied already: the same reply, nothing done again.
+      try {
+        co_return Json::parse(claimed->result);
+      } catch (const Json::exception& e) {
+        co_return Error(errc::data_loss, "saga participant: the stored reply of '" + key +
+                                             "' is not JSON: " + e.what());
+      }
+    }
+    if (claimed->status == IdempotencyClaim::Status::in_progress) {
+      co_return Error(errc::aborted, "saga participant: '" + key +
+                                         "' is being applied by an earlier delivery; try again");
+    }
+    const std::string token = claimed->token;
+    Result<Json> outcome;
+    std::exception_ptr thrown;
+    try {
+      outcome = co_await handler(std::move(*request));
+    } catch (...) {
+      thrown = std::current_exception();
+    }
+    if (thrown || !outcome) {
+      (void)co_await state->applied->release(key, token);  // a retry applies it again
+      if (thrown) std::rethrow_exception(thrown);
+      co_return outcome;
+    }
+    auto completed =
+        co_await state->applied->complete(key, token, outcome->dump(), state->keep_for);
+    if (!completed) {
+      logger().error(
+          "saga participant: recording '{}' as applied failed ({}); a resend after "
+          "{} ms would apply it again",
+          key, completed.error().describe(), kEffectLease.count());
     }
     co_return outcome;
   };

@@ -1,11 +1,13 @@
 #include "marty/messaging/sqlite_saga_store.hpp"
 
-#include <sqlite3.h>
-
 #include <mutex>
+
+#include "../sqlite/sqlite_database.hpp"
 
 namespace marty::messaging::saga {
 namespace {
+
+using sqlite::Statement;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS marty_sagas (
@@ -29,116 +31,15 @@ std::int64_t to_ms(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }
 
-// SQLite's result code as our error: a busy or locked database is transient, a corrupt one is
-// lost data, a full disk is exhaustion.
-Error sqlite_error(sqlite3* db, int code, const std::string& what) {
-  errc ours = errc::internal;
-  switch (code & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-    case SQLITE_IOERR:
-      ours = errc::unavailable;
-      break;
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      ours = errc::data_loss;
-      break;
-    case SQLITE_FULL:
-      ours = errc::resource_exhausted;
-      break;
-    case SQLITE_CANTOPEN:
-    case SQLITE_PERM:
-    case SQLITE_READONLY:
-      ours = errc::permission_denied;
-      break;
-    default:
-      break;
-  }
-  const char* detail = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(code);
-  return Error(ours, "saga store: " + what + ": " + detail);
-}
-
-// A prepared statement, reset for reuse when the scope ends.
-class Statement {
- public:
-  explicit Statement(sqlite3_stmt* stmt) : stmt_(stmt) {}
-  ~Statement() {
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
-  }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-  void bind(int index, const std::string& text) {
-    sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
-  }
-  void bind(int index, std::int64_t value) { sqlite3_bind_int64(stmt_, index, value); }
-  int step() { return sqlite3_step(stmt_); }
-  std::string text(int column) const {
-    const auto* data = sqlite3_column_text(stmt_, column);
-    return data != nullptr
-               ? std::string(reinterpret_cast<const char*>(data),
-                             static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)))
-               : std::string();
-  }
-  std::int64_t integer(int column) const { return sqlite3_column_int64(stmt_, column); }
-
- private:
-  sqlite3_stmt* stmt_;
-};
-
 }  // namespace
 
-struct SqliteSagaStore::Database {
-  std::mutex mutex;
-  std::string path;
-  sqlite3* db = nullptr;
+struct SqliteSagaStore::Database : sqlite::Database {
   sqlite3_stmt* read_version = nullptr;
   sqlite3_stmt* upsert = nullptr;
   sqlite3_stmt* load = nullptr;
   sqlite3_stmt* read_lease = nullptr;
   sqlite3_stmt* write_lease = nullptr;
   sqlite3_stmt* delete_lease = nullptr;
-
-  ~Database() {
-    for (sqlite3_stmt* stmt : {read_version, upsert, load, read_lease, write_lease, delete_lease}) {
-      sqlite3_finalize(stmt);
-    }
-    sqlite3_close_v2(db);
-  }
-
-  Result<void> exec(const char* sql, const std::string& what) {
-    char* message = nullptr;
-    const int rc = sqlite3_exec(db, sql, nullptr, nullptr, &message);
-    if (rc == SQLITE_OK) return ok();
-    std::string detail = message != nullptr ? message : sqlite3_errstr(rc);
-    sqlite3_free(message);
-    return Error(rc == SQLITE_BUSY ? errc::unavailable : errc::internal,
-                 "saga store " + path + ": " + what + ": " + detail);
-  }
-
-  Result<sqlite3_stmt*> prepare(const char* sql) {
-    sqlite3_stmt* stmt = nullptr;
-    const int rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
-    if (rc != SQLITE_OK) return sqlite_error(db, rc, "preparing a statement");
-    return stmt;
-  }
-
-  // Runs `body` in a write transaction (BEGIN IMMEDIATE: other processes wait for the lock up
-  // to the busy timeout); commits when it succeeds, rolls back otherwise.
-  template <class T, class Body>
-  Result<T> write_transaction(const std::string& what, Body body) {
-    if (auto begun = exec("BEGIN IMMEDIATE", what); !begun) return begun.error();
-    Result<T> result = body();
-    if (!result) {
-      (void)exec("ROLLBACK", what);
-      return result;
-    }
-    if (auto committed = exec("COMMIT", what); !committed) {
-      (void)exec("ROLLBACK", what);
-      return committed.error();
-    }
-    return result;
-  }
 };
 
 SqliteSagaStore::SqliteSagaStore(std::unique_ptr<Database> database)
@@ -153,17 +54,11 @@ Result<std::shared_ptr<SqliteSagaStore>> SqliteSagaStore::open(const std::string
 Result<std::shared_ptr<SqliteSagaStore>> SqliteSagaStore::open(const std::string& path,
                                                                SqliteSagaStoreOptions options) {
   auto database = std::make_unique<Database>();
-  database->path = path;
-  const int rc =
-      sqlite3_open_v2(path.c_str(), &database->db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
-  if (rc != SQLITE_OK) return sqlite_error(database->db, rc, "opening " + path);
-  sqlite3_busy_timeout(database->db, static_cast<int>(options.busy_timeout.count()));
-  const std::string pragmas = std::string("PRAGMA journal_mode=WAL; PRAGMA synchronous=") +
-                              (options.sync_to_disk ? "FULL" : "NORMAL") + ";";
-  if (auto set = database->exec(pragmas.c_str(), "configuring " + path); !set) return set.error();
-  if (auto made = database->exec(kSchema, "creating the tables in " + path); !made) {
-    return made.error();
+  sqlite::OpenOptions open_options;
+  open_options.sync_to_disk = options.sync_to_disk;
+  open_options.busy_timeout = options.busy_timeout;
+  if (auto opened = database->open("saga store", path, open_options, kSchema); !opened) {
+    return opened.error();
   }
   struct Prepared {
     sqlite3_stmt** into;
@@ -185,7 +80,7 @@ Result<std::shared_ptr<SqliteSagaStore>> SqliteSagaStore::open(const std::string
                     "DELETE FROM marty_saga_leases WHERE id = ?1 AND owner = ?2"},
        }) {
     auto stmt = database->prepare(p.sql);
-    if (!stmt) return stmt.error().with_context(path);
+    if (!stmt) return stmt.error();
     *p.into = *stmt;
   }
   return std::shared_ptr<SqliteSagaStore>(new SqliteSagaStore(std::move(database)));
@@ -208,7 +103,7 @@ Result<void> SqliteSagaStore::save(const SagaRecord& record) {
                                         std::to_string(record.version));
       }
       if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        return sqlite_error(d.db, rc, "reading saga " + record.id);
+        return d.error(rc, "reading saga " + record.id);
       }
     }
     Statement upsert(d.upsert);
@@ -220,7 +115,7 @@ Result<void> SqliteSagaStore::save(const SagaRecord& record) {
     upsert.bind(6, to_ms(record.created_at));
     upsert.bind(7, text);
     const int rc = upsert.step();
-    if (rc != SQLITE_DONE) return sqlite_error(d.db, rc, "writing saga " + record.id);
+    if (rc != SQLITE_DONE) return d.error(rc, "writing saga " + record.id);
     return ok();
   });
 }
@@ -234,7 +129,7 @@ Result<SagaRecord> SqliteSagaStore::load(const std::string& id) {
     load.bind(1, id);
     const int rc = load.step();
     if (rc == SQLITE_DONE) return Error(errc::not_found, "no saga with id '" + id + "'");
-    if (rc != SQLITE_ROW) return sqlite_error(d.db, rc, "reading saga " + id);
+    if (rc != SQLITE_ROW) return d.error(rc, "reading saga " + id);
     text = load.text(0);
   }
   try {
@@ -254,7 +149,7 @@ Result<std::vector<SagaRecord>> SqliteSagaStore::list(const SagaFilter& filter) 
   std::vector<std::string> texts;
   {
     std::lock_guard lock(d.mutex);
-    auto prepared = d.prepare(sql.c_str());
+    auto prepared = d.prepare_once(sql.c_str());
     if (!prepared) return prepared.error();
     std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> owner(*prepared, sqlite3_finalize);
     Statement query(*prepared);
@@ -264,7 +159,7 @@ Result<std::vector<SagaRecord>> SqliteSagaStore::list(const SagaFilter& filter) 
                       std::min<std::size_t>(filter.limit, static_cast<std::size_t>(INT64_MAX))));
     int rc = SQLITE_ROW;
     while ((rc = query.step()) == SQLITE_ROW) texts.push_back(query.text(0));
-    if (rc != SQLITE_DONE) return sqlite_error(d.db, rc, "listing sagas");
+    if (rc != SQLITE_DONE) return d.error(rc, "listing sagas");
   }
   std::vector<SagaRecord> out;
   out.reserve(texts.size());
@@ -294,7 +189,7 @@ Result<bool> SqliteSagaStore::acquire_lease(const std::string& id, const std::st
         return false;
       }
       if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        return sqlite_error(d.db, rc, "reading the lease of saga " + id);
+        return d.error(rc, "reading the lease of saga " + id);
       }
     }
     Statement write(d.write_lease);
@@ -302,7 +197,7 @@ Result<bool> SqliteSagaStore::acquire_lease(const std::string& id, const std::st
     write.bind(2, owner);
     write.bind(3, to_ms(until));
     const int rc = write.step();
-    if (rc != SQLITE_DONE) return sqlite_error(d.db, rc, "writing the lease of saga " + id);
+    if (rc != SQLITE_DONE) return d.error(rc, "writing the lease of saga " + id);
     return true;
   });
 }
@@ -314,7 +209,7 @@ Result<void> SqliteSagaStore::release_lease(const std::string& id, const std::st
   remove.bind(1, id);
   remove.bind(2, owner);
   const int rc = remove.step();
-  if (rc != SQLITE_DONE) return sqlite_error(d.db, rc, "releasing the lease of saga " + id);
+  if (rc != SQLITE_DONE) return d.error(rc, "releasing the lease of saga " + id);
   return ok();
 }
 

@@ -5,6 +5,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "marty/messaging/blocking_event_bus.hpp"
+#include "marty/messaging/saga_manager.hpp"
+#include "marty/messaging/sqlite_idempotency_store.hpp"
 #include "marty/messaging/sqlite_saga_store.hpp"
 
 namespace marty::messaging::saga {
@@ -112,6 +115,48 @@ TEST_F(SqliteSagaStoreTest, AFileThatIsNotADatabaseIsAClearError) {
   auto nowhere = SqliteSagaStore::open((dir_ / "missing" / "sagas.db").string());
   ASSERT_FALSE(nowhere);
   EXPECT_TRUE(nowhere.error().is(errc::permission_denied)) << nowhere.error().describe();
+}
+
+// A participant whose memory of applied effects is on disk applies a step once even when the
+// orchestrator resends it after the participant restarted.
+TEST_F(SqliteSagaStoreTest, AParticipantRemembersAppliedStepsAcrossARestart) {
+  const std::string store_path = (dir_ / "effects.db").string();
+  int applied = 0;  // the handler runs on the participant's bus; read after the queries
+  auto shipping = [&](std::shared_ptr<IdempotencyStore> store) {
+    auto bus = std::make_unique<BlockingEventBus>();
+    EXPECT_TRUE(bus->start());
+    auto participant = std::make_unique<SagaParticipant>(bus->bus().shared_from_this(), "shipping",
+                                                         std::move(store));
+    participant->on_step("ship_order", sync_step_handler([&](const SagaStepRequest& request) {
+                           ++applied;
+                           return Result<Json>(Json{{"parcel", "P-" + request.saga_id}});
+                         }));
+    EXPECT_TRUE(bus->run(participant->start()));
+    return std::make_pair(std::move(bus), std::move(participant));
+  };
+  Json request{{"saga_id", "s-1"},         {"saga", "place_order"},
+               {"step", "ship"},           {"attempt", 1},
+               {"compensation", false},    {"idempotency_key", "s-1:ship:1"},
+               {"effect_key", "s-1:ship"}, {"context", Json::object()}};
+  {
+    auto store = SqliteIdempotencyStore::open(store_path);
+    ASSERT_TRUE(store) << store.error().describe();
+    auto [bus, participant] = shipping(*store);
+    auto reply = bus->query("ship_order", request, "shipping", 5s);
+    ASSERT_TRUE(reply) << reply.error().describe();
+    EXPECT_EQ((*reply)["parcel"], "P-s-1");
+    ASSERT_TRUE(bus->stop());
+  }
+  auto reopened = SqliteIdempotencyStore::open(store_path);
+  ASSERT_TRUE(reopened) << reopened.error().describe();
+  auto [bus, participant] = shipping(*reopened);
+  request["attempt"] = 2;
+  request["idempotency_key"] = "s-1:ship:2";
+  auto reply = bus->query("ship_order", request, "shipping", 5s);
+  ASSERT_TRUE(reply) << reply.error().describe();
+  EXPECT_EQ((*reply)["parcel"], "P-s-1");  // the first application's reply
+  ASSERT_TRUE(bus->stop());
+  EXPECT_EQ(applied, 1);
 }
 
 }  // namespace

@@ -36,6 +36,10 @@ struct Capabilities {
   bool headers = false;
   /// Subscriptions may use `*` and `>` wildcards.
   bool wildcard_subscriptions = false;
+  /// The broker drops a message published again with the same id within a window of its own
+  /// (JetStream's duplicate window, SNS FIFO de-duplication): a publisher's retry is not
+  /// delivered twice. Redeliveries still are, so consumers stay idempotent.
+  bool deduplicates_by_id = false;
   /// Largest payload accepted, in bytes; 0 means no limit of its own.
   std::size_t max_payload_bytes = 0;
 

@@ -23,6 +23,9 @@ struct MessagingPatternConfig {
   std::chrono::milliseconds initial_backoff{100};
   std::chrono::milliseconds max_backoff{10'000};
   double backoff_multiplier = 2.0;
+  /// Each redelivery delay is shortened by up to this fraction of itself (0..1), differently
+  /// per message and attempt, so that messages failing together do not come back together.
+  double backoff_jitter = 0.2;
   /// After the last retry, republish to `deadletter.<subject>` with the failure's provenance
   /// instead of dropping it.
   bool dead_letter_enabled = true;

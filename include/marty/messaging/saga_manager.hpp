@@ -11,6 +11,7 @@
 #include <asio/awaitable.hpp>
 
 #include "marty/messaging/event_bus.hpp"
+#include "marty/messaging/idempotency.hpp"
 #include "marty/messaging/saga.hpp"
 #include "marty/messaging/saga_store.hpp"
 
@@ -136,15 +137,25 @@ struct SagaStepRequest {
 /// The participants' side: a service registers what it does for saga steps and how it undoes
 /// it; each effect (a step, or its compensation) is applied once per saga even when the
 /// orchestrator sends it again (a retry after a lost reply, a resend after a crash): a repeat
-/// gets the first success's reply. Failures are not remembered, so a retry runs again.
-/// The memory of applied effects is this process's and bounded (`max_remembered`, oldest
-/// first); it does not survive a restart of the participant.
+/// gets the first success's reply. Failures are not remembered, so a retry runs again; a
+/// repeat arriving while the first is still being applied fails with `aborted` (the
+/// orchestrator's retry policy sends it again).
+///
+/// The memory of applied effects is an IdempotencyStore (keys "<service>/<effect key>"). By
+/// default it is this process's, bounded to `max_remembered` effects (oldest first), and does
+/// not survive a restart; give a SQLite or Redis store to have it survive restarts, or be
+/// shared by every instance of the service.
 class SagaParticipant {
  public:
   using StepHandler = std::function<asio::awaitable<Result<Json>>(SagaStepRequest)>;
 
   SagaParticipant(std::shared_ptr<UnifiedEventBus> bus, std::string service,
                   std::size_t max_remembered = 100'000);
+  /// With `store` remembering applied effects for `keep_for` (make it longer than a saga can
+  /// take to finish, compensation included).
+  SagaParticipant(std::shared_ptr<UnifiedEventBus> bus, std::string service,
+                  std::shared_ptr<IdempotencyStore> store,
+                  std::chrono::milliseconds keep_for = std::chrono::hours(24 * 7));
 
   /// Handles the query `queries.<service>.<action>`.
   void on_step(std::string action, StepHandler handler);

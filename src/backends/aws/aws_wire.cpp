@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "marty/messaging/codec.hpp"
+#include "marty/messaging/detail/backoff.hpp"
 
 namespace marty::messaging::aws {
 namespace {
@@ -23,15 +24,7 @@ bool own_attribute(std::string_view name) {
          name == "ce_time" || name == "content-type";
 }
 
-// FNV-1a, 64 bits: stable across builds and machines (std::hash is not).
-std::uint64_t fnv1a(std::string_view text) {
-  std::uint64_t hash = 14695981039346656037ull;
-  for (unsigned char c : text) {
-    hash ^= c;
-    hash *= 1099511628211ull;
-  }
-  return hash;
-}
+using detail::fnv1a;
 
 // Text AWS carries as a body: valid UTF-8 of the XML character range (no NUL or other control
 // characters but tab, line feed and carriage return).

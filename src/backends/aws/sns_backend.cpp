@@ -53,6 +53,7 @@ class SnsBackend final : public SqsBackend {
     caps_.consumer_groups = true;  // a queue per group: groups fan out, members compete
     caps_.durable_groups = true;   // a group's queue keeps its messages while nobody reads
     // The payload limit is SQS's (set by the base): SNS takes 256 KiB as SQS does.
+    caps_.deduplicates_by_id = config_.fifo_topics && !config_.content_based_deduplication;
   }
 
   asio::awaitable<Result<void>> publish(Message message, PublishOptions options) override {

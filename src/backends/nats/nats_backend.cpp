@@ -23,6 +23,7 @@
 #include <asio/thread_pool.hpp>
 
 #include "marty/messaging/detail/async_signal.hpp"
+#include "marty/messaging/detail/backoff.hpp"
 #include "marty/messaging/detail/offload.hpp"
 #include "marty/messaging/subject.hpp"
 #include "nats_wire.hpp"
@@ -62,10 +63,11 @@ std::int64_t nanos(std::chrono::nanoseconds d) {
   return d.count();
 }
 
+// The names already made on servers (streams, consumers) were hashed from this basis: kept,
+// so that they stay the same.
+constexpr std::uint64_t kNameHashBasis = 1469598103934665603ull;
 std::uint64_t fnv1a(std::string_view text) {
-  std::uint64_t hash = 1469598103934665603ull;
-  for (unsigned char c : text) hash = (hash ^ c) * 1099511628211ull;
-  return hash;
+  return detail::fnv1a(text, kNameHashBasis);
 }
 
 // A JetStream publish waiting for the server's acknowledgement.
@@ -716,6 +718,7 @@ Capabilities capabilities_for(const NatsConfig& config) {
     caps.persistent_replay = true;
     caps.durable_groups = true;
     caps.delayed_redelivery = true;
+    caps.deduplicates_by_id = true;  // every JetStream publish carries Nats-Msg-Id
   }
   return caps;
 }

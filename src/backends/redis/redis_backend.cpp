@@ -34,6 +34,7 @@
 #include "marty/messaging/event_bus.hpp"
 #include "marty/messaging/subject.hpp"
 #include "redis_connection.hpp"
+#include "redis_setup.hpp"
 #include "redis_wire.hpp"
 
 namespace marty::messaging::redis {
@@ -181,70 +182,6 @@ const std::string& script_text(ScriptId id) {
     return out;
   }();
   return texts.at(id);
-}
-
-// ---- Threads -------------------------------------------------------------------------------
-
-// The io threads every Redis connection of the process runs on, started on first use and
-// stopped at exit. Each connection stays on one thread (hiredis contexts are single-threaded);
-// connections are spread over the threads in turn.
-class IoPool {
- public:
-  static IoPool& instance() {
-    static IoPool* pool = [] {
-      auto* p = new IoPool(2);
-      std::atexit([] { instance().stop(); });
-      return p;
-    }();
-    return *pool;
-  }
-  asio::io_context& next() {
-    return *contexts_[next_.fetch_add(1, std::memory_order_relaxed) % contexts_.size()];
-  }
-
- private:
-  explicit IoPool(std::size_t threads) {
-    for (std::size_t i = 0; i < threads; ++i) {
-      contexts_.push_back(std::make_unique<asio::io_context>(1));
-      guards_.emplace_back(asio::make_work_guard(*contexts_.back()));
-    }
-    for (auto& context : contexts_) threads_.emplace_back([&context] { context->run(); });
-  }
-  void stop() {
-    guards_.clear();
-    for (auto& context : contexts_) context->stop();
-    for (auto& thread : threads_) {
-      if (thread.joinable()) thread.join();
-    }
-  }
-
-  std::vector<std::unique_ptr<asio::io_context>> contexts_;
-  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
-  std::vector<std::thread> threads_;
-  std::atomic<std::size_t> next_{0};
-};
-
-// ---- Errors --------------------------------------------------------------------------------
-
-errc code_for_error_reply(std::string_view code) {
-  if (code == "NOPERM" || code == "NOAUTH" || code == "WRONGPASS") return errc::permission_denied;
-  if (code == "OOM") return errc::resource_exhausted;
-  if (code == "LOADING" || code == "BUSY" || code == "READONLY" || code == "MASTERDOWN" ||
-      code == "TRYAGAIN" || code == "CLUSTERDOWN") {
-    return errc::unavailable;
-  }
-  if (code == "NOGROUP") return errc::not_found;
-  return errc::internal;
-}
-
-// A reply as a result: error replies become errors naming `what`.
-Result<Reply> checked(ReplyResult result, std::string_view what) {
-  if (!result) return std::move(result).error().with_context(what);
-  if (result->is_error()) {
-    return redis_error(code_for_error_reply(result->error_code()),
-                       std::string(what) + ": " + result->text);
-  }
-  return result;
 }
 
 std::string millis(milliseconds d) {
@@ -951,61 +888,6 @@ class StreamSubscription final : public Subscription {
 
 // ---- Configuration -------------------------------------------------------------------------
 
-// Applies `config.url` to the other fields.
-Result<void> apply_url(RedisConfig& config) {
-  if (config.url.empty()) return ok();
-  auto parts = detail::parse_url(config.url, "RedisConfig.url");
-  if (!parts) return std::move(parts).error();
-  if (parts->scheme != "redis") {
-    return Error(errc::invalid_argument, "RedisConfig.url: must start with redis://");
-  }
-  config.host = parts->host;
-  if (parts->port) config.port = *parts->port;
-  if (!parts->user.empty() || parts->password) {
-    config.username = parts->user;
-    config.password = parts->password.value_or("");
-  }
-  if (parts->path && !parts->path->empty()) {
-    const std::string& db = *parts->path;
-    auto [end, ec] = std::from_chars(db.data(), db.data() + db.size(), config.database);
-    if (ec != std::errc() || end != db.data() + db.size()) {
-      return Error(errc::invalid_argument, "RedisConfig.url: database is not a number");
-    }
-  }
-  return ok();
-}
-
-Result<void> validate(const RedisConfig& c) {
-  auto bad = [](std::string_view field, std::string why) {
-    return Error(errc::invalid_argument, "RedisConfig." + std::string(field) + " " + why);
-  };
-  if (c.host.empty()) return bad("host", "is empty");
-  if (c.port <= 0 || c.port > 65535) return bad("port", "must be 1..65535");
-  if (c.database < 0) return bad("database", "must not be negative");
-  if (c.connect_timeout.count() <= 0) return bad("connect_timeout", "must be positive");
-  if (c.reconnect_wait.count() <= 0) return bad("reconnect_wait", "must be positive");
-  if (c.outage_wait.count() < 0) return bad("outage_wait", "must not be negative");
-  for (char ch : c.key_prefix) {
-    if (std::isspace(static_cast<unsigned char>(ch)) ||
-        std::iscntrl(static_cast<unsigned char>(ch))) {
-      return bad("key_prefix", "must not contain white space or control characters");
-    }
-  }
-  for (char ch : c.client_name) {
-    if (std::isspace(static_cast<unsigned char>(ch)) ||
-        std::iscntrl(static_cast<unsigned char>(ch))) {
-      return bad("client_name", "must not contain white space or control characters");
-    }
-  }
-  if (c.max_stream_length < 0) return bad("max_stream_length", "must not be negative");
-  if (c.visibility_timeout.count() <= 0) return bad("visibility_timeout", "must be positive");
-  if (c.reclaim_interval.count() <= 0) return bad("reclaim_interval", "must be positive");
-  if (c.max_deliveries < 0) return bad("max_deliveries", "must not be negative");
-  if (c.prefetch <= 0) return bad("prefetch", "must be positive");
-  if (c.block_timeout.count() <= 0) return bad("block_timeout", "must be positive");
-  return ok();
-}
-
 // The group's last-delivered ID that makes a new group start at `start`.
 std::string group_start(const StartPosition& start) {
   switch (start.kind) {
@@ -1069,16 +951,7 @@ class RedisBackend final : public Backend {
     RedisConfig& config = core_->config;
     if (auto applied = apply_url(config); !applied) co_return applied;
     if (auto valid = validate(config); !valid) co_return valid;
-    ConnectionOptions& options = core_->connection_options;
-    options.host = config.host;
-    options.port = config.port;
-    options.database = config.database;
-    options.username = config.username;
-    options.password = config.password;
-    options.client_name = config.client_name;
-    options.connect_timeout = config.connect_timeout;
-    options.reconnect_wait = config.reconnect_wait;
-    options.outage_wait = config.outage_wait;
+    core_->connection_options = connection_options_for(config);
 
     auto commands = core_->open_connection("commands");
     // The hub's callbacks are set before the connection starts: its thread reads them.

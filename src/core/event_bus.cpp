@@ -3,15 +3,20 @@
 #include "trace_spans.hpp"
 
 #include <algorithm>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <unordered_map>
 
 #include <spdlog/spdlog.h>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
+#include <asio/post.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 
@@ -105,6 +110,7 @@ struct Worker {
   std::shared_ptr<MessagingMetrics> metrics;  // keeps `counters` alive
   MessagingMetrics::SubscriptionCounters* counters = nullptr;
   std::shared_ptr<Tracer> tracer;
+  HandlerOptions handler_options;
 
   void count_delivery(const Delivery& delivery) const {
     counters->delivered.fetch_add(1, std::memory_order_relaxed);
@@ -354,41 +360,183 @@ asio::awaitable<Result<R>> call_handler(Fn& handler, Arg argument) {
   }
 }
 
-// The hot path: receive, handle, settle. Written without helper coroutines (each would cost a
-// frame per message).
-asio::awaitable<void> run_message_worker(ImplPtr impl, WorkerPtr worker,
-                                         std::shared_ptr<MessageHandler> handler) {
+// A handler call racing its timeout (HandlerOptions::timeout). The call runs as a coroutine of
+// its own on a strand, so that the timeout can cancel it from the strand (asio's cancellation
+// signals are not thread-safe); `done` wakes the waiter when it ends.
+struct TimedCall {
+  std::mutex mutex;
+  std::optional<Result<void>> outcome;
+  SignalPtr done = AsyncSignal::create();
+  asio::cancellation_signal cancel;
+};
+
+asio::awaitable<void> run_timed_call(std::shared_ptr<MessageHandler> handler, Message message,
+                                     std::shared_ptr<TimedCall> call) {
+  Result<void> outcome;
+  try {
+    outcome = co_await (*handler)(std::move(message));
+  } catch (...) {
+    outcome = error_from_handler_exception();
+  }
+  {
+    std::lock_guard lock(call->mutex);
+    call->outcome = std::move(outcome);
+  }
+  call->done->notify();
+}
+
+asio::awaitable<Result<void>> call_with_timeout(std::shared_ptr<MessageHandler> handler,
+                                                Message message, milliseconds timeout,
+                                                std::string subject) {
+  auto call = std::make_shared<TimedCall>();
+  auto strand = asio::make_strand(co_await asio::this_coro::executor);
+  auto slot = asio::bind_cancellation_slot(call->cancel.slot(), asio::detached);
+  asio::co_spawn(strand, run_timed_call(std::move(handler), std::move(message), call),
+                 std::move(slot));
+  const auto deadline = SteadyClock::now() + timeout;
   while (true) {
-    auto received = co_await worker->subscription->receive();
-    if (!received) {
-      if (received.error().is(errc::cancelled)) break;
-      logger().warn("receive on {} failed, retrying: {}", worker->subject,
-                    received.error().describe());
-      co_await sleep_for(kReceiveErrorBackoff);
-      continue;
+    {
+      std::lock_guard lock(call->mutex);
+      if (call->outcome) co_return std::move(*call->outcome);
     }
-    std::unique_ptr<Delivery> delivery = std::move(*received);
-    worker->count_delivery(*delivery);
-    Result<void> outcome;
-    Message message = delivery->message();
-    auto span = detail::start_consumer_span(message, worker->backend->name(), worker->tracer);
-    const auto started = SteadyClock::now();
+    if (!co_await call->done->wait(deadline)) break;
+  }
+  {
+    std::lock_guard lock(call->mutex);
+    if (call->outcome) co_return std::move(*call->outcome);
+  }
+  asio::post(strand, [call] { call->cancel.emit(asio::cancellation_type::terminal); });
+  co_return Error(errc::deadline_exceeded, "the handler for " + subject + " ran longer than its " +
+                                               std::to_string(timeout.count()) +
+                                               " ms timeout and was cancelled");
+}
+
+// Handles one delivery and settles it: ack on success, else retry or dead-letter.
+asio::awaitable<void> handle_delivery(WorkerPtr worker, std::shared_ptr<MessageHandler> handler,
+                                      std::unique_ptr<Delivery> delivery) {
+  worker->count_delivery(*delivery);
+  Result<void> outcome;
+  Message message = delivery->message();
+  auto span = detail::start_consumer_span(message, worker->backend->name(), worker->tracer);
+  const auto started = SteadyClock::now();
+  const milliseconds timeout = worker->handler_options.timeout;
+  if (timeout.count() > 0) {
+    outcome = co_await call_with_timeout(handler, std::move(message), timeout, worker->subject);
+  } else {
     try {
       outcome = co_await (*handler)(std::move(message));
     } catch (...) {
       outcome = error_from_handler_exception();
     }
-    worker->counters->observe_handler(SteadyClock::now() - started);
-    detail::end_span(worker->tracer, span, outcome ? nullptr : &outcome.error());
-    if (outcome) {
-      auto acked = co_await delivery->ack();
-      warn_if_failed(acked, "ack", worker->subject);
-      worker->count(&MessagingMetrics::SubscriptionCounters::acked);
-    } else {
-      co_await settle_failure(worker, *delivery, std::move(outcome).error());
+  }
+  worker->counters->observe_handler(SteadyClock::now() - started);
+  detail::end_span(worker->tracer, span, outcome ? nullptr : &outcome.error());
+  if (outcome) {
+    auto acked = co_await delivery->ack();
+    warn_if_failed(acked, "ack", worker->subject);
+    worker->count(&MessagingMetrics::SubscriptionCounters::acked);
+  } else {
+    co_await settle_failure(worker, *delivery, std::move(outcome).error());
+  }
+}
+
+// Handler calls of one worker running at once (HandlerOptions::concurrency), and the
+// deliveries waiting behind another of their partition key (ordered_by_key). Used on the
+// bus's executor only, under `mutex` (the executor may have several threads).
+struct InFlight {
+  std::mutex mutex;
+  std::size_t count = 0;  // received and not yet settled, waiting ones included
+  std::unordered_map<std::string, std::deque<std::unique_ptr<Delivery>>> waiting;  // by busy key
+  SignalPtr settled = AsyncSignal::create();  // the worker's loop waits on it
+};
+
+// Handles `delivery`, then the deliveries that waited behind it for its key, one by one.
+asio::awaitable<void> handle_key_in_order(WorkerPtr worker, std::shared_ptr<MessageHandler> handler,
+                                          std::shared_ptr<InFlight> in_flight,
+                                          std::unique_ptr<Delivery> delivery, std::string key) {
+  while (delivery) {
+    co_await handle_delivery(worker, handler, std::move(delivery));
+    {
+      std::lock_guard lock(in_flight->mutex);
+      --in_flight->count;
+      if (!key.empty()) {
+        auto queue = in_flight->waiting.find(key);
+        if (queue->second.empty()) {
+          in_flight->waiting.erase(queue);
+        } else {
+          delivery = std::move(queue->second.front());
+          queue->second.pop_front();
+        }
+      }
     }
+    in_flight->settled->notify();
+  }
+}
+
+// Receives, and hands each delivery to a coroutine of its own while fewer than `concurrency`
+// are unsettled; a delivery whose key is busy waits for it. After the subscription closes,
+// waits until every delivery taken is settled (stop() drains through this).
+asio::awaitable<void> run_concurrent_worker(ImplPtr impl, WorkerPtr worker,
+                                            std::shared_ptr<MessageHandler> handler) {
+  const std::size_t limit = std::max<std::size_t>(1, worker->handler_options.concurrency);
+  const bool ordered = worker->handler_options.ordered_by_key;
+  auto in_flight = std::make_shared<InFlight>();
+  auto executor = co_await asio::this_coro::executor;
+  while (true) {
+    while (true) {
+      {
+        std::lock_guard lock(in_flight->mutex);
+        if (in_flight->count < limit) break;
+      }
+      co_await in_flight->settled->wait();
+    }
+    std::unique_ptr<Delivery> delivery = co_await next_delivery(worker);
+    if (!delivery) break;
+    std::string key = ordered ? delivery->message().metadata().partition_key : std::string();
+    {
+      std::lock_guard lock(in_flight->mutex);
+      ++in_flight->count;
+      if (!key.empty()) {
+        auto placed = in_flight->waiting.try_emplace(key);
+        if (!placed.second) {  // the key is busy: this one waits behind it
+          placed.first->second.push_back(std::move(delivery));
+          continue;
+        }
+      }
+    }
+    asio::co_spawn(
+        executor,
+        handle_key_in_order(worker, handler, in_flight, std::move(delivery), std::move(key)),
+        asio::detached);
+  }
+  while (true) {
+    {
+      std::lock_guard lock(in_flight->mutex);
+      if (in_flight->count == 0) break;
+    }
+    co_await in_flight->settled->wait();
   }
   impl->worker_ended(*worker);
+}
+
+// The hot path: receive, handle, settle, one at a time, with no timeout.
+asio::awaitable<void> run_sequential_worker(ImplPtr impl, WorkerPtr worker,
+                                            std::shared_ptr<MessageHandler> handler) {
+  while (true) {
+    std::unique_ptr<Delivery> delivery = co_await next_delivery(worker);
+    if (!delivery) break;
+    co_await handle_delivery(worker, handler, std::move(delivery));
+  }
+  impl->worker_ended(*worker);
+}
+
+asio::awaitable<void> run_message_worker(ImplPtr impl, WorkerPtr worker,
+                                         std::shared_ptr<MessageHandler> handler) {
+  if (worker->handler_options.concurrency > 1 || worker->handler_options.timeout.count() > 0) {
+    co_await run_concurrent_worker(std::move(impl), std::move(worker), std::move(handler));
+  } else {
+    co_await run_sequential_worker(std::move(impl), std::move(worker), std::move(handler));
+  }
 }
 
 Message make_reply(const Message& request, Result<Json> outcome) {
@@ -1072,9 +1220,44 @@ Result<Subjects> service_subjects(const std::vector<std::string>& types, std::st
 
 }  // namespace
 
+namespace {
+
+Result<void> check_handler_options(std::string_view operation, const HandlerOptions& options) {
+  if (options.concurrency < 1 || options.concurrency > 65'536) {
+    return Error(errc::invalid_argument, std::string(operation) +
+                                             ": HandlerOptions.concurrency must be 1..65536, not " +
+                                             std::to_string(options.concurrency));
+  }
+  if (options.timeout.count() < 0) {
+    return Error(errc::invalid_argument,
+                 std::string(operation) + ": HandlerOptions.timeout must not be negative");
+  }
+  return ok();
+}
+
+WorkerRunner message_runner(const ImplPtr& impl, MessageHandler handler, HandlerOptions options) {
+  auto shared = std::make_shared<MessageHandler>(std::move(handler));
+  return [impl, shared, options](WorkerPtr worker) {
+    worker->handler_options = options;
+    return run_message_worker(impl, std::move(worker), shared);
+  };
+}
+
+}  // namespace
+
 asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::subscribe_to_events(
     std::vector<std::string> event_types, MessageHandler handler, std::string consumer_group) {
+  co_return co_await subscribe_to_events(std::move(event_types), std::move(handler),
+                                         std::move(consumer_group), HandlerOptions());
+}
+
+asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::subscribe_to_events(
+    std::vector<std::string> event_types, MessageHandler handler, std::string consumer_group,
+    HandlerOptions options) {
   if (!handler) co_return Error(errc::invalid_argument, "subscribe_to_events: handler is empty");
+  if (auto valid = check_handler_options("subscribe_to_events", options); !valid) {
+    co_return std::move(valid).error();
+  }
   if (auto valid = validate_names(event_types, "event type", true); !valid) {
     co_return std::move(valid).error();
   }
@@ -1085,10 +1268,7 @@ asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::subscribe_to_events(
   }
   Subjects subjects;
   for (auto& type : event_types) subjects.emplace_back(subject::for_event(type), type);
-  auto shared = std::make_shared<MessageHandler>(std::move(handler));
-  WorkerRunner run = [impl = impl_, shared](WorkerPtr worker) {
-    return run_message_worker(impl, std::move(worker), shared);
-  };
+  WorkerRunner run = message_runner(impl_, std::move(handler), std::move(options));
   co_return co_await register_workers(impl_, std::move(subjects), MessagingPattern::pub_sub,
                                       std::move(consumer_group), DestinationKind::topic,
                                       StartPosition(), std::move(run));
@@ -1096,14 +1276,21 @@ asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::subscribe_to_events(
 
 asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::handle_commands(
     std::vector<std::string> command_types, MessageHandler handler, std::string service_name) {
+  co_return co_await handle_commands(std::move(command_types), std::move(handler),
+                                     std::move(service_name), HandlerOptions());
+}
+
+asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::handle_commands(
+    std::vector<std::string> command_types, MessageHandler handler, std::string service_name,
+    HandlerOptions options) {
   if (!handler) co_return Error(errc::invalid_argument, "handle_commands: handler is empty");
+  if (auto valid = check_handler_options("handle_commands", options); !valid) {
+    co_return std::move(valid).error();
+  }
   auto subjects =
       service_subjects(command_types, "command type", service_name, &subject::for_command);
   if (!subjects) co_return std::move(subjects).error();
-  auto shared = std::make_shared<MessageHandler>(std::move(handler));
-  WorkerRunner run = [impl = impl_, shared](WorkerPtr worker) {
-    return run_message_worker(impl, std::move(worker), shared);
-  };
+  WorkerRunner run = message_runner(impl_, std::move(handler), std::move(options));
   co_return co_await register_workers(impl_, std::move(*subjects), MessagingPattern::point_to_point,
                                       std::move(service_name), DestinationKind::topic,
                                       StartPosition(), std::move(run));

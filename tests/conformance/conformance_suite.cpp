@@ -7,6 +7,11 @@
 #include <set>
 #include <thread>
 
+#include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+
 #include "../support/prometheus_text.hpp"
 #include "../support/test_loop.hpp"
 #include "conformance.hpp"
@@ -368,6 +373,125 @@ TEST_P(Conformance, InstancesSharingAStoreHandleACommandOnce) {
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(got.size(), 5u);
   EXPECT_EQ(got.ids(), sent_ids);
+}
+
+// HandlerOptions.concurrency: a slow message no longer holds back the ones after it, and
+// stop() still waits for it.
+TEST_P(Conformance, ConcurrentHandlersLetOthersPassASlowMessage) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
+  // Declared before the buses: their handlers use it, so it must outlive them.
+  Recorder got;
+  std::atomic<bool> release{false}, slow_done{false};
+  MessageHandler handler = [&](Message m) -> asio::awaitable<Result<void>> {
+    if (m.json().at("name") == "slow") {
+      asio::steady_timer timer(co_await asio::this_coro::executor);
+      while (!release) {
+        timer.expires_after(5ms);
+        co_await timer.async_wait(asio::use_awaitable);
+      }
+      slow_done = true;
+    }
+    got.add(m);
+    co_return ok();
+  };
+  auto consumer = make_bus();
+  auto producer = make_bus();
+  const std::string type = unique("mixed");
+  HandlerOptions options;
+  options.concurrency = 4;
+  ASSERT_TRUE(consumer->subscribe_to_events({type}, handler, "", options));
+  ASSERT_TRUE(producer->publish_event(type, {{"name", "slow"}}));
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(producer->publish_event(type, {{"name", "fast"}}));
+  ASSERT_TRUE(eventually([&] { return got.size() == 10; }, 20s)) << got.size();
+  EXPECT_FALSE(slow_done.load()) << "the fast messages waited for the slow one";
+  release = true;
+  ASSERT_TRUE(eventually([&] { return got.size() == 11; }));
+  auto stopped = consumer->stop();
+  EXPECT_TRUE(stopped) << stopped.error().describe();
+}
+
+// With concurrency, messages of one partition key are still handled one at a time, in order,
+// however long each takes; other keys go on meanwhile.
+TEST_P(Conformance, PerKeyOrderHoldsUnderConcurrency) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
+  REQUIRE_CAPABILITY(caps().ordering != Ordering::none, "per-key ordering");
+  constexpr int kPerKey = 30;
+  // Declared before the buses: their handlers use it, so it must outlive them.
+  std::mutex mutex;
+  std::map<std::string, std::vector<int>> seen;
+  std::map<std::string, int> running;
+  std::atomic<int> overlaps{0};
+  MessageHandler handler = [&](Message m) -> asio::awaitable<Result<void>> {
+    const std::string key = m.metadata().partition_key;
+    {
+      std::lock_guard lock(mutex);
+      if (++running[key] > 1) ++overlaps;
+    }
+    // Earlier messages take longer, so that without the per-key gate later ones would overtake.
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    timer.expires_after(std::chrono::milliseconds(kPerKey - m.json().at("n").get<int>()) / 3);
+    co_await timer.async_wait(asio::use_awaitable);
+    std::lock_guard lock(mutex);
+    --running[key];
+    seen[key].push_back(m.json().at("n").get<int>());
+    co_return ok();
+  };
+  auto consumer = make_bus();
+  auto producer = make_bus();
+  const std::string type = unique("keyed");
+  HandlerOptions options;
+  options.concurrency = 8;
+  ASSERT_TRUE(consumer->subscribe_to_events({type}, handler, "", options));
+  for (int n = 0; n < kPerKey; ++n) {
+    for (const std::string key : {"a", "b", "c"}) {
+      MessageMetadata metadata;
+      metadata.partition_key = key;
+      ASSERT_TRUE(producer->publish_event(type, {{"n", n}}, metadata));
+    }
+  }
+  ASSERT_TRUE(eventually(
+      [&] {
+        std::lock_guard lock(mutex);
+        return seen["a"].size() + seen["b"].size() + seen["c"].size() == 3 * kPerKey;
+      },
+      20s));
+  std::vector<int> in_order(kPerKey);
+  for (int n = 0; n < kPerKey; ++n) in_order[static_cast<std::size_t>(n)] = n;
+  std::lock_guard lock(mutex);
+  for (const std::string key : {"a", "b", "c"}) EXPECT_EQ(seen[key], in_order) << key;
+  EXPECT_EQ(overlaps.load(), 0);
+}
+
+// HandlerOptions.timeout: a call that runs too long is cancelled and fails, so the message is
+// retried like any failure.
+TEST_P(Conformance, HandlerTimeoutCancelsTheCallAndRetries) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::point_to_point), "commands");
+  REQUIRE_CAPABILITY(caps().delivery != DeliveryGuarantee::at_most_once, "at-least-once delivery");
+  REQUIRE_ENVIRONMENT_SHOWS("redelivery");
+  const std::string service = unique("slowpoke");
+  // Declared before the buses: their handlers use it, so it must outlive them.
+  std::atomic<int> calls{0}, cancelled{0}, succeeded{0};
+  MessageHandler handler = [&](Message) -> asio::awaitable<Result<void>> {
+    if (++calls == 1) {
+      asio::steady_timer timer(co_await asio::this_coro::executor);
+      timer.expires_after(30s);
+      asio::error_code ec;
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (ec == asio::error::operation_aborted) ++cancelled;
+      co_return Error(errc::internal, "woke up");
+    }
+    ++succeeded;
+    co_return ok();
+  };
+  auto consumer = make_bus(service);
+  HandlerOptions options;
+  options.timeout = 200ms;
+  ASSERT_TRUE(consumer->handle_commands({"work"}, handler, service, options));
+  auto sender = make_bus("orders");
+  ASSERT_TRUE(sender->send_command("work", {{"job", 1}}, service));
+  ASSERT_TRUE(eventually([&] { return succeeded.load() == 1; }, 20s)) << calls.load();
+  ASSERT_TRUE(eventually([&] { return cancelled.load() == 1; }));
+  EXPECT_EQ(calls.load(), 2);
 }
 
 TEST_P(Conformance, NackStormDoesNotWedgeDelivery) {

@@ -62,6 +62,24 @@ TEST(EventBusTest, RunsOnTheMemoryBackendByDefault) {
   ASSERT_NE(bus.bus().backend(MessageBackendType::memory), nullptr);
 }
 
+TEST(EventBusTest, BadHandlerOptionsAreRefusedNamingTheField) {
+  BlockingEventBus bus;
+  ASSERT_TRUE(bus.start());
+  auto handler = sync_handler([](const Message&) -> Result<void> { return ok(); });
+  HandlerOptions none;
+  none.concurrency = 0;
+  auto refused = bus.subscribe_to_events({"x"}, handler, "", none);
+  ASSERT_FALSE(refused);
+  EXPECT_TRUE(refused.error().is(errc::invalid_argument));
+  EXPECT_NE(refused.error().message().find("HandlerOptions.concurrency"), std::string::npos);
+  HandlerOptions backwards;
+  backwards.timeout = std::chrono::milliseconds(-1);
+  refused = bus.handle_commands({"y"}, handler, "svc", backwards);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("HandlerOptions.timeout"), std::string::npos);
+  ASSERT_TRUE(bus.stop());
+}
+
 TEST(EventBusTest, NothingWorksBeforeStartOrAfterStop) {
   BlockingEventBus bus;
   auto early = bus.publish_event("x", 1);

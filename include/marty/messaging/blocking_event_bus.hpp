@@ -67,9 +67,19 @@ class BlockingEventBus {
                                              std::string group = {}) {
     return run(bus_->subscribe_to_events(std::move(types), std::move(handler), std::move(group)));
   }
+  Result<SubscriptionId> subscribe_to_events(std::vector<std::string> types, MessageHandler handler,
+                                             std::string group, HandlerOptions options) {
+    return run(bus_->subscribe_to_events(std::move(types), std::move(handler), std::move(group),
+                                         std::move(options)));
+  }
   Result<SubscriptionId> handle_commands(std::vector<std::string> types, MessageHandler handler,
                                          std::string service) {
     return run(bus_->handle_commands(std::move(types), std::move(handler), std::move(service)));
+  }
+  Result<SubscriptionId> handle_commands(std::vector<std::string> types, MessageHandler handler,
+                                         std::string service, HandlerOptions options) {
+    return run(bus_->handle_commands(std::move(types), std::move(handler), std::move(service),
+                                     std::move(options)));
   }
   Result<SubscriptionId> handle_queries(std::vector<std::string> types, QueryHandler handler,
                                         std::string service) {

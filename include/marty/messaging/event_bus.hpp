@@ -65,6 +65,25 @@ struct StreamOptions {
   StartPosition start = StartPosition::new_messages();
 };
 
+/// How a registration runs its handler. Not an aggregate on purpose (GCC 12 coroutine bug; see
+/// MessageMetadata).
+struct HandlerOptions {
+  HandlerOptions() {}  // NOLINT(modernize-use-equals-default)
+
+  /// Handler calls in flight at once, per subscribed subject. 1: one at a time, in delivery
+  /// order. More: a slow message no longer holds back the others (the broker's prefetch bounds
+  /// how many it hands out at once).
+  std::size_t concurrency = 1;
+  /// With concurrency above 1: messages with the same `partition_key` are still handled one at
+  /// a time, in the order they were delivered (messages without a key are not held back).
+  bool ordered_by_key = true;
+  /// A handler call still running after this fails with `deadline_exceeded` (so its message
+  /// is retried, then dead-lettered, like any failure) and is cancelled: its next wait on an
+  /// asio operation ends with `operation_aborted`. A handler that blocks without waiting
+  /// cannot be stopped; it runs on, and its outcome is ignored. 0: no limit.
+  std::chrono::milliseconds timeout{0};
+};
+
 /// The one API for every pattern, over any registered backends.
 ///
 /// Lifecycle: configure (register_backend, set_default_backend, route, update_pattern_config),
@@ -151,10 +170,19 @@ class UnifiedEventBus : public std::enable_shared_from_this<UnifiedEventBus> {
   asio::awaitable<Result<SubscriptionId>> subscribe_to_events(std::vector<std::string> event_types,
                                                               MessageHandler handler,
                                                               std::string consumer_group = {});
+  /// Same, with concurrency, per-key order and a timeout (HandlerOptions).
+  asio::awaitable<Result<SubscriptionId>> subscribe_to_events(std::vector<std::string> event_types,
+                                                              MessageHandler handler,
+                                                              std::string consumer_group,
+                                                              HandlerOptions options);
   /// Handles `commands.<service>.<type>`; instances of one service compete for commands.
   asio::awaitable<Result<SubscriptionId>> handle_commands(std::vector<std::string> command_types,
                                                           MessageHandler handler,
                                                           std::string service_name);
+  asio::awaitable<Result<SubscriptionId>> handle_commands(std::vector<std::string> command_types,
+                                                          MessageHandler handler,
+                                                          std::string service_name,
+                                                          HandlerOptions options);
   /// Answers `queries.<service>.<type>`; instances of one service share the queries.
   asio::awaitable<Result<SubscriptionId>> handle_queries(std::vector<std::string> query_types,
                                                          QueryHandler handler,

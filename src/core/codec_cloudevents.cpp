@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "marty/messaging/codec.hpp"
+#include "marty/messaging/detail/json_text.hpp"
 #include "marty/messaging/subject.hpp"
 
 namespace marty::messaging::codec {
@@ -384,8 +385,7 @@ Result<MessageMetadata> decode_attributes(ReceivedAttributes attributes, Attribu
   if (packed) {
     const std::string bad = where(kMartyHeaders) + " must be a JSON object of strings";
     if (!packed->is_string()) return invalid(bad);
-    Json object = Json::parse(packed->get_ref<const std::string&>(), nullptr,
-                              /*allow_exceptions=*/false);
+    Json object = detail::parse_json_text(packed->get_ref<const std::string&>());
     if (!object.is_object()) return invalid(bad);
     for (auto& [name, value] : object.items()) {
       if (!value.is_string()) return invalid(bad);
@@ -457,7 +457,7 @@ std::string encode_structured(const Message& message) {
     // JSON bytes go in `data` as they are (validated unless already known to be JSON); any
     // other payload in `data_base64`.
     const bool as_json = is_json_media_type(message.metadata().content_type) &&
-                         (message.payload()->known_json() || Json::accept(bytes));
+                         (message.payload()->known_json() || detail::is_json_text(bytes));
     if (as_json) {
       text += ",\"data\":";
       text += bytes;
@@ -630,7 +630,7 @@ std::optional<Result<Message>> decode_flat(FlatEventReader::Event event) {
     if (!bytes) return invalid("attribute 'data_base64' is not valid base64");
     payload = std::make_shared<const Payload>(std::move(*bytes));
   } else if (event.data) {
-    if (!Json::accept(*event.data)) return invalid("data is not valid JSON");
+    if (!detail::is_json_text(*event.data)) return invalid("data is not valid JSON");
     // The JSON event format: data without datacontenttype is JSON.
     if (metadata->content_type.empty()) metadata->content_type = "application/json";
     payload = std::make_shared<const Payload>(std::string(*event.data));
@@ -646,7 +646,7 @@ Result<Message> decode_structured(std::string_view text) {
   if (auto event = FlatEventReader(text).read()) {
     if (auto decoded = decode_flat(std::move(*event))) return std::move(*decoded);
   }
-  Json event = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  Json event = detail::parse_json_text(text);
   if (event.is_discarded()) return invalid("structured event is not valid JSON");
   if (!event.is_object()) return invalid("structured event must be a JSON object");
 

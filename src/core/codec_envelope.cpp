@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "marty/messaging/codec.hpp"
+#include "marty/messaging/detail/json_text.hpp"
 
 namespace marty::messaging::codec {
 namespace {
@@ -156,7 +157,7 @@ Result<std::string> encode_envelope(const Message& message) {
 }
 
 Result<Message> decode_envelope(std::string_view text) {
-  Json envelope = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  Json envelope = detail::parse_json_text(text);
   if (envelope.is_discarded()) return invalid("not valid JSON");
   if (!envelope.is_object()) return invalid("must be a JSON object");
   const auto data = envelope.find("data");

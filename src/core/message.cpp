@@ -32,6 +32,11 @@ Payload::~Payload() = default;
 Result<std::reference_wrapper<const Json>> Payload::json() const {
   Parsed& parsed = *parsed_;
   std::call_once(parsed.once, [&] {
+    // nlohmann's parser would take a NUL byte for the end of the text and drop the rest.
+    if (const auto nul = bytes_.find('\0'); nul != std::string::npos) {
+      parsed.error = "payload is not valid JSON: a NUL byte at offset " + std::to_string(nul);
+      return;
+    }
     try {
       parsed.value = Json::parse(bytes_);
       parsed.valid.store(true, std::memory_order_release);
@@ -272,6 +277,15 @@ Result<Clock::time_point> parse_rfc3339(std::string_view text) {
   const long long days =
       days_from_civil(year, static_cast<unsigned>(month), static_cast<unsigned>(day));
   const long long secs = days * 86400 + hour * 3600LL + minute * 60LL + second - offset_seconds;
+  // The clock counts nanoseconds in 64 bits: about the years 1678 to 2261.
+  using std::chrono::seconds;
+  constexpr long long kEarliest =
+      std::chrono::duration_cast<seconds>(Clock::duration::min()).count() + 1;
+  constexpr long long kLatest =
+      std::chrono::duration_cast<seconds>(Clock::duration::max()).count() - 1;
+  if (secs < kEarliest || secs > kLatest) {
+    return bad("outside the years this system's clock can hold (1678 to 2261)");
+  }
   return Clock::time_point(std::chrono::duration_cast<Clock::duration>(
       std::chrono::microseconds(secs * 1'000'000 + micros)));
 }

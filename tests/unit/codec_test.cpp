@@ -647,5 +647,40 @@ TEST(CodecEnvelopeTest, RejectsWronglyTypedFields) {
   }
 }
 
+// Found by fuzzing (tests/fuzz): JSON's parser took a NUL byte for the end of the text, so bytes
+// after it were silently dropped and structured mode wrote them into `data` as broken JSON.
+TEST(CodecJsonTextTest, ANulByteIsNeverTakenForTheEndOfJson) {
+  const std::string bytes("{\"a\":1}\0junk", 12);
+  auto payload = std::make_shared<const Payload>(bytes);
+  auto parsed = payload->json();
+  ASSERT_FALSE(parsed);
+  EXPECT_NE(parsed.error().message().find("NUL byte at offset 7"), std::string::npos);
+  MessageMetadata metadata;
+  metadata.message_id = "m";
+  metadata.message_type = "t";
+  Message message(metadata, payload);  // content type: JSON, which the bytes are not
+  auto decoded = decode_structured(encode_structured(message));
+  ASSERT_TRUE(decoded) << decoded.error().describe();
+  EXPECT_EQ(decoded->bytes(), bytes);  // carried whole, in data_base64
+  EXPECT_FALSE(
+      decode_structured(std::string("{\"specversion\":\"1.0\",\"id\":\"x\",\"type\":\"t\","
+                                    "\"source\":\"s\"}\0",
+                                    55)));
+  EXPECT_FALSE(decode_envelope(std::string("{\"data\":1}\0", 11)));
+}
+
+// Found by fuzzing: a time beyond what the clock holds overflowed instead of being refused.
+TEST(CodecJsonTextTest, TimesTheClockCannotHoldAreRefused) {
+  EXPECT_TRUE(parse_rfc3339("2261-12-31T23:59:59Z"));
+  EXPECT_TRUE(parse_rfc3339("1678-01-01T00:00:00Z"));
+  for (const char* text :
+       {"9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "2262-05-01T00:00:00Z"}) {
+    auto parsed = parse_rfc3339(text);
+    ASSERT_FALSE(parsed) << text;
+    EXPECT_TRUE(parsed.error().is(errc::invalid_argument));
+    EXPECT_NE(parsed.error().message().find("1678 to 2261"), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace marty::messaging::codec

@@ -7,6 +7,7 @@
 
 #include "marty/messaging/codec.hpp"
 #include "marty/messaging/detail/backoff.hpp"
+#include "marty/messaging/detail/json_text.hpp"
 
 namespace marty::messaging::aws {
 namespace {
@@ -155,7 +156,7 @@ Result<Message> from_aws(std::string_view subject, std::string body, const Attri
     if (name == kBodyEncoding) {
       encoded = value == "base64";
     } else if (name == kExtensions) {
-      Json extensions = Json::parse(value, nullptr, false);
+      Json extensions = detail::parse_json_text(value);
       if (!extensions.is_object()) {
         return Error(errc::invalid_argument,
                      "message attribute 'ce_extensions' is not a JSON object");

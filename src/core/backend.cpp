@@ -7,4 +7,17 @@ asio::awaitable<Result<Message>> Backend::request(Message /*message*/,
   co_return Error(errc::unimplemented, "backend has no native request/reply", std::string(name()));
 }
 
+asio::awaitable<Result<std::vector<Message>>> Backend::read_dead_letters(
+    std::string /*dead_letter_subject*/, std::size_t /*limit*/,
+    SteadyClock::time_point /*deadline*/) {
+  co_return Error(errc::unimplemented, "backend cannot list its dead letters", std::string(name()));
+}
+
+asio::awaitable<Result<std::size_t>> Backend::remove_dead_letters(
+    std::string /*dead_letter_subject*/, std::set<std::string> /*ids*/,
+    SteadyClock::time_point /*deadline*/) {
+  co_return Error(errc::unimplemented, "backend cannot remove its dead letters",
+                  std::string(name()));
+}
+
 }  // namespace marty::messaging

@@ -1,5 +1,6 @@
 #include "marty/messaging/event_bus.hpp"
 
+#include "dead_letter_admin.hpp"
 #include "trace_spans.hpp"
 
 #include <algorithm>
@@ -95,6 +96,10 @@ Message undecodable_dead_letter(std::string_view subject, std::string raw, std::
   headers[std::string(headers::kDeadLetterReason)] = std::move(reason);
   headers[std::string(headers::kDeadLetterSubject)] = std::string(subject);
   headers[std::string(headers::kDeadLetterAttempts)] = "1";
+  headers[std::string(headers::kDeadLetterId)] = make_uuid_v7();
+  const std::string now = format_rfc3339(*metadata.time);
+  headers[std::string(headers::kDeadLetterTime)] = now;
+  headers[std::string(headers::kDeadLetterFirstFailure)] = now;
   return Message(std::move(metadata), std::make_shared<const Payload>(std::move(raw)),
                  dead_letter_subject(subject));
 }
@@ -104,6 +109,8 @@ struct Worker {
   std::shared_ptr<Backend> backend;
   std::shared_ptr<Subscription> subscription;
   std::string subject;
+  std::string group;  // the consumer group or service; empty for a private subscription
+  MessagingPattern pattern = MessagingPattern::pub_sub;
   MessagingPatternConfig config;
   SignalPtr registration_done;  // notified when this worker ends
   std::atomic<bool> finished{false};
@@ -111,6 +118,33 @@ struct Worker {
   MessagingMetrics::SubscriptionCounters* counters = nullptr;
   std::shared_ptr<Tracer> tracer;
   HandlerOptions handler_options;
+
+  // When each message now waiting for a redelivery first failed here, for the dead letter's
+  // first-failure time. Best effort: a redelivery that goes to another instance starts afresh
+  // there, and the oldest entries are forgotten beyond kMaxTrackedFailures.
+  std::mutex failures_mutex;
+  std::map<std::string, Clock::time_point> first_failures;  // by message id
+
+  static constexpr std::size_t kMaxTrackedFailures = 10'000;
+
+  void note_failure(const std::string& message_id, Clock::time_point when) {
+    std::lock_guard lock(failures_mutex);
+    if (first_failures.size() >= kMaxTrackedFailures && !first_failures.contains(message_id)) {
+      first_failures.erase(
+          std::min_element(first_failures.begin(), first_failures.end(),
+                           [](const auto& a, const auto& b) { return a.second < b.second; }));
+    }
+    first_failures.emplace(message_id, when);
+  }
+  // Forgets `message_id` and returns when it first failed (or `otherwise`).
+  Clock::time_point take_first_failure(const std::string& message_id, Clock::time_point otherwise) {
+    std::lock_guard lock(failures_mutex);
+    auto it = first_failures.find(message_id);
+    if (it == first_failures.end()) return otherwise;
+    const Clock::time_point first = it->second;
+    first_failures.erase(it);
+    return first;
+  }
 
   void count_delivery(const Delivery& delivery) const {
     counters->delivered.fetch_add(1, std::memory_order_relaxed);
@@ -187,6 +221,7 @@ struct detail::EventBusState {
     worker->backend = std::move(backend);
     worker->subscription = std::move(subscription);
     worker->subject = std::move(subject);
+    worker->group = group;
     return worker;
   }
 
@@ -275,7 +310,9 @@ asio::awaitable<void> settle_failure(WorkerPtr worker, Delivery& delivery, Error
   const MessagingPatternConfig& config = worker->config;
   const bool bad_message = error.is(errc::invalid_argument) || error.is(errc::data_loss);
   const int attempt = delivery.attempt();
+  const Clock::time_point now = Clock::now();
   if (!bad_message && attempt <= config.retry_count) {
+    worker->note_failure(delivery.message().id(), now);
     const milliseconds delay =
         detail::jittered(config.backoff_for(attempt), config.backoff_jitter,
                          delivery.message().id() + "/" + std::to_string(attempt));
@@ -293,6 +330,12 @@ asio::awaitable<void> settle_failure(WorkerPtr worker, Delivery& delivery, Error
     headers[std::string(headers::kDeadLetterReason)] = error.describe();
     headers[std::string(headers::kDeadLetterSubject)] = delivery.message().subject();
     headers[std::string(headers::kDeadLetterAttempts)] = std::to_string(attempt);
+    headers[std::string(headers::kDeadLetterId)] = make_uuid_v7();
+    headers[std::string(headers::kDeadLetterTime)] = format_rfc3339(now);
+    headers[std::string(headers::kDeadLetterFirstFailure)] =
+        format_rfc3339(worker->take_first_failure(delivery.message().id(), now));
+    headers[std::string(headers::kDeadLetterPattern)] = std::string(to_string(worker->pattern));
+    if (!worker->group.empty()) headers[std::string(headers::kDeadLetterGroup)] = worker->group;
     PublishOptions options;
     // A stream keeps dead letters until someone reads them; a topic would drop them.
     options.kind = worker->backend->capabilities().supports(MessagingPattern::streaming)
@@ -432,6 +475,7 @@ asio::awaitable<void> handle_delivery(WorkerPtr worker, std::shared_ptr<MessageH
   worker->counters->observe_handler(SteadyClock::now() - started);
   detail::end_span(worker->tracer, span, outcome ? nullptr : &outcome.error());
   if (outcome) {
+    if (delivery->attempt() > 1) (void)worker->take_first_failure(delivery->message().id(), {});
     auto acked = co_await delivery->ack();
     warn_if_failed(acked, "ack", worker->subject);
     worker->count(&MessagingMetrics::SubscriptionCounters::acked);
@@ -1157,6 +1201,7 @@ asio::awaitable<Result<std::shared_ptr<Registration>>> open_workers(
       co_return error.with_context("subscribe " + subject_name);
     }
     auto worker = impl->make_worker(target->backend, std::move(*subscription), subject_name, group);
+    worker->pattern = pattern;
     worker->config = target->config();
     worker->registration_done = registration->done;
     registration->workers.push_back(std::move(worker));
@@ -1360,6 +1405,55 @@ asio::awaitable<Result<void>> UnifiedEventBus::unsubscribe(SubscriptionId id) {
     }
   }
   co_return ok();
+}
+
+namespace {
+
+// The running bus's backends that keep dead letters, each once; `not_running` otherwise.
+Result<detail::DeadLetterBackends> dead_letter_backends(Impl& impl, std::string_view operation) {
+  std::lock_guard lock(impl.mutex);
+  if (impl.state != Impl::State::running) return not_running(operation);
+  detail::DeadLetterBackends out;
+  for (const auto& [type, backend] : impl.backends) {
+    (void)type;
+    if (backend->capabilities().inspectable_dead_letters &&
+        std::find(out.begin(), out.end(), backend) == out.end()) {
+      out.push_back(backend);
+    }
+  }
+  if (out.empty()) {
+    return Error(errc::unimplemented,
+                 std::string(operation) + ": no backend of this bus can list its dead letters");
+  }
+  return out;
+}
+
+}  // namespace
+
+asio::awaitable<Result<std::vector<DeadLetter>>> UnifiedEventBus::list_dead_letters(
+    DeadLetterFilter filter) {
+  auto backends = dead_letter_backends(*impl_, "list_dead_letters");
+  if (!backends) co_return backends.error();
+  co_return co_await detail::list_dead_letters(std::move(*backends), std::move(filter));
+}
+
+asio::awaitable<Result<std::size_t>> UnifiedEventBus::requeue_dead_letters(
+    DeadLetterFilter filter) {
+  auto backends = dead_letter_backends(*impl_, "requeue_dead_letters");
+  if (!backends) co_return backends.error();
+  ImplPtr impl = impl_;
+  detail::DeadLetterPublisher publish = [impl](std::shared_ptr<Backend> backend, Message message,
+                                               PublishOptions options) {
+    return impl->publish_traced(std::move(backend), std::move(message), options);
+  };
+  co_return co_await detail::requeue_dead_letters(std::move(*backends), std::move(filter),
+                                                  std::move(publish));
+}
+
+asio::awaitable<Result<std::size_t>> UnifiedEventBus::purge_dead_letters(DeadLetterFilter filter) {
+  auto backends = dead_letter_backends(*impl_, "purge_dead_letters");
+  if (!backends) co_return backends.error();
+  co_return co_await detail::purge_dead_letters(std::move(*backends), std::move(filter));
 }
 
 }  // namespace marty::messaging

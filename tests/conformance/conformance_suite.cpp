@@ -980,9 +980,13 @@ TEST_P(Conformance, ExhaustedRetriesEndInTheDeadLetterStream) {
     if (m.json()["kind"] == "bad") return Error(errc::invalid_argument, "field 'amount' missing");
     return Error(errc::unavailable, "payment gateway down");
   });
-  ASSERT_TRUE(consumer->subscribe_to_events({type}, always_down));
-  ASSERT_TRUE(producer->publish_event(type, {{"kind", "transient"}}));
-  ASSERT_TRUE(producer->publish_event(type, {{"kind", "bad"}}));
+  const std::string group = caps().consumer_groups ? "auditors" : "";
+  ASSERT_TRUE(consumer->subscribe_to_events({type}, always_down, group));
+  MessageMetadata traced;
+  traced.headers["traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  const auto before = Clock::now() - 1s;
+  ASSERT_TRUE(producer->publish_event(type, {{"kind", "transient"}}, traced));
+  ASSERT_TRUE(producer->publish_event(type, {{"kind", "bad"}}, traced));
 
   StreamOptions options;
   options.start = StartPosition::earliest();
@@ -1005,7 +1009,142 @@ TEST_P(Conformance, ExhaustedRetriesEndInTheDeadLetterStream) {
     EXPECT_NE(h.at(std::string(headers::kDeadLetterReason))
                   .find(bad ? "field 'amount' missing" : "payment gateway down"),
               std::string::npos);
+    auto failed_at = parse_rfc3339(h.at(std::string(headers::kDeadLetterTime)));
+    ASSERT_TRUE(failed_at) << failed_at.error().describe();
+    EXPECT_GE(*failed_at, before);
+    EXPECT_LE(*failed_at, Clock::now());
+    if (group.empty()) {
+      EXPECT_EQ(h.count(std::string(headers::kDeadLetterGroup)), 0u);
+    } else {
+      EXPECT_EQ(h.at(std::string(headers::kDeadLetterGroup)), group);
+    }
+    // The trace it belongs to comes along, so the dead letter is found in its trace.
+    EXPECT_NE(h.at("traceparent").find("4bf92f3577b34da6a3ce929d0e0e4736"), std::string::npos);
   }
+}
+
+TEST_P(Conformance, DeadLettersAreListedPurgedAndRequeuedAfterAFix) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
+  REQUIRE_CAPABILITY(caps().inspectable_dead_letters, "dead letters it can list");
+  REQUIRE_ENVIRONMENT_SHOWS("redelivery");
+  std::atomic<bool> fixed{false};
+  Recorder handled;
+  auto consumer = make_bus();
+  auto producer = make_bus();
+  const std::string type = unique("refund");
+  const std::string subject = "events." + type;
+  auto handler = sync_handler([&](const Message& m) -> Result<void> {
+    if (!fixed) {
+      if (m.json()["kind"] == "bad") return Error(errc::invalid_argument, "field 'amount' missing");
+      return Error(errc::unavailable, "refund service down");
+    }
+    handled.add(m);
+    return ok();
+  });
+  const std::string group = caps().consumer_groups ? "refunds" : "";
+  ASSERT_TRUE(consumer->subscribe_to_events({type}, handler, group));
+  MessageMetadata first;
+  first.message_id = unique("first");
+  MessageMetadata second;
+  second.message_id = unique("second");
+  MessageMetadata third;
+  third.message_id = unique("third");
+  third.headers["traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  ASSERT_TRUE(producer->publish_event(type, {{"kind", "bad"}, {"n", 1}}, first));
+  ASSERT_TRUE(producer->publish_event(type, {{"kind", "bad"}, {"n", 2}}, second));
+  ASSERT_TRUE(producer->publish_event(type, {{"kind", "transient"}, {"n", 3}}, third));
+
+  DeadLetterFilter all(subject);
+  std::vector<DeadLetter> listed;
+  ASSERT_TRUE(eventually([&] {
+    auto got = consumer->list_dead_letters(all);
+    if (!got) ADD_FAILURE() << got.error().describe();
+    listed = got ? *got : std::vector<DeadLetter>{};
+    return listed.size() == 3;
+  })) << listed.size()
+      << " dead letters listed";
+  const int retries = consumer->bus().pattern_config(MessagingPattern::pub_sub).retry_count;
+  std::set<std::string> ids;
+  for (const DeadLetter& dead : listed) {
+    ids.insert(dead.id);
+    EXPECT_EQ(dead.subject, subject);
+    EXPECT_EQ(dead.group, group);
+    EXPECT_EQ(dead.backend, std::string(consumer->bus().backend(GetParam().type)->name()));
+    ASSERT_TRUE(dead.pattern.has_value());
+    EXPECT_EQ(*dead.pattern, MessagingPattern::pub_sub);
+    ASSERT_TRUE(dead.first_failure && dead.last_failure);
+    const bool bad = dead.message.json()["kind"] == "bad";
+    EXPECT_EQ(dead.attempts, bad ? 1 : retries + 1);
+    EXPECT_NE(dead.reason.find(bad ? "field 'amount' missing" : "refund service down"),
+              std::string::npos);
+    // A retried message failed first one backoff or more before it failed for good.
+    if (bad) {
+      EXPECT_EQ(*dead.first_failure, *dead.last_failure);
+    } else {
+      EXPECT_LT(*dead.first_failure, *dead.last_failure);
+      EXPECT_EQ(dead.message.id(), third.message_id);
+      EXPECT_EQ(dead.original().metadata().headers.at("traceparent"),
+                third.headers.at("traceparent"));
+    }
+    // The copy to requeue is the message as first published.
+    const Message original = dead.original();
+    EXPECT_EQ(original.subject(), subject);
+    for (const auto& [name, value] : original.metadata().headers) {
+      EXPECT_FALSE(name.starts_with(headers::kDeadLetterPrefix)) << name << "=" << value;
+    }
+  }
+  EXPECT_EQ(ids.size(), 3u) << "dead-letter ids are unique";
+
+  // Filters select without touching the rest.
+  DeadLetterFilter by_reason(subject);
+  by_reason.reason_contains = "amount";
+  auto bad_ones = consumer->list_dead_letters(by_reason);
+  ASSERT_TRUE(bad_ones) << bad_ones.error().describe();
+  EXPECT_EQ(bad_ones->size(), 2u);
+  DeadLetterFilter oldest(subject);
+  oldest.limit = 1;
+  auto one = consumer->list_dead_letters(oldest);
+  ASSERT_TRUE(one);
+  ASSERT_EQ(one->size(), 1u);
+  DeadLetterFilter other_group(subject);
+  other_group.group = "nobody";
+  auto none = consumer->list_dead_letters(other_group);
+  ASSERT_TRUE(none);
+  EXPECT_TRUE(none->empty());
+
+  // Purge one by message id; requeue the rest once the handler is fixed.
+  DeadLetterFilter second_only(subject);
+  second_only.message_id = second.message_id;
+  auto purged = consumer->purge_dead_letters(second_only);
+  ASSERT_TRUE(purged) << purged.error().describe();
+  EXPECT_EQ(*purged, 1u);
+  auto left = consumer->list_dead_letters(all);
+  ASSERT_TRUE(left);
+  EXPECT_EQ(left->size(), 2u);
+
+  fixed = true;
+  auto requeued = consumer->requeue_dead_letters(all);
+  ASSERT_TRUE(requeued) << requeued.error().describe();
+  EXPECT_EQ(*requeued, 2u);
+  ASSERT_TRUE(eventually([&] { return handled.size() == 2; })) << handled.size() << " handled";
+  std::set<std::string> handled_ids;
+  for (const Message& m : handled.snapshot()) {
+    handled_ids.insert(m.id());
+    for (const auto& [name, value] : m.metadata().headers) {
+      EXPECT_FALSE(name.starts_with(headers::kDeadLetterPrefix)) << name << "=" << value;
+    }
+  }
+  EXPECT_EQ(handled_ids, (std::set<std::string>{first.message_id, third.message_id}));
+  auto after = consumer->list_dead_letters(all);
+  ASSERT_TRUE(after);
+  EXPECT_TRUE(after->empty()) << after->size() << " dead letters left after the requeue";
+  auto again = consumer->requeue_dead_letters(all);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(*again, 0u);
+
+  auto no_subject = consumer->list_dead_letters(DeadLetterFilter());
+  ASSERT_FALSE(no_subject);
+  EXPECT_TRUE(no_subject.error().is(errc::invalid_argument));
 }
 
 }  // namespace marty::messaging::conformance

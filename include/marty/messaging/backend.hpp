@@ -4,8 +4,10 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <asio/awaitable.hpp>
 
@@ -135,6 +137,21 @@ class Backend {
                                                    std::chrono::milliseconds timeout);
   /// Flushes pending publishes and disconnects; waits at most until `deadline`.
   virtual asio::awaitable<Result<void>> close(SteadyClock::time_point deadline) = 0;
+
+  // Dead letters kept for inspection (only when capabilities().inspectable_dead_letters; the
+  // defaults fail with `unimplemented`). The bus publishes dead letters on
+  // dead_letter_subject(subject) (a stream where the backend has streams); these read them
+  // back and delete them, leaving the rest untouched and available to readers.
+
+  /// Up to `limit` messages stored on `dead_letter_subject`, oldest first, without consuming
+  /// them. Empty when there are none (or the destination was never made).
+  virtual asio::awaitable<Result<std::vector<Message>>> read_dead_letters(
+      std::string dead_letter_subject, std::size_t limit, SteadyClock::time_point deadline);
+  /// Deletes the messages stored on `dead_letter_subject` whose dead_letter_id() is in `ids`;
+  /// returns how many it deleted (ids not found are not an error: another admin may have
+  /// requeued them meanwhile).
+  virtual asio::awaitable<Result<std::size_t>> remove_dead_letters(
+      std::string dead_letter_subject, std::set<std::string> ids, SteadyClock::time_point deadline);
 };
 
 }  // namespace marty::messaging

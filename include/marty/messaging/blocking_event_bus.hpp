@@ -91,6 +91,15 @@ class BlockingEventBus {
         bus_->process_stream(std::move(stream), std::move(processor), std::move(group), options));
   }
   Result<void> unsubscribe(SubscriptionId id) { return run(bus_->unsubscribe(id)); }
+  Result<std::vector<DeadLetter>> list_dead_letters(DeadLetterFilter filter) {
+    return run(bus_->list_dead_letters(std::move(filter)));
+  }
+  Result<std::size_t> requeue_dead_letters(DeadLetterFilter filter) {
+    return run(bus_->requeue_dead_letters(std::move(filter)));
+  }
+  Result<std::size_t> purge_dead_letters(DeadLetterFilter filter) {
+    return run(bus_->purge_dead_letters(std::move(filter)));
+  }
 
  private:
   asio::io_context io_;

@@ -33,6 +33,9 @@ struct Capabilities {
   /// nack(delay) redelivers after the delay without blocking the subscription.
   bool delayed_redelivery = false;
   bool native_dead_letter = false;
+  /// Dead letters can be listed, requeued and purged (Backend::read_dead_letters and
+  /// remove_dead_letters; UnifiedEventBus::list_dead_letters and the rest).
+  bool inspectable_dead_letters = false;
   bool headers = false;
   /// Subscriptions may use `*` and `>` wildcards.
   bool wildcard_subscriptions = false;

@@ -13,6 +13,7 @@
 #include <asio/awaitable.hpp>
 
 #include "marty/messaging/backend.hpp"
+#include "marty/messaging/dead_letters.hpp"
 #include "marty/messaging/message.hpp"
 #include "marty/messaging/metrics.hpp"
 #include "marty/messaging/pattern_config.hpp"
@@ -195,6 +196,18 @@ class UnifiedEventBus : public std::enable_shared_from_this<UnifiedEventBus> {
   /// Stops a registration: no new messages; waits for its in-flight handler calls.
   asio::awaitable<Result<void>> unsubscribe(SubscriptionId id);
 
+  // ---- dead letters (backends with capabilities().inspectable_dead_letters) ----
+
+  /// The dead letters of `filter.subject` that match the filter, oldest first, from every
+  /// backend of the bus that keeps them. `invalid_argument` without a subject.
+  asio::awaitable<Result<std::vector<DeadLetter>>> list_dead_letters(DeadLetterFilter filter);
+  /// Publishes each matching dead letter again, as it was first published (DeadLetter::original,
+  /// on the backend that kept it), then removes it: at least once, never lost. Returns how
+  /// many were requeued; an error says how many were requeued before it.
+  asio::awaitable<Result<std::size_t>> requeue_dead_letters(DeadLetterFilter filter);
+  /// Deletes the matching dead letters for good; returns how many.
+  asio::awaitable<Result<std::size_t>> purge_dead_letters(DeadLetterFilter filter);
+
   asio::any_io_executor get_executor() const { return executor_; }
 
  private:
@@ -217,6 +230,17 @@ inline constexpr std::string_view kErrorCode = "marty-error-code";
 inline constexpr std::string_view kDeadLetterReason = "marty-dead-letter-reason";
 inline constexpr std::string_view kDeadLetterSubject = "marty-dead-letter-subject";
 inline constexpr std::string_view kDeadLetterAttempts = "marty-dead-letter-attempts";
+/// On dead letters: when the last attempt failed (RFC 3339, UTC), and the consumer group or
+/// service whose handler gave up on it (absent for a subscription without a group).
+inline constexpr std::string_view kDeadLetterTime = "marty-dead-letter-time";
+inline constexpr std::string_view kDeadLetterGroup = "marty-dead-letter-group";
+/// On dead letters: when it first failed (RFC 3339, UTC; as seen by the instance that gave up),
+/// the pattern it was delivered under ("pub_sub"), and a UUID naming this dead letter.
+inline constexpr std::string_view kDeadLetterFirstFailure = "marty-dead-letter-first-failure";
+inline constexpr std::string_view kDeadLetterPattern = "marty-dead-letter-pattern";
+inline constexpr std::string_view kDeadLetterId = "marty-dead-letter-id";
+/// Every header the bus writes on a dead letter starts with this.
+inline constexpr std::string_view kDeadLetterPrefix = "marty-dead-letter-";
 /// On queries and their replies: the token that matches a reply to its query where replies to
 /// many queries share one address (the bus's reply subject, RabbitMQ's direct reply-to). Query
 /// handlers' replies carry the query's token.

@@ -5,6 +5,7 @@
 #include <deque>
 #include <iterator>
 #include <mutex>
+#include <set>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -13,6 +14,7 @@
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include "marty/messaging/dead_letters.hpp"
 #include "marty/messaging/detail/async_signal.hpp"
 #include "marty/messaging/detail/spin_mutex.hpp"
 #include "marty/messaging/subject.hpp"
@@ -521,6 +523,7 @@ class MemoryBackend final : public Backend {
     capabilities_.native_request_reply = state_->config.native_request_reply;
     capabilities_.delayed_redelivery = true;
     capabilities_.native_dead_letter = false;
+    capabilities_.inspectable_dead_letters = true;
     capabilities_.headers = true;
     capabilities_.wildcard_subscriptions = true;
     capabilities_.max_payload_bytes = state_->config.max_payload_bytes;
@@ -672,6 +675,42 @@ class MemoryBackend final : public Backend {
     }
     co_return memory_error(errc::deadline_exceeded, "no reply on '" + subject + "' within " +
                                                         std::to_string(timeout.count()) + " ms");
+  }
+
+  asio::awaitable<Result<std::vector<Message>>> read_dead_letters(
+      std::string dead_letter_subject, std::size_t limit,
+      SteadyClock::time_point /*deadline*/) override {
+    std::vector<Message> out;
+    std::lock_guard lock(state_->mutex);
+    auto it = state_->streams.find(dead_letter_subject);
+    if (it == state_->streams.end()) co_return out;
+    it->second.trim(Clock::now());
+    for (const LogEntry& entry : it->second.log) {
+      if (out.size() >= limit) break;
+      out.push_back(entry.message);
+    }
+    co_return out;
+  }
+
+  asio::awaitable<Result<std::size_t>> remove_dead_letters(
+      std::string dead_letter_subject, std::set<std::string> ids,
+      SteadyClock::time_point /*deadline*/) override {
+    std::vector<Message> removed;  // destroyed after the lock is released (see Entries)
+    std::lock_guard lock(state_->mutex);
+    auto it = state_->streams.find(dead_letter_subject);
+    if (it == state_->streams.end()) co_return std::size_t{0};
+    Stream& stream = it->second;
+    std::deque<LogEntry> kept;
+    for (LogEntry& entry : stream.log) {
+      if (ids.contains(dead_letter_id(entry.message))) {
+        stream.bytes -= entry.message.bytes().size();
+        removed.push_back(std::move(entry.message));
+      } else {
+        kept.push_back(std::move(entry));
+      }
+    }
+    stream.log = std::move(kept);
+    co_return removed.size();
   }
 
   asio::awaitable<Result<void>> close(SteadyClock::time_point /*deadline*/) override {

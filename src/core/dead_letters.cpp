@@ -181,7 +181,12 @@ asio::awaitable<Result<std::size_t>> requeue_dead_letters(DeadLetterBackends bac
     options.kind = options.pattern == MessagingPattern::streaming ? DestinationKind::stream
                                                                   : DestinationKind::topic;
     options.deadline = deadline;
-    auto sent = co_await publish(each.backend, each.dead_letter.original(), options);
+    // The copy keeps its message id (consumers that handled it already skip it), but a broker
+    // that de-duplicates must not drop it: it is a new send, named by its dead letter.
+    options.deduplication_id = "requeue:" + each.dead_letter.id;
+    Message copy = each.dead_letter.original();
+    copy.mutable_metadata().headers[std::string(headers::kRequeuedFrom)] = each.dead_letter.id;
+    auto sent = co_await publish(each.backend, std::move(copy), options);
     if (!sent) {
       failure = sent.error().with_context("requeueing dead letter " + each.dead_letter.id);
       break;

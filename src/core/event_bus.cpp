@@ -86,22 +86,29 @@ std::string dead_letter_subject(std::string_view subject) {
   return "deadletter." + std::string(subject);
 }
 
+void mark_dead_letter(Message& message, std::string_view subject, std::string reason,
+                      int attempts) {
+  message.set_subject(dead_letter_subject(subject));
+  auto& headers = message.mutable_metadata().headers;
+  const std::string now = format_rfc3339(Clock::now());
+  headers[std::string(headers::kDeadLetterId)] = make_uuid_v7();
+  headers[std::string(headers::kDeadLetterReason)] = std::move(reason);
+  headers[std::string(headers::kDeadLetterSubject)] = std::string(subject);
+  headers[std::string(headers::kDeadLetterAttempts)] = std::to_string(attempts);
+  headers[std::string(headers::kDeadLetterTime)] = now;
+  headers[std::string(headers::kDeadLetterFirstFailure)] = now;
+}
+
 Message undecodable_dead_letter(std::string_view subject, std::string raw, std::string reason) {
   MessageMetadata metadata;
   metadata.message_id = make_uuid_v7();
   metadata.message_type = subject::type_of(subject);
   metadata.time = Clock::now();
   metadata.content_type = "application/octet-stream";
-  auto& headers = metadata.headers;
-  headers[std::string(headers::kDeadLetterReason)] = std::move(reason);
-  headers[std::string(headers::kDeadLetterSubject)] = std::string(subject);
-  headers[std::string(headers::kDeadLetterAttempts)] = "1";
-  headers[std::string(headers::kDeadLetterId)] = make_uuid_v7();
-  const std::string now = format_rfc3339(*metadata.time);
-  headers[std::string(headers::kDeadLetterTime)] = now;
-  headers[std::string(headers::kDeadLetterFirstFailure)] = now;
-  return Message(std::move(metadata), std::make_shared<const Payload>(std::move(raw)),
-                 dead_letter_subject(subject));
+  Message dead(std::move(metadata), std::make_shared<const Payload>(std::move(raw)),
+               std::string(subject));
+  mark_dead_letter(dead, subject, std::move(reason), 1);
+  return dead;
 }
 
 // One backend subscription and the coroutine that drains it.
@@ -325,12 +332,8 @@ asio::awaitable<void> settle_failure(WorkerPtr worker, Delivery& delivery, Error
   }
   if (config.dead_letter_enabled) {
     Message dead = delivery.message();
-    dead.set_subject(dead_letter_subject(delivery.message().subject()));
+    mark_dead_letter(dead, delivery.message().subject(), error.describe(), attempt);
     auto& headers = dead.mutable_metadata().headers;
-    headers[std::string(headers::kDeadLetterReason)] = error.describe();
-    headers[std::string(headers::kDeadLetterSubject)] = delivery.message().subject();
-    headers[std::string(headers::kDeadLetterAttempts)] = std::to_string(attempt);
-    headers[std::string(headers::kDeadLetterId)] = make_uuid_v7();
     headers[std::string(headers::kDeadLetterTime)] = format_rfc3339(now);
     headers[std::string(headers::kDeadLetterFirstFailure)] =
         format_rfc3339(worker->take_first_failure(delivery.message().id(), now));

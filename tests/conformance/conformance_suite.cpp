@@ -1130,6 +1130,9 @@ TEST_P(Conformance, DeadLettersAreListedPurgedAndRequeuedAfterAFix) {
   std::set<std::string> handled_ids;
   for (const Message& m : handled.snapshot()) {
     handled_ids.insert(m.id());
+    const auto& h = m.metadata().headers;
+    ASSERT_TRUE(h.contains(std::string(headers::kRequeuedFrom)));
+    EXPECT_TRUE(ids.contains(h.at(std::string(headers::kRequeuedFrom))));
     for (const auto& [name, value] : m.metadata().headers) {
       EXPECT_FALSE(name.starts_with(headers::kDeadLetterPrefix)) << name << "=" << value;
     }

@@ -52,6 +52,10 @@ struct PublishOptions {
   /// How long publish may wait (for buffer space, a broker ack) before `deadline_exceeded`
   /// or `resource_exhausted`.
   SteadyClock::time_point deadline = SteadyClock::time_point::max();
+  /// What a broker that de-duplicates (capabilities().deduplicates_by_id) compares instead of
+  /// the message id. Empty: the message id. A deliberate resend of a message (a dead letter
+  /// requeued) sets it, so the broker does not drop the copy as a duplicate.
+  std::string deduplication_id;
 };
 
 struct SubscriptionSpec {

@@ -239,6 +239,8 @@ inline constexpr std::string_view kDeadLetterGroup = "marty-dead-letter-group";
 inline constexpr std::string_view kDeadLetterFirstFailure = "marty-dead-letter-first-failure";
 inline constexpr std::string_view kDeadLetterPattern = "marty-dead-letter-pattern";
 inline constexpr std::string_view kDeadLetterId = "marty-dead-letter-id";
+/// On a requeued dead letter: the id of the dead letter it was requeued from.
+inline constexpr std::string_view kRequeuedFrom = "marty-requeued-from";
 /// Every header the bus writes on a dead letter starts with this.
 inline constexpr std::string_view kDeadLetterPrefix = "marty-dead-letter-";
 /// On queries and their replies: the token that matches a reply to its query where replies to
@@ -249,6 +251,11 @@ inline constexpr std::string_view kReplyToken = "marty-reply-token";
 
 /// Dead letters of `subject` are published on "deadletter.<subject>".
 std::string dead_letter_subject(std::string_view subject);
+
+/// Makes `message`, delivered on `subject`, its own dead letter: subject
+/// dead_letter_subject(subject), a new dead-letter id, the reason, the attempts, and now as
+/// both first and last failure time. For backends that dead-letter by themselves.
+void mark_dead_letter(Message& message, std::string_view subject, std::string reason, int attempts);
 
 /// The dead letter of a message that arrived on `subject` and could not even be decoded: the
 /// raw bytes as an opaque payload, with the reason and provenance headers (one attempt), on

@@ -65,7 +65,7 @@ class SnsBackend final : public SqsBackend {
     const std::string subject = message.subject();
     auto topic = co_await topic_arn(subject);
     if (!topic) co_return std::move(topic).error().with_context("publish to " + subject);
-    QueryParameters parameters = publish_parameters(*topic, message);
+    QueryParameters parameters = publish_parameters(*topic, message, options.deduplication_id);
     auto published =
         co_await call_within("Publish", std::move(parameters), time_left(options.deadline));
     if (!published) co_return std::move(published).error().with_context("publish to " + subject);
@@ -215,7 +215,9 @@ class SnsBackend final : public SqsBackend {
     co_return arn;
   }
 
-  QueryParameters publish_parameters(const std::string& topic, const Message& message) const {
+  // `deduplication_id`: PublishOptions::deduplication_id (empty: the message id).
+  QueryParameters publish_parameters(const std::string& topic, const Message& message,
+                                     const std::string& deduplication_id) const {
     const AwsMessage aws = to_aws(message);
     QueryParameters parameters{{"TopicArn", topic}, {"Message", aws.body}};
     int n = 0;
@@ -227,7 +229,10 @@ class SnsBackend final : public SqsBackend {
     }
     if (config_.fifo_topics) {
       parameters.emplace_back("MessageGroupId", message_group_of(message));
-      if (!config_.content_based_deduplication) {
+      // An explicit id overrides content-based de-duplication, which would drop a resend.
+      if (!deduplication_id.empty()) {
+        parameters.emplace_back("MessageDeduplicationId", fifo_id(deduplication_id));
+      } else if (!config_.content_based_deduplication) {
         parameters.emplace_back("MessageDeduplicationId", fifo_id(message.id()));
       }
     }

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <limits>
 #include <mutex>
 #include <set>
 #include <unordered_map>
@@ -22,6 +23,7 @@
 #include <spdlog/spdlog.h>
 #include <asio/thread_pool.hpp>
 
+#include "marty/messaging/dead_letters.hpp"
 #include "marty/messaging/detail/async_signal.hpp"
 #include "marty/messaging/detail/backoff.hpp"
 #include "marty/messaging/detail/offload.hpp"
@@ -700,6 +702,46 @@ Result<void> provision_stream(jsCtx* js, const std::string& name, const StreamCo
   return ok();
 }
 
+// Calls `visit(sequence, message)` with the messages of JetStream stream `stream`, oldest
+// first, up to `limit` of them, reading each by its sequence (deleted ones are passed over;
+// ones that do not decode are logged and passed over). A stream that does not exist has none.
+// Blocks: run it on the pool.
+template <class Visit>
+Result<void> scan_stream(jsCtx* js, const std::string& stream, std::size_t limit, Visit visit) {
+  jsStreamInfo* info = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetStreamInfo(&info, js, stream.c_str(), nullptr, &code);
+  if (s != NATS_OK) {
+    if (code == JSStreamNotFoundErr || s == NATS_NOT_FOUND) return ok();
+    return status_error(s, "reading JetStream stream '" + stream + "'", code);
+  }
+  const std::uint64_t first = info->State.FirstSeq;
+  const std::uint64_t last = info->State.LastSeq;
+  jsStreamInfo_Destroy(info);
+  std::size_t seen = 0;
+  for (std::uint64_t sequence = first; sequence != 0 && sequence <= last && seen < limit;
+       ++sequence) {
+    natsMsg* raw = nullptr;
+    code = static_cast<jsErrCode>(0);
+    s = js_GetMsg(&raw, js, stream.c_str(), sequence, nullptr, &code);
+    if (s != NATS_OK) {
+      if (code == JSNoMessageFoundErr || s == NATS_NOT_FOUND) continue;  // deleted
+      return status_error(s, "reading message " + std::to_string(sequence) + " of '" + stream + "'",
+                          code);
+    }
+    NatsMsgPtr msg(raw);
+    auto message = from_nats(msg.get(), true);
+    if (!message) {
+      logger().warn("message {} of JetStream stream {} is not ours, passed over: {}", sequence,
+                    stream, message.error().describe());
+      continue;
+    }
+    visit(sequence, std::move(*message));
+    ++seen;
+  }
+  return ok();
+}
+
 Capabilities capabilities_for(const NatsConfig& config) {
   Capabilities caps;
   caps.patterns = {MessagingPattern::pub_sub, MessagingPattern::point_to_point,
@@ -719,6 +761,8 @@ Capabilities capabilities_for(const NatsConfig& config) {
     caps.durable_groups = true;
     caps.delayed_redelivery = true;
     caps.deduplicates_by_id = true;  // every JetStream publish carries Nats-Msg-Id
+    caps.inspectable_dead_letters =
+        true;  // dead letters are a stream: read and deleted by sequence
   }
   return caps;
 }
@@ -787,8 +831,59 @@ class NatsBackend final : public Backend {
       };
       if (auto ready = co_await offload(pool_, std::move(prepare)); !ready) co_return ready;
     }
-    co_return co_await publish_to_jetstream(connection, std::move(*msg), subject, message.id(),
+    const std::string dedup_id =
+        options.deduplication_id.empty() ? message.id() : options.deduplication_id;
+    co_return co_await publish_to_jetstream(connection, std::move(*msg), subject, dedup_id,
                                             options.deadline);
+  }
+
+  asio::awaitable<Result<std::vector<Message>>> read_dead_letters(
+      std::string dead_letter_subject, std::size_t limit,
+      SteadyClock::time_point /*deadline*/) override {
+    auto connection = current();
+    if (!connection) co_return nats_error(errc::unavailable, "backend is not connected");
+    auto work = [connection, dead_letter_subject, limit]() -> Result<std::vector<Message>> {
+      std::vector<Message> out;
+      auto scanned =
+          scan_stream(connection->js, jetstream_name(dead_letter_subject), limit,
+                      [&](std::uint64_t, Message message) { out.push_back(std::move(message)); });
+      if (!scanned) return std::move(scanned).error();
+      return out;
+    };
+    co_return co_await offload(pool_, std::move(work));
+  }
+
+  asio::awaitable<Result<std::size_t>> remove_dead_letters(
+      std::string dead_letter_subject, std::set<std::string> ids,
+      SteadyClock::time_point /*deadline*/) override {
+    auto connection = current();
+    if (!connection) co_return nats_error(errc::unavailable, "backend is not connected");
+    auto work = [connection, dead_letter_subject, ids]() -> Result<std::size_t> {
+      const std::string stream = jetstream_name(dead_letter_subject);
+      std::vector<std::uint64_t> doomed;
+      auto scanned = scan_stream(connection->js, stream, std::numeric_limits<std::size_t>::max(),
+                                 [&](std::uint64_t sequence, const Message& message) {
+                                   if (ids.contains(dead_letter_id(message))) {
+                                     doomed.push_back(sequence);
+                                   }
+                                 });
+      if (!scanned) return std::move(scanned).error();
+      std::size_t removed = 0;
+      for (std::uint64_t sequence : doomed) {
+        jsErrCode code = static_cast<jsErrCode>(0);
+        const natsStatus s = js_DeleteMsg(connection->js, stream.c_str(), sequence, nullptr, &code);
+        if (s == NATS_OK) {
+          ++removed;
+        } else if (code != JSNoMessageFoundErr) {
+          return status_error(s,
+                              "deleting message " + std::to_string(sequence) + " of '" + stream +
+                                  "' (" + std::to_string(removed) + " deleted)",
+                              code);
+        }
+      }
+      return removed;
+    };
+    co_return co_await offload(pool_, std::move(work));
   }
 
   asio::awaitable<Result<std::shared_ptr<Subscription>>> subscribe(SubscriptionSpec spec) override {

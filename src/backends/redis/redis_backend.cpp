@@ -16,6 +16,7 @@
 #include <cctype>
 #include <charconv>
 #include <deque>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <set>
@@ -254,12 +255,8 @@ Message dead_letter_message(const Result<Message>& decoded, const std::vector<st
     metadata.time = Clock::now();
     dead = Message::from_json(std::move(raw), std::move(metadata));
   }
-  dead.set_subject(dead_letter_subject(subject));
-  auto& headers = dead.mutable_metadata().headers;
-  headers[std::string(headers::kDeadLetterReason)] = reason;
-  headers[std::string(headers::kDeadLetterSubject)] = subject;
-  headers[std::string(headers::kDeadLetterAttempts)] = std::to_string(attempt);
-  headers[std::string(kEntryIdHeader)] = id;
+  mark_dead_letter(dead, subject, reason, attempt);
+  dead.mutable_metadata().headers[std::string(kEntryIdHeader)] = id;
   return dead;
 }
 
@@ -934,6 +931,7 @@ class RedisBackend final : public Backend {
     caps_.native_request_reply = false;  // replies come on the bus's private reply channel
     caps_.delayed_redelivery = true;
     caps_.native_dead_letter = false;
+    caps_.inspectable_dead_letters = true;
     caps_.headers = true;
     caps_.wildcard_subscriptions = true;
     caps_.max_payload_bytes = 512u << 20;  // proto-max-bulk-len's default
@@ -997,6 +995,40 @@ class RedisBackend final : public Backend {
     connected_ = true;
     co_return ok();
   }
+
+  // Calls `visit` with each decodable entry of the Stream of `subject`, oldest first, up to
+  // `limit` of them, paging through XRANGE (so a long Stream is not one huge reply). Entries
+  // that do not decode are logged and passed over.
+  template <class Visit>
+  asio::awaitable<Result<void>> scan_stream(std::string subject, std::size_t limit,
+                                            SteadyClock::time_point deadline, Visit visit) {
+    if (!core_->commands) co_return redis_error(errc::failed_precondition, "not connected");
+    const std::string key = core_->key(subject);
+    std::string from = "-";
+    std::size_t seen = 0;
+    while (seen < limit) {
+      const std::size_t page = std::min<std::size_t>(kScanPage, limit - seen);
+      Command range{"XRANGE", key, from, "+", "COUNT", std::to_string(page)};
+      auto reply =
+          checked(co_await core_->commands->command(std::move(range), deadline), "XRANGE " + key);
+      if (!reply) co_return std::move(reply).error();
+      const std::vector<Entry> entries = entries_of(*reply, 1);
+      for (const Entry& entry : entries) {
+        auto message = decode_entry(entry.fields, subject);
+        if (!message) {
+          logger().warn("entry {} of {} is not a message, passed over: {}", entry.id, key,
+                        message.error().describe());
+          continue;
+        }
+        visit(entry, std::move(*message));
+        ++seen;
+      }
+      if (reply->elements.size() < page) break;
+      from = "(" + reply->elements.back().elements[0].text;
+    }
+    co_return ok();
+  }
+  static constexpr std::size_t kScanPage = 500;
 
   asio::awaitable<Result<void>> publish(Message message, PublishOptions options) override {
     if (auto usable = check_usable(); !usable) co_return usable;
@@ -1070,6 +1102,38 @@ class RedisBackend final : public Backend {
          (spec.pattern == MessagingPattern::request_response && spec.group.empty()));
     if (on_channel) co_return co_await subscribe_channel(std::move(spec), wildcard);
     co_return co_await subscribe_stream(std::move(spec));
+  }
+
+  asio::awaitable<Result<std::vector<Message>>> read_dead_letters(
+      std::string dead_letter_subject, std::size_t limit,
+      SteadyClock::time_point deadline) override {
+    std::vector<Message> out;
+    auto scanned = co_await scan_stream(dead_letter_subject, limit, deadline,
+                                        [&](const Entry& entry, Message message) {
+                                          (void)entry;
+                                          out.push_back(std::move(message));
+                                        });
+    if (!scanned) co_return std::move(scanned).error();
+    co_return out;
+  }
+
+  asio::awaitable<Result<std::size_t>> remove_dead_letters(
+      std::string dead_letter_subject, std::set<std::string> ids,
+      SteadyClock::time_point deadline) override {
+    Command remove{"XDEL", core_->key(dead_letter_subject)};
+    auto scanned =
+        co_await scan_stream(dead_letter_subject, std::numeric_limits<std::size_t>::max(), deadline,
+                             [&](const Entry& entry, Message message) {
+                               if (ids.contains(dead_letter_id(message))) {
+                                 remove.push_back(entry.id);
+                               }
+                             });
+    if (!scanned) co_return std::move(scanned).error();
+    if (remove.size() == 2) co_return std::size_t{0};
+    auto removed = checked(co_await core_->commands->command(std::move(remove), deadline),
+                           "XDEL " + core_->key(dead_letter_subject));
+    if (!removed) co_return std::move(removed).error();
+    co_return static_cast<std::size_t>(removed->integer);
   }
 
   asio::awaitable<Result<void>> close(SteadyClock::time_point deadline) override {

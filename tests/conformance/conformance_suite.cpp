@@ -1126,7 +1126,12 @@ TEST_P(Conformance, DeadLettersAreListedPurgedAndRequeuedAfterAFix) {
   auto requeued = consumer->requeue_dead_letters(all);
   ASSERT_TRUE(requeued) << requeued.error().describe();
   EXPECT_EQ(*requeued, 2u);
-  ASSERT_TRUE(eventually([&] { return handled.size() == 2; })) << handled.size() << " handled";
+  auto handled_list = [&] {
+    std::string text;
+    for (const Message& m : handled.snapshot()) text += " " + m.id();
+    return text;
+  };
+  ASSERT_TRUE(eventually([&] { return handled.size() >= 2; })) << "handled:" << handled_list();
   std::set<std::string> handled_ids;
   for (const Message& m : handled.snapshot()) {
     handled_ids.insert(m.id());
@@ -1138,6 +1143,7 @@ TEST_P(Conformance, DeadLettersAreListedPurgedAndRequeuedAfterAFix) {
     }
   }
   EXPECT_EQ(handled_ids, (std::set<std::string>{first.message_id, third.message_id}));
+  EXPECT_EQ(handled.size(), 2u) << "handled:" << handled_list();
   auto after = consumer->list_dead_letters(all);
   ASSERT_TRUE(after);
   EXPECT_TRUE(after->empty()) << after->size() << " dead letters left after the requeue";

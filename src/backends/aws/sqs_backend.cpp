@@ -20,6 +20,7 @@ SqsBackend::SqsBackend(AwsSqsConfig config, std::string name)
   caps_.consumer_groups = false;  // a queue's consumers compete; groups do not fan out
   caps_.delayed_redelivery = true;
   caps_.native_dead_letter = true;
+  caps_.inspectable_dead_letters = true;
   caps_.headers = true;
   // SQS takes 256 KiB with the attributes; a binary payload grows by a third in base64.
   caps_.max_payload_bytes = 180 * 1024;
@@ -86,7 +87,9 @@ asio::awaitable<Result<void>> SqsBackend::publish(Message message, PublishOption
   // Queues are made by their subscribers (and dead-letter queues by whoever dead-letters):
   // a command to a queue nobody made is an error for its sender, never a message nobody reads.
   const bool create = subject.starts_with("deadletter.");
-  auto url = co_await queues_->queue_url(subject, create, true);
+  // A dead-letter queue has no redrive policy of its own: reading dead letters (which SQS can
+  // only do by receiving them) must never move them on.
+  auto url = co_await queues_->queue_url(subject, create, !create);
   if (!url) co_return std::move(url).error().with_context("publish to " + subject);
   detail::carry_query_deadline(message, options);
   co_return co_await queues_->send(*url, std::move(message), time_left(options.deadline));

@@ -26,6 +26,13 @@ class SqsBackend : public Backend {
   asio::awaitable<Result<void>> publish(Message message, PublishOptions options) override;
   asio::awaitable<Result<std::shared_ptr<Subscription>>> subscribe(SubscriptionSpec spec) override;
   asio::awaitable<Result<void>> close(SteadyClock::time_point deadline) override;
+  /// Dead letters in the queue of `dead_letter_subject` (sqs_dead_letters.cpp).
+  asio::awaitable<Result<std::vector<Message>>> read_dead_letters(
+      std::string dead_letter_subject, std::size_t limit,
+      SteadyClock::time_point deadline) override;
+  asio::awaitable<Result<std::size_t>> remove_dead_letters(
+      std::string dead_letter_subject, std::set<std::string> ids,
+      SteadyClock::time_point deadline) override;
 
  protected:
   /// Run by connect() once SQS answered (a derived backend reaches its own service here).

@@ -16,6 +16,7 @@
 
 #include "kafka_client.hpp"
 #include "kafka_wire.hpp"
+#include "marty/messaging/dead_letters.hpp"
 #include "marty/messaging/detail/async_signal.hpp"
 #include "marty/messaging/detail/completion.hpp"
 #include "marty/messaging/detail/inbox.hpp"
@@ -1051,6 +1052,7 @@ class KafkaBackend final : public Backend {
     caps_.native_request_reply = false;
     caps_.delayed_redelivery = true;
     caps_.native_dead_letter = false;
+    caps_.inspectable_dead_letters = true;
     caps_.headers = true;
     caps_.wildcard_subscriptions = false;
     caps_.max_payload_bytes = 1'000'000;  // the brokers' default message.max.bytes
@@ -1161,6 +1163,49 @@ class KafkaBackend final : public Backend {
     co_return kafka_error(errc::failed_precondition, "the backend is closed");
   }
 
+  // Kafka cannot delete one record, so a dead letter is removed by appending a settlement
+  // record (header kSettledHeader, payload: the JSON array of the ids it settles) to the same
+  // topic; reading skips settled dead letters and settlement records. The records themselves
+  // go when the topic's retention removes them.
+  asio::awaitable<Result<std::vector<Message>>> read_dead_letters(
+      std::string dead_letter_subject, std::size_t limit,
+      SteadyClock::time_point deadline) override {
+    auto all = co_await read_unsettled(dead_letter_subject, deadline);
+    if (!all) co_return std::move(all).error();
+    if (all->size() > limit) all->resize(limit);
+    co_return std::move(*all);
+  }
+
+  asio::awaitable<Result<std::size_t>> remove_dead_letters(
+      std::string dead_letter_subject, std::set<std::string> ids,
+      SteadyClock::time_point deadline) override {
+    auto present = co_await read_unsettled(dead_letter_subject, deadline);
+    if (!present) co_return std::move(present).error();
+    Json settled = Json::array();
+    for (const Message& message : *present) {
+      if (const std::string id = dead_letter_id(message); ids.contains(id)) settled.push_back(id);
+    }
+    if (settled.empty()) co_return std::size_t{0};
+    const std::size_t count = settled.size();
+    MessageMetadata metadata;
+    metadata.message_id = make_uuid_v7();
+    metadata.message_type = "marty.dead_letter_settlement";
+    metadata.time = Clock::now();
+    metadata.headers[std::string(kSettledHeader)] = "true";
+    Message settlement = Message::from_json(std::move(settled), std::move(metadata));
+    settlement.set_subject(dead_letter_subject);
+    PublishOptions options;
+    options.kind = DestinationKind::stream;
+    options.pattern = MessagingPattern::streaming;
+    options.deadline = deadline;
+    auto published = co_await publish(std::move(settlement), options);
+    if (!published) {
+      co_return std::move(published).error().with_context("settling dead letters of " +
+                                                          dead_letter_subject);
+    }
+    co_return count;
+  }
+
   asio::awaitable<Result<void>> close(SteadyClock::time_point deadline) override {
     auto work = [this, deadline] { return shutdown(deadline); };
     co_return co_await detail::offload(blocking_pool(), std::move(work));
@@ -1172,6 +1217,48 @@ class KafkaBackend final : public Backend {
     if (closed_) return kafka_error(errc::failed_precondition, "the backend is closed");
     if (!connected_) return kafka_error(errc::failed_precondition, "connect() has not succeeded");
     return ok();
+  }
+
+  static constexpr std::string_view kSettledHeader = "marty-dead-letter-settled";
+
+  // The dead letters on `dead_letter_subject` that no settlement record names, oldest first
+  // per partition.
+  asio::awaitable<Result<std::vector<Message>>> read_unsettled(std::string dead_letter_subject,
+                                                               SteadyClock::time_point deadline) {
+    if (auto usable = check_usable(); !usable) co_return std::move(usable).error();
+    auto topic = topic_for(core_->config.topic_prefix, dead_letter_subject);
+    if (!topic) co_return std::move(topic).error();
+    CorePtr core = core_;
+    const std::string name = *topic;
+    auto work = [core, name, dead_letter_subject, deadline]() -> Result<std::vector<Message>> {
+      auto partitions = core->ensure_topic(name);
+      if (!partitions) return std::move(partitions).error();
+      return read_whole_topic(core->config, name, *partitions, dead_letter_subject, deadline);
+    };
+    auto records = co_await detail::offload(blocking_pool(), std::move(work));
+    if (!records) co_return std::move(records).error();
+    std::set<std::string> settled;
+    for (const Message& record : *records) {
+      if (!record.metadata().headers.contains(std::string(kSettledHeader))) continue;
+      Json ids;
+      try {
+        ids = record.json();
+      } catch (const std::exception& e) {
+        logger().warn("a settlement record on {} is not JSON, passed over: {}", name, e.what());
+        continue;
+      }
+      if (!ids.is_array()) continue;
+      for (const auto& id : ids) {
+        if (id.is_string()) settled.insert(id.get<std::string>());
+      }
+    }
+    std::vector<Message> out;
+    for (Message& record : *records) {
+      if (record.metadata().headers.contains(std::string(kSettledHeader))) continue;
+      if (settled.contains(dead_letter_id(record))) continue;
+      out.push_back(std::move(record));
+    }
+    co_return out;
   }
 
   // Drains and stops the consumers, then flushes the producer; by `deadline`. Blocking.

@@ -1,6 +1,7 @@
 #include "kafka_client.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <string>
 
 #include <spdlog/spdlog.h>
@@ -147,6 +148,79 @@ Result<HandlePtr> make_client(ConfPtr conf, ClientRole role) {
   }
   (void)conf.release();  // the client owns it now
   return HandlePtr(handle);
+}
+
+Result<std::vector<Message>> read_whole_topic(const KafkaConfig& config, const std::string& topic,
+                                              int partitions, std::string_view subject,
+                                              std::chrono::steady_clock::time_point deadline) {
+  using std::chrono::steady_clock;
+  auto left_ms = [deadline] {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady_clock::now());
+    return static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, 60'000));
+  };
+  auto conf = make_conf(config, ClientRole::consumer);
+  if (!conf) return std::move(conf).error();
+  char reason[512];
+  const std::string group = config.topic_prefix + "marty-reader-" + make_uuid_v7();
+  rd_kafka_conf_set(conf->get(), "group.id", group.c_str(), reason, sizeof reason);
+  auto handle = make_client(std::move(*conf), ClientRole::consumer);
+  if (!handle) return std::move(handle).error();
+  rd_kafka_t* rk = handle->get();
+  rd_kafka_poll_set_consumer(rk);
+
+  // Where each partition ends now: what is appended later is not waited for.
+  std::vector<std::int64_t> ends(static_cast<std::size_t>(partitions), 0);
+  PartitionListPtr assignment(rd_kafka_topic_partition_list_new(partitions));
+  std::size_t unfinished = 0;
+  for (int p = 0; p < partitions; ++p) {
+    std::int64_t low = 0;
+    std::int64_t high = 0;
+    const auto err = rd_kafka_query_watermark_offsets(rk, topic.c_str(), p, &low, &high, left_ms());
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return kafka_error(err, "reading the end of " + topic + "/" + std::to_string(p));
+    }
+    if (high <= low) continue;
+    ends[static_cast<std::size_t>(p)] = high;
+    rd_kafka_topic_partition_list_add(assignment.get(), topic.c_str(), p)->offset = low;
+    ++unfinished;
+  }
+  std::vector<Message> out;
+  if (unfinished == 0) return out;
+  if (auto err = rd_kafka_assign(rk, assignment.get()); err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return kafka_error(err, "assigning the partitions of " + topic);
+  }
+  while (unfinished > 0) {
+    if (steady_clock::now() >= deadline) {
+      (void)rd_kafka_assign(rk, nullptr);
+      return kafka_error(errc::deadline_exceeded,
+                         "reading " + topic + ": " + std::to_string(unfinished) +
+                             " partition(s) not read to their end by the deadline");
+    }
+    rd_kafka_message_t* record = rd_kafka_consumer_poll(rk, std::min(100, left_ms()));
+    if (record == nullptr) continue;
+    std::unique_ptr<rd_kafka_message_t, void (*)(rd_kafka_message_t*)> owned(
+        record, &rd_kafka_message_destroy);
+    if (record->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (record->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        logger().warn("reading {}: {}", topic, rd_kafka_err2str(record->err));
+      }
+      continue;
+    }
+    const auto p = static_cast<std::size_t>(record->partition);
+    if (p >= ends.size() || record->offset >= ends[p]) continue;
+    auto message = from_record(*record, subject);
+    if (message) {
+      out.push_back(std::move(*message));
+    } else {
+      logger().warn("record {}/{} of {} is not a message, passed over: {}", record->partition,
+                    record->offset, topic, message.error().describe());
+    }
+    if (record->offset + 1 >= ends[p]) --unfinished;
+  }
+  (void)rd_kafka_assign(rk, nullptr);
+  rd_kafka_consumer_close(rk);
+  return out;
 }
 
 }  // namespace marty::messaging::kafka

@@ -2,9 +2,14 @@
 // librdkafka handles and their configuration: what the producer and the consumers share.
 #include <librdkafka/rdkafka.h>
 
+#include <chrono>
 #include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "marty/messaging/kafka_backend.hpp"
+#include "marty/messaging/message.hpp"
 #include "marty/messaging/result.hpp"
 
 namespace marty::messaging::kafka {
@@ -40,5 +45,13 @@ Result<ConfPtr> make_conf(const KafkaConfig& config, ClientRole role);
 
 /// A client made from `conf` (which it takes). `invalid_argument` with librdkafka's reason.
 Result<HandlePtr> make_client(ConfPtr conf, ClientRole role);
+
+/// Every record of `topic` (`partitions` partitions), from the earliest to the end as it is at
+/// the call, decoded as messages of `subject`; records that do not decode are logged and passed
+/// over. Reads with a consumer of its own that joins no group and commits nothing. Blocking;
+/// `deadline_exceeded` if the end is not reached by `deadline`.
+Result<std::vector<Message>> read_whole_topic(const KafkaConfig& config, const std::string& topic,
+                                              int partitions, std::string_view subject,
+                                              std::chrono::steady_clock::time_point deadline);
 
 }  // namespace marty::messaging::kafka

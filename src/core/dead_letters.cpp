@@ -8,6 +8,7 @@
 #include <charconv>
 #include <map>
 
+#include "marty/messaging/detail/json_text.hpp"
 #include "marty/messaging/event_bus.hpp"
 
 namespace marty::messaging {
@@ -154,6 +155,40 @@ bool DeadLetterFilter::matches(const DeadLetter& dead_letter) const {
 }
 
 namespace detail {
+
+Message dead_letter_settlement(const std::string& dead_letter_subject,
+                               const std::vector<std::string>& ids) {
+  MessageMetadata metadata;
+  metadata.message_id = make_uuid_v7();
+  metadata.message_type = "marty.dead_letter_settlement";
+  metadata.time = Clock::now();
+  metadata.headers[std::string(kDeadLetterSettledHeader)] = "true";
+  Message record = Message::from_json(Json(ids), std::move(metadata));
+  record.set_subject(dead_letter_subject);
+  return record;
+}
+
+bool is_dead_letter_settlement(const Message& record) {
+  return record.metadata().headers.contains(std::string(kDeadLetterSettledHeader));
+}
+
+std::vector<Message> unsettled_dead_letters(std::vector<Message> records) {
+  std::set<std::string> settled;
+  for (const Message& record : records) {
+    if (!is_dead_letter_settlement(record)) continue;
+    const Json ids = parse_json_text(record.bytes());
+    if (!ids.is_array()) continue;  // not one of ours: settles nothing
+    for (const auto& id : ids) {
+      if (id.is_string()) settled.insert(id.get<std::string>());
+    }
+  }
+  std::vector<Message> out;
+  for (Message& record : records) {
+    if (is_dead_letter_settlement(record) || settled.contains(dead_letter_id(record))) continue;
+    out.push_back(std::move(record));
+  }
+  return out;
+}
 
 asio::awaitable<Result<std::vector<DeadLetter>>> list_dead_letters(DeadLetterBackends backends,
                                                                    DeadLetterFilter filter) {

@@ -5,6 +5,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "marty/messaging/message.hpp"
@@ -74,4 +75,20 @@ struct DeadLetterFilter {
   bool matches(const DeadLetter& dead_letter) const;
 };
 
+namespace detail {
+
+/// For backends whose dead letters sit in a log that cannot delete one record (Kafka topics,
+/// RabbitMQ streams): a dead letter is removed by appending a settlement record, which names
+/// the ids it settles (this header, and their JSON array as payload), to the same log.
+inline constexpr std::string_view kDeadLetterSettledHeader = "marty-dead-letter-settled";
+
+/// A settlement record of `ids` for the log of `dead_letter_subject` (ids may be empty: a
+/// record that settles nothing, which marks how far the log went).
+Message dead_letter_settlement(const std::string& dead_letter_subject,
+                               const std::vector<std::string>& ids);
+bool is_dead_letter_settlement(const Message& record);
+/// The dead letters among `records` that no settlement record among them names, in order.
+std::vector<Message> unsettled_dead_letters(std::vector<Message> records);
+
+}  // namespace detail
 }  // namespace marty::messaging

@@ -1164,9 +1164,9 @@ class KafkaBackend final : public Backend {
   }
 
   // Kafka cannot delete one record, so a dead letter is removed by appending a settlement
-  // record (header kSettledHeader, payload: the JSON array of the ids it settles) to the same
-  // topic; reading skips settled dead letters and settlement records. The records themselves
-  // go when the topic's retention removes them.
+  // record (detail::dead_letter_settlement: header marty-dead-letter-settled, payload: the JSON
+  // array of the ids it settles) to the same topic; reading skips settled dead letters and
+  // settlement records. The records themselves go when the topic's retention removes them.
   asio::awaitable<Result<std::vector<Message>>> read_dead_letters(
       std::string dead_letter_subject, std::size_t limit,
       SteadyClock::time_point deadline) override {
@@ -1181,19 +1181,14 @@ class KafkaBackend final : public Backend {
       SteadyClock::time_point deadline) override {
     auto present = co_await read_unsettled(dead_letter_subject, deadline);
     if (!present) co_return std::move(present).error();
-    Json settled = Json::array();
+    std::vector<std::string> settled;
     for (const Message& message : *present) {
-      if (const std::string id = dead_letter_id(message); ids.contains(id)) settled.push_back(id);
+      if (std::string id = dead_letter_id(message); ids.contains(id)) {
+        settled.push_back(std::move(id));
+      }
     }
     if (settled.empty()) co_return std::size_t{0};
-    const std::size_t count = settled.size();
-    MessageMetadata metadata;
-    metadata.message_id = make_uuid_v7();
-    metadata.message_type = "marty.dead_letter_settlement";
-    metadata.time = Clock::now();
-    metadata.headers[std::string(kSettledHeader)] = "true";
-    Message settlement = Message::from_json(std::move(settled), std::move(metadata));
-    settlement.set_subject(dead_letter_subject);
+    Message settlement = detail::dead_letter_settlement(dead_letter_subject, settled);
     PublishOptions options;
     options.kind = DestinationKind::stream;
     options.pattern = MessagingPattern::streaming;
@@ -1203,7 +1198,7 @@ class KafkaBackend final : public Backend {
       co_return std::move(published).error().with_context("settling dead letters of " +
                                                           dead_letter_subject);
     }
-    co_return count;
+    co_return settled.size();
   }
 
   asio::awaitable<Result<void>> close(SteadyClock::time_point deadline) override {
@@ -1218,8 +1213,6 @@ class KafkaBackend final : public Backend {
     if (!connected_) return kafka_error(errc::failed_precondition, "connect() has not succeeded");
     return ok();
   }
-
-  static constexpr std::string_view kSettledHeader = "marty-dead-letter-settled";
 
   // The dead letters on `dead_letter_subject` that no settlement record names, oldest first
   // per partition.
@@ -1237,28 +1230,7 @@ class KafkaBackend final : public Backend {
     };
     auto records = co_await detail::offload(blocking_pool(), std::move(work));
     if (!records) co_return std::move(records).error();
-    std::set<std::string> settled;
-    for (const Message& record : *records) {
-      if (!record.metadata().headers.contains(std::string(kSettledHeader))) continue;
-      Json ids;
-      try {
-        ids = record.json();
-      } catch (const std::exception& e) {
-        logger().warn("a settlement record on {} is not JSON, passed over: {}", name, e.what());
-        continue;
-      }
-      if (!ids.is_array()) continue;
-      for (const auto& id : ids) {
-        if (id.is_string()) settled.insert(id.get<std::string>());
-      }
-    }
-    std::vector<Message> out;
-    for (Message& record : *records) {
-      if (record.metadata().headers.contains(std::string(kSettledHeader))) continue;
-      if (settled.contains(dead_letter_id(record))) continue;
-      out.push_back(std::move(record));
-    }
-    co_return out;
+    co_return detail::unsettled_dead_letters(std::move(*records));
   }
 
   // Drains and stops the consumers, then flushes the producer; by `deadline`. Blocking.

@@ -35,6 +35,7 @@
 #include "amqp_connection.hpp"
 #include "marty/messaging/detail/async_signal.hpp"
 #include "marty/messaging/detail/completion.hpp"
+#include "marty/messaging/detail/dead_letter_log.hpp"
 #include "marty/messaging/detail/inbox.hpp"
 #include "marty/messaging/detail/sleep.hpp"
 #include "marty/messaging/detail/url.hpp"
@@ -1158,6 +1159,7 @@ class RabbitMqBackend final : public Backend {
     caps_.native_request_reply = true;
     caps_.delayed_redelivery = true;
     caps_.native_dead_letter = true;
+    caps_.inspectable_dead_letters = true;
     caps_.headers = true;
     caps_.wildcard_subscriptions = true;
     caps_.max_payload_bytes = 128u << 20;  // the broker's default max_message_size
@@ -1319,6 +1321,21 @@ class RabbitMqBackend final : public Backend {
     if (waiter->reply) co_return std::move(*waiter->reply);
     co_return rabbit_error(errc::deadline_exceeded, "no reply on '" + subject + "' within " +
                                                         std::to_string(timeout.count()) + " ms");
+  }
+
+  // Dead letters are in a stream queue, which can neither delete one message nor say where it
+  // ends: read to an end marker and settled by a settlement record (detail/dead_letter_log.hpp).
+  asio::awaitable<Result<std::vector<Message>>> read_dead_letters(
+      std::string dead_letter_subject, std::size_t limit,
+      SteadyClock::time_point deadline) override {
+    co_return co_await detail::read_dead_letter_log(*this, std::move(dead_letter_subject), limit,
+                                                    deadline);
+  }
+  asio::awaitable<Result<std::size_t>> remove_dead_letters(
+      std::string dead_letter_subject, std::set<std::string> ids,
+      SteadyClock::time_point deadline) override {
+    co_return co_await detail::settle_dead_letters_in_log(*this, std::move(dead_letter_subject),
+                                                          std::move(ids), deadline);
   }
 
   asio::awaitable<Result<void>> close(SteadyClock::time_point) override {

@@ -23,6 +23,7 @@
 
 #include "marty/messaging/detail/async_signal.hpp"
 #include "marty/messaging/detail/backoff.hpp"
+#include "marty/messaging/detail/circuit_breaker.hpp"
 #include "marty/messaging/detail/sleep.hpp"
 #include "marty/messaging/memory_backend.hpp"
 #include "marty/messaging/subject.hpp"
@@ -125,6 +126,14 @@ struct Worker {
   MessagingMetrics::SubscriptionCounters* counters = nullptr;
   std::shared_ptr<Tracer> tracer;
   HandlerOptions handler_options;
+  std::shared_ptr<detail::CircuitBreaker> breaker;  // null: none (shared by a registration)
+  std::atomic<bool> closing{false};
+
+  // Stops intake: the subscription ends, and a wait for the circuit ends with it.
+  void close() {
+    closing = true;
+    subscription->close();
+  }
 
   // When each message now waiting for a redelivery first failed here, for the dead letter's
   // first-failure time. Best effort: a redelivery that goes to another instance starts afresh
@@ -457,6 +466,33 @@ asio::awaitable<Result<void>> call_with_timeout(std::shared_ptr<MessageHandler> 
                                                " ms timeout and was cancelled");
 }
 
+// Waits while the worker's circuit is open (in short steps, so that closing is noticed).
+asio::awaitable<void> wait_for_circuit(WorkerPtr worker) {
+  constexpr SteadyClock::duration kStep = milliseconds(50);
+  while (!worker->closing) {
+    const auto wait = worker->breaker->admit(SteadyClock::now());
+    if (wait <= SteadyClock::duration::zero()) co_return;
+    co_await sleep_for(std::chrono::duration_cast<milliseconds>(std::min(wait, kStep)) +
+                       milliseconds(1));
+  }
+}
+
+// Tells the worker's circuit breaker how a handler call ended.
+void record_for_circuit(const Worker& worker, const Result<void>& outcome) {
+  if (!worker.breaker) return;
+  if (outcome) {
+    worker.breaker->record(true, SteadyClock::now());
+  } else if (outcome.error().is(errc::invalid_argument) || outcome.error().is(errc::data_loss)) {
+    worker.breaker->record_neutral();  // the message is bad, not what the handler depends on
+  } else if (worker.breaker->record(false, SteadyClock::now())) {
+    logger().warn(
+        "circuit of the handler for {} opened: it failed {} time(s) in a row, last: {}; "
+        "no deliveries taken for {} ms",
+        worker.subject, worker.handler_options.circuit_breaker.failure_threshold,
+        outcome.error().describe(), worker.breaker->open_for().count());
+  }
+}
+
 // Handles one delivery and settles it: ack on success, else retry or dead-letter.
 asio::awaitable<void> handle_delivery(WorkerPtr worker, std::shared_ptr<MessageHandler> handler,
                                       std::unique_ptr<Delivery> delivery) {
@@ -477,6 +513,7 @@ asio::awaitable<void> handle_delivery(WorkerPtr worker, std::shared_ptr<MessageH
   }
   worker->counters->observe_handler(SteadyClock::now() - started);
   detail::end_span(worker->tracer, span, outcome ? nullptr : &outcome.error());
+  record_for_circuit(*worker, outcome);
   if (outcome) {
     if (delivery->attempt() > 1) (void)worker->take_first_failure(delivery->message().id(), {});
     auto acked = co_await delivery->ack();
@@ -537,6 +574,7 @@ asio::awaitable<void> run_concurrent_worker(ImplPtr impl, WorkerPtr worker,
       }
       co_await in_flight->settled->wait();
     }
+    if (worker->breaker) co_await wait_for_circuit(worker);
     std::unique_ptr<Delivery> delivery = co_await next_delivery(worker);
     if (!delivery) break;
     std::string key = ordered ? delivery->message().metadata().partition_key : std::string();
@@ -570,6 +608,7 @@ asio::awaitable<void> run_concurrent_worker(ImplPtr impl, WorkerPtr worker,
 asio::awaitable<void> run_sequential_worker(ImplPtr impl, WorkerPtr worker,
                                             std::shared_ptr<MessageHandler> handler) {
   while (true) {
+    if (worker->breaker) co_await wait_for_circuit(worker);
     std::unique_ptr<Delivery> delivery = co_await next_delivery(worker);
     if (!delivery) break;
     co_await handle_delivery(worker, handler, std::move(delivery));
@@ -959,7 +998,7 @@ asio::awaitable<Result<void>> UnifiedEventBus::start() {
       impl->inbox_workers.clear();
       impl->reply_inboxes.clear();
     }
-    for (auto& worker : workers) worker->subscription->close();
+    for (auto& worker : workers) worker->close();
     const auto deadline = SteadyClock::now() + kBackendCloseGrace;
     for (auto& backend : connected) {
       auto closed = co_await backend->close(deadline);
@@ -995,7 +1034,7 @@ asio::awaitable<Result<void>> UnifiedEventBus::stop(std::optional<milliseconds> 
     impl->reply_inboxes.clear();
     for (auto& [type, backend] : impl->backends) backends.push_back(backend);
   }
-  for (auto& worker : workers) worker->subscription->close();
+  for (auto& worker : workers) worker->close();
   for (auto& inbox : inboxes) inbox->cancel_all();
 
   const auto deadline = SteadyClock::now() + drain_timeout.value_or(impl->options.drain_timeout);
@@ -1199,7 +1238,7 @@ asio::awaitable<Result<std::shared_ptr<Registration>>> open_workers(
       }
     }
     if (!target || !subscription) {
-      for (auto& worker : registration->workers) worker->subscription->close();
+      for (auto& worker : registration->workers) worker->close();
       Error error = target ? std::move(subscription).error() : std::move(target).error();
       co_return error.with_context("subscribe " + subject_name);
     }
@@ -1225,7 +1264,7 @@ Result<SubscriptionId> add_registration(Impl& impl,
       return id;
     }
   }
-  for (auto& worker : registration->workers) worker->subscription->close();
+  for (auto& worker : registration->workers) worker->close();
   return not_running("subscribe");
 }
 
@@ -1280,13 +1319,25 @@ Result<void> check_handler_options(std::string_view operation, const HandlerOpti
     return Error(errc::invalid_argument,
                  std::string(operation) + ": HandlerOptions.timeout must not be negative");
   }
+  if (options.circuit_breaker.failure_threshold > 0 &&
+      options.circuit_breaker.open_for.count() <= 0) {
+    return Error(
+        errc::invalid_argument,
+        std::string(operation) + ": HandlerOptions.circuit_breaker.open_for must be positive");
+  }
   return ok();
 }
 
 WorkerRunner message_runner(const ImplPtr& impl, MessageHandler handler, HandlerOptions options) {
   auto shared = std::make_shared<MessageHandler>(std::move(handler));
-  return [impl, shared, options](WorkerPtr worker) {
+  std::shared_ptr<detail::CircuitBreaker> breaker;
+  if (options.circuit_breaker.failure_threshold > 0) {
+    breaker = std::make_shared<detail::CircuitBreaker>(options.circuit_breaker.failure_threshold,
+                                                       options.circuit_breaker.open_for);
+  }
+  return [impl, shared, options, breaker](WorkerPtr worker) {
     worker->handler_options = options;
+    worker->breaker = breaker;
     return run_message_worker(impl, std::move(worker), shared);
   };
 }
@@ -1398,7 +1449,7 @@ asio::awaitable<Result<void>> UnifiedEventBus::unsubscribe(SubscriptionId id) {
     impl_->registrations.erase(it);
     drain = impl_->options.drain_timeout;
   }
-  for (auto& worker : registration->workers) worker->subscription->close();
+  for (auto& worker : registration->workers) worker->close();
   const auto deadline = SteadyClock::now() + drain;
   while (!std::all_of(registration->workers.begin(), registration->workers.end(),
                       [](const WorkerPtr& w) { return w->finished.load(); })) {

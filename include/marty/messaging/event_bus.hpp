@@ -83,6 +83,16 @@ struct HandlerOptions {
   /// asio operation ends with `operation_aborted`. A handler that blocks without waiting
   /// cannot be stopped; it runs on, and its outcome is ignored. 0: no limit.
   std::chrono::milliseconds timeout{0};
+  /// Stops taking messages while what the handler depends on is down, instead of burning
+  /// every message's retries against it. After `failure_threshold` failed calls in a row (a
+  /// bad message, `invalid_argument` or `data_loss`, does not count) the circuit opens: no
+  /// deliveries are taken for `open_for` (they wait at the broker, their attempts untouched);
+  /// then one is let through, and its success closes the circuit, its failure opens it again.
+  /// One circuit per registration, shared by its subjects. failure_threshold 0: no breaker.
+  struct CircuitBreaker {
+    std::size_t failure_threshold = 0;
+    std::chrono::milliseconds open_for{30'000};
+  } circuit_breaker;
 };
 
 /// The one API for every pattern, over any registered backends.

@@ -209,15 +209,58 @@ struct detail::EventBusState {
   std::string instance_id = make_uuid_v7();
   std::shared_ptr<MessagingMetrics> metrics = std::make_shared<MessagingMetrics>();
 
-  // Publishes `message` as the bus's producer span, counted.
+  // The send circuit of each backend (EventBusOptions::backend_circuit_breaker), made by
+  // start() before the bus runs and only read while it runs.
+  std::map<const Backend*, std::shared_ptr<detail::CircuitBreaker>> send_circuits;
+
+  detail::CircuitBreaker* send_circuit(const Backend& backend) const {
+    if (send_circuits.empty()) return nullptr;
+    auto it = send_circuits.find(&backend);
+    return it == send_circuits.end() ? nullptr : it->second.get();
+  }
+
+  // Publishes `message` as the bus's producer span, counted, through the backend's circuit.
   asio::awaitable<Result<void>> publish_traced(std::shared_ptr<Backend> backend, Message message,
                                                PublishOptions publish_options) const {
-    auto span = detail::start_producer_span(message, backend->name(), options_tracer());
     const std::string subject = message.subject();
+    detail::CircuitBreaker* circuit = send_circuit(*backend);
+    if (circuit != nullptr) {
+      const auto wait = circuit->admit(SteadyClock::now());
+      if (wait > SteadyClock::duration::zero()) {
+        count_publish(*backend, subject, false);
+        co_return Error(errc::unavailable,
+                        "not sent to " + subject + ": the circuit of backend " +
+                            std::string(backend->name()) + " is open after " +
+                            std::to_string(options.backend_circuit_breaker.failure_threshold) +
+                            " failed send(s) in a row; it is tried again in " +
+                            std::to_string(std::chrono::ceil<milliseconds>(wait).count()) + " ms",
+                        std::string(backend->name()));
+      }
+    }
+    auto span = detail::start_producer_span(message, backend->name(), options_tracer());
     auto published = co_await backend->publish(std::move(message), publish_options);
     detail::end_span(options_tracer(), span, published ? nullptr : &published.error());
     count_publish(*backend, subject, published.has_value());
+    if (circuit != nullptr) record_send(*circuit, *backend, published);
     co_return published;
+  }
+
+  void record_send(detail::CircuitBreaker& circuit, const Backend& backend,
+                   const Result<void>& published) const {
+    if (published) {
+      circuit.record(true, SteadyClock::now());
+    } else if (published.error().is(errc::unavailable) ||
+               published.error().is(errc::deadline_exceeded)) {
+      if (circuit.record(false, SteadyClock::now())) {
+        logger().warn(
+            "circuit of backend {} opened: {} send(s) in a row failed, last: {}; sends "
+            "fail at once for {} ms",
+            backend.name(), options.backend_circuit_breaker.failure_threshold,
+            published.error().describe(), circuit.open_for().count());
+      }
+    } else {
+      circuit.record_neutral();
+    }
   }
   const std::shared_ptr<Tracer>& options_tracer() const { return options.tracer; }
 
@@ -935,6 +978,11 @@ asio::awaitable<Result<void>> UnifiedEventBus::start() {
     if (impl->state != Impl::State::configuring) {
       co_return Error(errc::failed_precondition, "start: the bus is already started");
     }
+    if (const auto& breaker = impl->options.backend_circuit_breaker;
+        breaker.failure_threshold > 0 && breaker.open_for.count() <= 0) {
+      co_return Error(errc::invalid_argument,
+                      "start: EventBusOptions.backend_circuit_breaker.open_for must be positive");
+    }
     if (impl->backends.empty()) {
       impl->backends.emplace_back(MessageBackendType::memory, make_memory_backend());
     }
@@ -1009,6 +1057,13 @@ asio::awaitable<Result<void>> UnifiedEventBus::start() {
     co_return outcome;
   }
   std::lock_guard lock(impl->mutex);
+  impl->send_circuits.clear();
+  if (const auto& breaker = impl->options.backend_circuit_breaker; breaker.failure_threshold > 0) {
+    for (const auto& backend : connected) {
+      impl->send_circuits[backend.get()] =
+          std::make_shared<detail::CircuitBreaker>(breaker.failure_threshold, breaker.open_for);
+    }
+  }
   impl->state = Impl::State::running;
   co_return ok();
 }

@@ -46,6 +46,32 @@ class AlteredBackend final : public Backend {
   bool fail_connect_;
 };
 
+// A real memory backend whose broker can be taken down: while `down`, publishes fail as a
+// lost connection does. Counts the publishes that reach it.
+class InterruptibleBackend final : public Backend {
+ public:
+  explicit InterruptibleBackend(std::shared_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  std::string_view name() const noexcept override { return inner_->name(); }
+  const Capabilities& capabilities() const noexcept override { return inner_->capabilities(); }
+  asio::awaitable<Result<void>> connect() override { co_return co_await inner_->connect(); }
+  asio::awaitable<Result<void>> publish(Message m, PublishOptions o) override {
+    ++publishes;
+    if (down) co_return Error(errc::unavailable, "connection refused", "memory");
+    co_return co_await inner_->publish(std::move(m), o);
+  }
+  asio::awaitable<Result<std::shared_ptr<Subscription>>> subscribe(SubscriptionSpec s) override {
+    co_return co_await inner_->subscribe(std::move(s));
+  }
+  asio::awaitable<Result<void>> close(SteadyClock::time_point deadline) override {
+    co_return co_await inner_->close(deadline);
+  }
+  std::atomic<bool> down{false};
+  std::atomic<int> publishes{0};
+
+ private:
+  std::shared_ptr<Backend> inner_;
+};
+
 Capabilities pub_sub_only() {
   Capabilities caps;
   caps.patterns = {MessagingPattern::pub_sub};
@@ -457,6 +483,66 @@ TEST(EventBusTest, WildcardsNeedABackendThatSupportsThem) {
       bus.subscribe_to_events({"orders.*"}, sync_handler([](const Message&) { return ok(); }));
   ASSERT_FALSE(sub);
   EXPECT_NE(sub.error().message().find("wildcard"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace marty::messaging
+
+namespace marty::messaging {
+namespace {
+
+TEST(EventBusTest, AnOpenBackendCircuitFailsSendsAtOnceUntilAProbeSucceeds) {
+  EventBusOptions options;
+  options.backend_circuit_breaker.failure_threshold = 3;
+  options.backend_circuit_breaker.open_for = 1s;  // far above a publish, even under ASan
+  BlockingEventBus bus(options);
+  auto backend = std::make_shared<InterruptibleBackend>(make_memory_backend());
+  ASSERT_TRUE(bus.bus().register_backend(MessageBackendType::memory, backend));
+  ASSERT_TRUE(bus.start());
+  ASSERT_TRUE(bus.publish_event("tick", {{"n", 0}}));
+
+  backend->down = true;
+  for (int i = 0; i < 3; ++i) {
+    auto failed = bus.publish_event("tick", {{"n", i}});
+    ASSERT_FALSE(failed);
+    EXPECT_NE(failed.error().message().find("connection refused"), std::string::npos);
+  }
+  // Open: refused without reaching the backend, saying why and for how long.
+  const int reached = backend->publishes;
+  auto refused = bus.publish_event("tick", {{"n", 3}});
+  ASSERT_FALSE(refused);
+  EXPECT_TRUE(refused.error().is(errc::unavailable));
+  EXPECT_NE(refused.error().message().find("circuit of backend memory is open"), std::string::npos)
+      << refused.error().describe();
+  EXPECT_EQ(backend->publishes, reached);
+  backend->down = false;
+  std::this_thread::sleep_for(1020ms);
+  // Half-open: the probe goes through and closes the circuit.
+  ASSERT_TRUE(bus.publish_event("tick", {{"n", 4}}));
+  EXPECT_EQ(backend->publishes, reached + 1);
+  ASSERT_TRUE(bus.publish_event("tick", {{"n", 5}}));
+  // A failed probe opens it again for the whole time.
+  backend->down = true;
+  for (int i = 0; i < 3; ++i) ASSERT_FALSE(bus.publish_event("tick", {{"n", i}}));
+  std::this_thread::sleep_for(1020ms);
+  ASSERT_FALSE(bus.publish_event("tick", {{"n", 6}}));  // the probe, failing
+  const int after_probe = backend->publishes;
+  auto again = bus.publish_event("tick", {{"n", 7}});
+  ASSERT_FALSE(again);
+  EXPECT_NE(again.error().message().find("is open"), std::string::npos);
+  EXPECT_EQ(backend->publishes, after_probe);
+  ASSERT_TRUE(bus.stop());
+}
+
+TEST(EventBusTest, ABackendCircuitWithoutAnOpenTimeIsRefusedAtStart) {
+  EventBusOptions options;
+  options.backend_circuit_breaker.failure_threshold = 1;
+  options.backend_circuit_breaker.open_for = 0ms;
+  BlockingEventBus bus(options);
+  auto started = bus.start();
+  ASSERT_FALSE(started);
+  EXPECT_TRUE(started.error().is(errc::invalid_argument));
+  EXPECT_NE(started.error().message().find("backend_circuit_breaker.open_for"), std::string::npos);
 }
 
 }  // namespace

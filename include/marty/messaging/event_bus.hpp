@@ -50,6 +50,16 @@ struct EventBusOptions {
   /// Receives the bus's spans (publishing, handling). The default logs each at debug level;
   /// null drops them. Trace context travels in the messages either way.
   std::shared_ptr<Tracer> tracer = make_logging_tracer();
+  /// A circuit breaker per backend for sending (events, commands, queries, streams, requeues):
+  /// after `failure_threshold` sends in a row fail for want of the broker (`unavailable`,
+  /// `deadline_exceeded`), sends to that backend fail at once with `unavailable` for
+  /// `open_for` instead of each waiting out its timeout; then one send probes, and its success
+  /// closes the circuit. Other errors (a bad message, no receiver) count neither way.
+  /// failure_threshold 0 (the default): no breaker.
+  struct BackendCircuitBreaker {
+    std::size_t failure_threshold = 0;
+    std::chrono::milliseconds open_for{5'000};
+  } backend_circuit_breaker;
 };
 
 /// Not an aggregate on purpose (GCC 12 coroutine bug; see MessageMetadata).

@@ -1158,6 +1158,7 @@ TEST_P(Conformance, DeadLettersAreListedPurgedAndRequeuedAfterAFix) {
 
 TEST_P(Conformance, OpenCircuitPausesIntakeThenAProbeClosesIt) {
   REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
+  REQUIRE_CAPABILITY(caps().delivery != DeliveryGuarantee::at_most_once, "at-least-once delivery");
   REQUIRE_ENVIRONMENT_SHOWS("redelivery");
   constexpr auto kOpenFor = 600ms;
   std::mutex mutex;

@@ -20,4 +20,10 @@ asio::awaitable<Result<std::size_t>> Backend::remove_dead_letters(
                   std::string(name()));
 }
 
+asio::awaitable<Result<std::uint64_t>> Backend::consumer_lag(SubscriptionSpec /*spec*/,
+                                                             SteadyClock::time_point /*deadline*/) {
+  co_return Error(errc::unimplemented, "backend cannot tell a consumer group's lag",
+                  std::string(name()));
+}
+
 }  // namespace marty::messaging

@@ -1,10 +1,12 @@
 #include "marty/messaging/event_bus.hpp"
 
 #include "dead_letter_admin.hpp"
+#include "held_deliveries.hpp"
 #include "trace_spans.hpp"
 
 #include <algorithm>
 #include <deque>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -128,6 +130,13 @@ struct Worker {
   HandlerOptions handler_options;
   std::shared_ptr<detail::CircuitBreaker> breaker;  // null: none (shared by a registration)
   std::atomic<bool> closing{false};
+  SubscriptionSpec spec;  // what it subscribed to (for consumer_lag)
+  // What its handlers hold, released at the drain deadline.
+  std::shared_ptr<detail::HeldDeliveries> held = std::make_shared<detail::HeldDeliveries>();
+  // Coroutines still running for this worker: its intake loop and, where the group's lag is
+  // sampled, the sampler. The worker has finished when both have ended.
+  std::atomic<int> tasks{1};
+  std::atomic<bool> intake_ended{false};
 
   // Stops intake: the subscription ends, and a wait for the circuit ends with it.
   void close() {
@@ -352,7 +361,13 @@ struct detail::EventBusState {
     return it == reply_inboxes.end() ? nullptr : it->second;
   }
 
+  // The worker's intake loop has ended (the sampler notices and ends too).
   void worker_ended(Worker& worker) {
+    worker.intake_ended = true;
+    task_ended(worker);
+  }
+  void task_ended(Worker& worker) {
+    if (worker.tasks.fetch_sub(1) != 1) return;
     worker.finished = true;
     if (worker.registration_done) worker.registration_done->notify();
     worker_finished->notify();
@@ -425,12 +440,30 @@ asio::awaitable<void> settle_failure(WorkerPtr worker, Delivery& delivery, Error
 asio::awaitable<std::unique_ptr<Delivery>> next_delivery(WorkerPtr worker) {
   while (true) {
     auto received = co_await worker->subscription->receive();
-    if (received) co_return std::move(*received);
+    if (received) co_return worker->held->hold(std::move(*received));
     if (received.error().is(errc::cancelled)) co_return nullptr;
     logger().warn("receive on {} failed, retrying: {}", worker->subject,
                   received.error().describe());
     co_await sleep_for(kReceiveErrorBackoff);
   }
+}
+
+// Gives back, for redelivery now, what the unfinished workers' handlers hold (the drain
+// deadline passed). Returns how many messages.
+asio::awaitable<std::size_t> release_unfinished(std::vector<WorkerPtr> workers) {
+  std::size_t released = 0;
+  for (const WorkerPtr& worker : workers) {
+    if (worker->finished) continue;
+    const std::size_t count = co_await worker->held->release_all();
+    if (count != 0) {
+      logger().warn(
+          "{} message(s) of {} released for redelivery: their handlers were still "
+          "running at the drain deadline",
+          count, worker->subject);
+    }
+    released += count;
+  }
+  co_return released;
 }
 
 // The Error a handler's exception stands for; call it from a catch (...) block. A
@@ -748,7 +781,7 @@ asio::awaitable<void> run_batch_worker(ImplPtr impl, WorkerPtr worker,
     while (batch.size() < options.batch_size) {
       auto next = co_await worker->subscription->receive(deadline);
       if (next) {
-        batch.push_back(std::move(*next));
+        batch.push_back(worker->held->hold(std::move(*next)));
         continue;
       }
       // Closed while collecting: hand over what we hold (that is the drain), then end.
@@ -1100,6 +1133,8 @@ asio::awaitable<Result<void>> UnifiedEventBus::stop(std::optional<milliseconds> 
     if (still_running == 0) break;
     if (!co_await impl->worker_finished->wait(deadline)) break;
   }
+  std::size_t released = 0;
+  if (still_running != 0) released = co_await release_unfinished(workers);
   const auto close_deadline = std::max(deadline, SteadyClock::now() + kBackendCloseGrace);
   Result<void> outcome;
   for (auto& backend : backends) {
@@ -1112,10 +1147,10 @@ asio::awaitable<Result<void>> UnifiedEventBus::stop(std::optional<milliseconds> 
   }
   if (still_running != 0) {
     co_return Error(errc::deadline_exceeded,
-                    "stop: " + std::to_string(still_running) +
-                        " handler(s) still running at the drain deadline; their messages stay "
-                        "unacknowledged, and the closed connection lets the broker redeliver "
-                        "them");
+                    "stop: handlers of " + std::to_string(still_running) +
+                        " subscription(s) still running at the drain deadline; the " +
+                        std::to_string(released) +
+                        " message(s) they held were released for redelivery");
   }
   co_return outcome;
 }
@@ -1298,6 +1333,11 @@ asio::awaitable<Result<std::shared_ptr<Registration>>> open_workers(
       co_return error.with_context("subscribe " + subject_name);
     }
     auto worker = impl->make_worker(target->backend, std::move(*subscription), subject_name, group);
+    worker->spec.subject = subject_name;
+    worker->spec.group = group;
+    worker->spec.kind = kind;
+    worker->spec.pattern = pattern;
+    worker->spec.guarantee = target->config().delivery_guarantee;
     worker->pattern = pattern;
     worker->config = target->config();
     worker->registration_done = registration->done;
@@ -1328,6 +1368,34 @@ Result<SubscriptionId> add_registration(Impl& impl,
 namespace {
 
 using Subjects = std::vector<std::pair<std::string, std::string>>;  // (subject, message type)
+
+// Samples the worker's group lag into its gauge every `interval` until its intake ends. A
+// failed sample keeps the last value (the broker may be briefly away); a backend that turns
+// out unable to tell stops the sampling.
+asio::awaitable<void> sample_consumer_lag(ImplPtr impl, WorkerPtr worker, milliseconds interval) {
+  constexpr milliseconds kStep{50};
+  auto next = SteadyClock::now();
+  while (!worker->closing && !worker->intake_ended) {
+    if (SteadyClock::now() < next) {
+      co_await sleep_for(kStep);
+      continue;
+    }
+    next = SteadyClock::now() + interval;
+    const auto deadline = SteadyClock::now() + std::min(interval, milliseconds(2'000));
+    auto lag = co_await worker->backend->consumer_lag(worker->spec, deadline);
+    if (lag) {
+      worker->counters->lag.store(static_cast<std::int64_t>(std::min<std::uint64_t>(
+          *lag, static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))));
+    } else if (lag.error().is(errc::unimplemented)) {
+      break;
+    } else {
+      logger().debug("consumer lag of {} on {} (group {}) not sampled: {}", worker->subject,
+                     worker->backend->name(), worker->group, lag.error().describe());
+    }
+  }
+  impl->task_ended(*worker);
+}
+
 using WorkerRunner = std::function<asio::awaitable<void>(WorkerPtr)>;
 
 // What every registration does once its arguments are checked: one worker per subject, the
@@ -1341,7 +1409,16 @@ asio::awaitable<Result<SubscriptionId>> register_workers(ImplPtr impl, Subjects 
   if (!registration) co_return std::move(registration).error();
   auto id = add_registration(*impl, *registration);
   if (!id) co_return id;
+  const milliseconds lag_interval = impl->options.consumer_lag_interval;
   for (auto& worker : (*registration)->workers) {
+    if (lag_interval.count() > 0 && !worker->group.empty() &&
+        worker->backend->capabilities().consumer_lag &&
+        worker->spec.guarantee != DeliveryGuarantee::at_most_once &&
+        worker->spec.pattern != MessagingPattern::request_response) {
+      worker->tasks.fetch_add(1);
+      asio::co_spawn(impl->executor, sample_consumer_lag(impl, worker, lag_interval),
+                     asio::detached);
+    }
     asio::co_spawn(impl->executor, run(worker), asio::detached);
   }
   co_return id;
@@ -1509,8 +1586,11 @@ asio::awaitable<Result<void>> UnifiedEventBus::unsubscribe(SubscriptionId id) {
   while (!std::all_of(registration->workers.begin(), registration->workers.end(),
                       [](const WorkerPtr& w) { return w->finished.load(); })) {
     if (!co_await registration->done->wait(deadline)) {
+      const std::size_t released = co_await release_unfinished(registration->workers);
       co_return Error(errc::deadline_exceeded,
-                      "unsubscribe: handlers still running at the drain deadline");
+                      "unsubscribe: handlers still running at the drain deadline; the " +
+                          std::to_string(released) +
+                          " message(s) they held were released for redelivery");
     }
   }
   co_return ok();
@@ -1557,6 +1637,45 @@ asio::awaitable<Result<std::size_t>> UnifiedEventBus::requeue_dead_letters(
   };
   co_return co_await detail::requeue_dead_letters(std::move(*backends), std::move(filter),
                                                   std::move(publish));
+}
+
+asio::awaitable<Result<std::uint64_t>> UnifiedEventBus::consumer_lag(std::string subject_name,
+                                                                     std::string group) {
+  constexpr std::string_view kOperation = "consumer_lag";
+  if (auto valid = subject::validate_name(subject_name, "subject"); !valid) {
+    co_return std::move(valid).error().with_context(kOperation);
+  }
+  if (auto valid = subject::validate_name(group, "consumer group"); !valid) {
+    co_return std::move(valid).error().with_context(kOperation);
+  }
+  SubscriptionSpec spec;
+  spec.subject = subject_name;
+  spec.group = group;
+  if (subject_name.starts_with("events.")) {
+    spec.pattern = MessagingPattern::pub_sub;
+  } else if (subject_name.starts_with("commands.")) {
+    spec.pattern = MessagingPattern::point_to_point;
+  } else if (subject_name.starts_with("queries.")) {
+    co_return Error(errc::invalid_argument,
+                    "consumer_lag: " + subject_name +
+                        " is a query subject; queries wait for no consumer group");
+  } else {
+    spec.pattern = MessagingPattern::streaming;
+    spec.kind = DestinationKind::stream;
+  }
+  auto target =
+      impl_->target(kOperation, subject::type_of(subject_name), spec.pattern, Impl::Use::subscribe);
+  if (!target) co_return std::move(target).error();
+  spec.guarantee = target->config().delivery_guarantee;
+  if (!target->backend->capabilities().consumer_lag) {
+    co_return Error(errc::unimplemented, "consumer_lag: backend " +
+                                             std::string(target->backend->name()) +
+                                             " cannot tell a consumer group's lag");
+  }
+  const auto deadline = SteadyClock::now() + target->config().timeout;
+  auto lag = co_await target->backend->consumer_lag(std::move(spec), deadline);
+  if (!lag) co_return std::move(lag).error().with_context("consumer_lag " + subject_name);
+  co_return *lag;
 }
 
 asio::awaitable<Result<std::size_t>> UnifiedEventBus::purge_dead_letters(DeadLetterFilter filter) {

@@ -175,6 +175,14 @@ std::string MessagingMetrics::prometheus_text() const {
     // The +Inf bucket's count, so a scrape during a run never sees the two disagree.
     sample(out, "marty_handler_duration_seconds_count", labels, std::to_string(cumulative));
   }
+  const char* lag = "marty_consumer_lag_messages";
+  family(out, lag, "gauge",
+         "Messages stored for the consumer group and not yet acknowledged by it, at the last "
+         "sample.");
+  for (const auto& [key, counters] : subscriptions_) {
+    const std::int64_t value = counters->lag.load();
+    if (value >= 0) sample(out, lag, subscription_labels(key), std::to_string(value));
+  }
   return out;
 }
 

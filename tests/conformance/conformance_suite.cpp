@@ -103,6 +103,7 @@ std::unique_ptr<BlockingEventBus> Conformance::make_bus(std::string service,
   EventBusOptions options;
   options.service_name = std::move(service);
   options.drain_timeout = 10s;
+  options.consumer_lag_interval = 200ms;  // every test also shows sampling ends with the bus
   if (tracer) options.tracer = std::move(tracer);
   auto bus = std::make_unique<BlockingEventBus>(options);
   EXPECT_TRUE(bus->bus().register_backend(GetParam().type, GetParam().connect()));
@@ -1210,6 +1211,113 @@ TEST_P(Conformance, OpenCircuitPausesIntakeThenAProbeClosesIt) {
   ASSERT_FALSE(refused);
   EXPECT_TRUE(refused.error().is(errc::invalid_argument));
   EXPECT_NE(refused.error().message().find("open_for"), std::string::npos);
+}
+
+TEST_P(Conformance, StopReleasesWhatItCouldNotFinishForAnotherInstance) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
+  REQUIRE_CAPABILITY(caps().delivery != DeliveryGuarantee::at_most_once, "at-least-once delivery");
+  REQUIRE_CAPABILITY(caps().consumer_groups && caps().durable_groups, "durable consumer groups");
+  REQUIRE_ENVIRONMENT_SHOWS("redelivery");
+  std::atomic<bool> started{false};
+  Recorder taken_over;
+  auto first = make_bus();
+  auto producer = make_bus();
+  const std::string type = unique("long_report");
+  // Outlasts the drain deadline: stop() must give up on it and release its message. It waits
+  // suspended, not blocking the bus's thread, so stop() can run meanwhile.
+  MessageHandler stuck = [&started](Message) -> asio::awaitable<Result<void>> {
+    started = true;
+    asio::steady_timer timer(co_await asio::this_coro::executor, 1500ms);
+    std::error_code ignored;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+    co_return ok();
+  };
+  ASSERT_TRUE(first->subscribe_to_events({type}, stuck, "reporters"));
+  MessageMetadata metadata;
+  metadata.message_id = unique("report");
+  ASSERT_TRUE(producer->publish_event(type, {{"n", 1}}, metadata));
+  ASSERT_TRUE(eventually([&] { return started.load(); }));
+  auto stopped = first->stop(200ms);
+  ASSERT_FALSE(stopped) << "stop() waited for a handler past its drain deadline";
+  EXPECT_TRUE(stopped.error().is(errc::deadline_exceeded)) << stopped.error().describe();
+
+  auto second = make_bus();
+  ASSERT_TRUE(second->subscribe_to_events({type}, taken_over.handler(), "reporters"));
+  ASSERT_TRUE(eventually([&] { return taken_over.size() >= 1; }))
+      << "the message the stopped instance held was not delivered to the next one";
+  EXPECT_EQ(taken_over.snapshot().front().id(), metadata.message_id);
+}
+
+TEST_P(Conformance, ConsumerLagCountsWhatWaitsForAGroup) {
+  // Events where the backend has them (a consumer group), else commands (the service's queue).
+  const bool events = caps().supports(MessagingPattern::pub_sub);
+  REQUIRE_CAPABILITY(events || caps().supports(MessagingPattern::point_to_point),
+                     "events or commands");
+  REQUIRE_CAPABILITY(caps().consumer_lag, "consumer lag");
+  REQUIRE_CAPABILITY(caps().durable_groups && (!events || caps().consumer_groups),
+                     "durable consumer groups");
+  Recorder before;
+  Recorder after;
+  const std::string type = unique("ledger_entry");
+  const std::string group = events ? "ledger" : unique("ledger");
+  const std::string subject = events ? "events." + type : "commands." + group + "." + type;
+  auto subscribe = [&](BlockingEventBus& bus, MessageHandler handler) {
+    return events ? bus.subscribe_to_events({type}, std::move(handler), group)
+                  : bus.handle_commands({type}, std::move(handler), group);
+  };
+  auto producer = make_bus();
+  auto send = [&](Json data, MessageMetadata metadata) {
+    return events ? producer->publish_event(type, std::move(data), std::move(metadata))
+                  : producer->send_command(type, std::move(data), group, std::move(metadata));
+  };
+  auto lag = [&]() -> std::optional<std::uint64_t> {
+    auto got = producer->consumer_lag(subject, group);
+    if (!got) return std::nullopt;
+    return *got;
+  };
+  {
+    auto first = make_bus();
+    ASSERT_TRUE(subscribe(*first, before.handler()));
+    ASSERT_TRUE(send({{"n", 0}}, {}));
+    ASSERT_TRUE(eventually([&] { return before.size() == 1; }));
+    ASSERT_TRUE(eventually([&] { return lag() == 0u; }))
+        << "a group that has handled everything waits for nothing";
+    ASSERT_TRUE(first->stop());
+  }
+  // Nobody of the group runs: what is sent now waits for it.
+  for (int n = 1; n <= 5; ++n) {
+    MessageMetadata metadata;
+    metadata.partition_key = "account-" + std::to_string(n);
+    ASSERT_TRUE(send({{"n", n}}, metadata));
+  }
+  std::optional<std::uint64_t> seen;
+  ASSERT_TRUE(eventually([&] {
+    seen = lag();
+    return seen == 5u;
+  })) << "lag "
+      << (seen ? std::to_string(*seen) : "unknown") << " with 5 messages waiting";
+
+  auto unknown = producer->consumer_lag(
+      events ? subject : "commands." + unique("nobody") + "." + type, unique("nobody"));
+  ASSERT_FALSE(unknown);
+  EXPECT_TRUE(unknown.error().is(errc::not_found)) << unknown.error().describe();
+  auto query = producer->consumer_lag("queries.billing.balance", "billing");
+  ASSERT_FALSE(query);
+  EXPECT_TRUE(query.error().is(errc::invalid_argument)) << query.error().describe();
+
+  // A member comes back, catches up, and its gauge says so.
+  auto second = make_bus();
+  ASSERT_TRUE(subscribe(*second, after.handler()));
+  ASSERT_TRUE(eventually([&] { return after.size() == 5; })) << after.size() << " of 5 caught up";
+  ASSERT_TRUE(eventually([&] { return lag() == 0u; }));
+  const std::string gauge = "marty_consumer_lag_messages{backend=\"" +
+                            std::string(second->bus().backend(GetParam().type)->name()) +
+                            "\",subject=\"" + subject + "\",group=\"" + group + "\"} 0\n";
+  EXPECT_TRUE(eventually([&] {
+    return second->bus().metrics().prometheus_text().find(gauge) != std::string::npos;
+  })) << "no sampled gauge "
+      << gauge << " in\n"
+      << second->bus().metrics().prometheus_text();
 }
 
 }  // namespace marty::messaging::conformance

@@ -24,6 +24,7 @@ Json capabilities_json(const Capabilities& caps) {
               {"delayed_redelivery", caps.delayed_redelivery},
               {"native_dead_letter", caps.native_dead_letter},
               {"deduplicates_by_id", caps.deduplicates_by_id},
+              {"consumer_lag", caps.consumer_lag},
               {"headers", caps.headers},
               {"wildcard_subscriptions", caps.wildcard_subscriptions},
               {"max_payload_bytes", caps.max_payload_bytes}};

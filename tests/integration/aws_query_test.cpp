@@ -1,10 +1,14 @@
 // The AWS Query client: replies and errors read as AWS writes them, and real calls to the SQS
 // emulator (sqslite) that scripts/brokers starts (MARTY_SQS_ENDPOINT).
 #include <cstdlib>
+#include <optional>
+#include <string>
 
 #include <gtest/gtest.h>
 
 #include "../../src/backends/aws/aws_query.hpp"
+#include "../../src/backends/aws/sqs_queues.hpp"
+#include "../support/scripted_http_server.hpp"
 #include "../support/test_loop.hpp"
 #include "marty/messaging/message.hpp"
 
@@ -134,6 +138,152 @@ TEST(AwsQuery, NoServerIsATransientErrorNamingTheUrl) {
   EXPECT_TRUE(reply.error().retryable()) << reply.error().describe();
   EXPECT_NE(reply.error().message().find("127.0.0.1:9"), std::string::npos);
   EXPECT_EQ(reply.error().describe().find("secret-value"), std::string::npos);
+}
+
+// An AWS error reply, as SQS's Query API writes one.
+std::string aws_error_reply(const std::string& code, const std::string& message) {
+  return "<ErrorResponse><Error><Type>Sender</Type><Code>" + code + "</Code><Message>" + message +
+         "</Message></Error><RequestId>r-1</RequestId></ErrorResponse>";
+}
+
+QueryClient client_of(const std::shared_ptr<HttpClient>& http, const std::string& url,
+                      Credentials credentials = Credentials{"AKIDEXAMPLE", "secret-value", ""}) {
+  QueryEndpoint endpoint;
+  endpoint.url = url;
+  endpoint.region = "us-east-1";
+  endpoint.service = "sqs";
+  endpoint.version = "2012-11-05";
+  return QueryClient(http, endpoint, std::move(credentials));
+}
+
+TEST(AwsQuery, ThrottlingIsRetriedWithBackoffUntilItPasses) {
+  testing::ScriptedHttpServer server(
+      {{400, aws_error_reply("ThrottlingException", "Rate exceeded")},
+       {400, aws_error_reply("RequestThrottled", "Slow down")},
+       {200, "<ListQueuesResponse><ListQueuesResult/></ListQueuesResponse>"}});
+  TestLoop loop;
+  auto http = std::make_shared<HttpClient>(2s);
+  QueryClient client = client_of(http, server.url());
+  const auto start = std::chrono::steady_clock::now();
+  auto reply = loop.run(client.call("ListQueues", {}, 5s, 5));
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(reply) << reply.error().describe();
+  const auto requests = server.requests();
+  ASSERT_EQ(requests.size(), 3u);
+  EXPECT_GE(elapsed, 150ms) << "waits of 50 then 100 ms between the attempts";
+  // Each attempt is the same call, signed afresh.
+  for (const auto& request : requests) {
+    EXPECT_EQ(request.body, requests.front().body);
+    EXPECT_NE(request.head.find("Authorization: AWS4-HMAC-SHA256"), std::string::npos);
+  }
+}
+
+TEST(AwsQuery, ThrottlingThatLastsEndsAsResourceExhaustedWithTheAwsMessage) {
+  testing::ScriptedHttpServer server({{400, aws_error_reply("Throttling", "Rate exceeded")}});
+  TestLoop loop;
+  auto http = std::make_shared<HttpClient>(2s);
+  QueryClient client = client_of(http, server.url());
+  auto reply = loop.run(client.call("ListQueues", {}, 5s, 3));
+  ASSERT_FALSE(reply);
+  EXPECT_TRUE(reply.error().is(errc::resource_exhausted)) << reply.error().describe();
+  EXPECT_NE(reply.error().message().find("Rate exceeded"), std::string::npos);
+  EXPECT_EQ(server.requests().size(), 3u) << "attempts bound the retries";
+  EXPECT_EQ(reply.error().describe().find("secret-value"), std::string::npos);
+}
+
+TEST(AwsQuery, AccessDeniedIsNotRetried) {
+  testing::ScriptedHttpServer server(
+      {{403, aws_error_reply("AccessDenied", "User is not authorized to perform sqs:ListQueues")}});
+  TestLoop loop;
+  auto http = std::make_shared<HttpClient>(2s);
+  QueryClient client = client_of(http, server.url());
+  auto reply = loop.run(client.call("ListQueues", {}, 5s, 5));
+  ASSERT_FALSE(reply);
+  EXPECT_TRUE(reply.error().is(errc::permission_denied)) << reply.error().describe();
+  EXPECT_NE(reply.error().message().find("not authorized to perform sqs:ListQueues"),
+            std::string::npos);
+  EXPECT_EQ(server.requests().size(), 1u);
+}
+
+TEST(AwsQuery, ASessionTokenTravelsSignedAndNeverInAnError) {
+  testing::ScriptedHttpServer server({{400, aws_error_reply("InvalidParameterValue", "bad")}});
+  TestLoop loop;
+  auto http = std::make_shared<HttpClient>(2s);
+  QueryClient client = client_of(http, server.url(),
+                                 Credentials{"ASIAEXAMPLE", "secret-value", "session-token-value"});
+  auto reply = loop.run(client.call("ListQueues", {}, 5s, 1));
+  ASSERT_FALSE(reply);
+  const auto requests = server.requests();
+  ASSERT_EQ(requests.size(), 1u);
+  EXPECT_NE(requests[0].head.find("X-Amz-Security-Token: session-token-value"), std::string::npos);
+  EXPECT_NE(requests[0].head.find("x-amz-security-token"), std::string::npos)
+      << "the token is one of the signed headers";
+  EXPECT_EQ(requests[0].head.find("secret-value"), std::string::npos);
+  EXPECT_EQ(reply.error().describe().find("session-token-value"), std::string::npos);
+}
+
+// Sets an environment variable for one scope, restoring what was there.
+class ScopedEnvironment {
+ public:
+  ScopedEnvironment(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value != nullptr) {
+      ::setenv(name, value, 1);
+    } else {
+      ::unsetenv(name);
+    }
+  }
+  ~ScopedEnvironment() {
+    if (old_) {
+      ::setenv(name_, old_->c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
+  ScopedEnvironment(const ScopedEnvironment&) = delete;
+  ScopedEnvironment& operator=(const ScopedEnvironment&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+TEST(AwsCredentials, TakenWholeFromTheConfigOrWholeFromTheEnvironment) {
+  ScopedEnvironment id("AWS_ACCESS_KEY_ID", "ASIAENVIRONMENT");
+  ScopedEnvironment secret("AWS_SECRET_ACCESS_KEY", "environment-secret");
+  ScopedEnvironment token("AWS_SESSION_TOKEN", "environment-token");
+
+  auto from_environment = resolve_credentials("", "", "", "aws_sqs");
+  ASSERT_TRUE(from_environment) << from_environment.error().describe();
+  EXPECT_EQ(from_environment->access_key_id, "ASIAENVIRONMENT");
+  EXPECT_EQ(from_environment->secret_access_key, "environment-secret");
+  EXPECT_EQ(from_environment->session_token, "environment-token");
+
+  // Keys of the config's own never get the environment's token (it belongs to other keys).
+  auto from_config = resolve_credentials("AKIACONFIG", "config-secret", "", "aws_sqs");
+  ASSERT_TRUE(from_config) << from_config.error().describe();
+  EXPECT_EQ(from_config->access_key_id, "AKIACONFIG");
+  EXPECT_EQ(from_config->secret_access_key, "config-secret");
+  EXPECT_EQ(from_config->session_token, "");
+  auto with_token = resolve_credentials("ASIACONFIG", "config-secret", "config-token", "aws_sqs");
+  ASSERT_TRUE(with_token);
+  EXPECT_EQ(with_token->session_token, "config-token");
+
+  auto half = resolve_credentials("AKIACONFIG", "", "", "aws_sns");
+  ASSERT_FALSE(half);
+  EXPECT_TRUE(half.error().is(errc::invalid_argument));
+  EXPECT_NE(half.error().message().find("secret_access_key"), std::string::npos);
+  EXPECT_EQ(half.error().describe().find("environment-secret"), std::string::npos);
+}
+
+TEST(AwsCredentials, NoneAnywhereSaysWhatToSet) {
+  ScopedEnvironment id("AWS_ACCESS_KEY_ID", nullptr);
+  ScopedEnvironment secret("AWS_SECRET_ACCESS_KEY", nullptr);
+  ScopedEnvironment token("AWS_SESSION_TOKEN", "orphan-token");
+  auto none = resolve_credentials("", "", "", "aws_sqs");
+  ASSERT_FALSE(none);
+  EXPECT_TRUE(none.error().is(errc::invalid_argument));
+  EXPECT_NE(none.error().message().find("AWS_ACCESS_KEY_ID"), std::string::npos);
 }
 
 }  // namespace

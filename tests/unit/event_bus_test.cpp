@@ -342,7 +342,12 @@ TEST(EventBusTest, StopReportsHandlersStillRunningAtTheDeadline) {
   auto stopped = driver.run(bus.bus().stop(50ms));
   ASSERT_FALSE(stopped);
   EXPECT_TRUE(stopped.error().is(errc::deadline_exceeded));
-  EXPECT_NE(stopped.error().message().find("1 handler"), std::string::npos);
+  EXPECT_NE(stopped.error().message().find("handlers of 1 subscription(s) still running"),
+            std::string::npos)
+      << stopped.error().message();
+  EXPECT_NE(stopped.error().message().find("1 message(s) they held were released"),
+            std::string::npos)
+      << stopped.error().message();
 }
 
 TEST(EventBusTest, UnsubscribeStopsDelivery) {

@@ -4,6 +4,10 @@
 
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
 #include <atomic>
@@ -118,6 +122,90 @@ TEST(MetricsTest, QueriesAndRepliesAreCounted) {
             1.0);
   EXPECT_EQ(text.value("marty_messages_published_total", {{"subject", "queries.catalog.price"}}),
             1.0);
+}
+
+// Waits, suspended, until `open` is set.
+asio::awaitable<void> wait_until(const std::atomic<bool>& open) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  while (!open) {
+    timer.expires_after(5ms);
+    std::error_code ignored;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  }
+}
+
+TEST(MetricsTest, ConsumerLagGaugeFollowsTheGroupsBacklog) {
+  EventBusOptions options;
+  options.consumer_lag_interval = 20ms;
+  BlockingEventBus bus(options);
+  ASSERT_TRUE(bus.start());
+  std::atomic<bool> open{false};
+  std::atomic<int> handled{0};
+  MessageHandler gated = [&open, &handled](Message) -> asio::awaitable<Result<void>> {
+    co_await wait_until(open);
+    ++handled;
+    co_return ok();
+  };
+  ASSERT_TRUE(bus.subscribe_to_events({"invoice_due"}, gated, "dunning"));
+  // A subscriber of its own has no group, so no lag.
+  ASSERT_TRUE(
+      bus.subscribe_to_events({"invoice_due"}, sync_handler([](const Message&) { return ok(); })));
+  for (int n = 0; n < 4; ++n) ASSERT_TRUE(bus.publish_event("invoice_due", {{"n", n}}));
+  const std::map<std::string, std::string> labels{
+      {"backend", "memory"}, {"subject", "events.invoice_due"}, {"group", "dunning"}};
+  testing::PromExposition text;
+  // One in the handler and three behind it: all four wait for the group's acknowledgement.
+  ASSERT_TRUE(eventually([&] {
+    text = parse_prometheus_text(bus.bus().metrics().prometheus_text());
+    return text.value("marty_consumer_lag_messages", labels) == 4.0;
+  })) << bus.bus().metrics().prometheus_text();
+  ASSERT_TRUE(text.error.empty()) << text.error;
+  EXPECT_EQ(text.types["marty_consumer_lag_messages"], "gauge");
+  EXPECT_EQ(text.value("marty_consumer_lag_messages", {{"group", ""}}), std::nullopt);
+  auto lag = bus.consumer_lag("events.invoice_due", "dunning");
+  ASSERT_TRUE(lag) << lag.error().describe();
+  EXPECT_EQ(*lag, 4u);
+
+  open = true;
+  ASSERT_TRUE(eventually([&] {
+    return handled == 4 && parse_prometheus_text(bus.bus().metrics().prometheus_text())
+                                   .value("marty_consumer_lag_messages", labels) == 0.0;
+  })) << bus.bus().metrics().prometheus_text();
+  EXPECT_EQ(*bus.consumer_lag("events.invoice_due", "dunning"), 0u);
+  EXPECT_TRUE(bus.stop());
+}
+
+TEST(MetricsTest, ConsumerLagQueriesAreChecked) {
+  BlockingEventBus bus;
+  ASSERT_TRUE(bus.start());
+  ASSERT_TRUE(bus.handle_commands({"send_reminder"},
+                                  sync_handler([](const Message&) { return ok(); }), "mailer"));
+  auto commands = bus.consumer_lag("commands.mailer.send_reminder", "mailer");
+  ASSERT_TRUE(commands) << commands.error().describe();
+  EXPECT_EQ(*commands, 0u);
+  auto unknown = bus.consumer_lag("events.invoice_due", "nobody");
+  ASSERT_FALSE(unknown);
+  EXPECT_TRUE(unknown.error().is(errc::not_found)) << unknown.error().describe();
+  for (const auto& [subject, group] :
+       std::vector<std::pair<std::string, std::string>>{{"queries.mailer.status", "mailer"},
+                                                        {"events.invoice_due", ""},
+                                                        {"events.*", "dunning"},
+                                                        {"", "dunning"}}) {
+    auto refused = bus.consumer_lag(subject, group);
+    ASSERT_FALSE(refused) << subject << " / " << group;
+    EXPECT_TRUE(refused.error().is(errc::invalid_argument)) << refused.error().describe();
+  }
+  // Sampling off: no gauge, however long the group runs.
+  EventBusOptions options;
+  options.consumer_lag_interval = 0ms;
+  BlockingEventBus quiet(options);
+  ASSERT_TRUE(quiet.start());
+  ASSERT_TRUE(quiet.subscribe_to_events(
+      {"invoice_due"}, sync_handler([](const Message&) { return ok(); }), "dunning"));
+  ASSERT_TRUE(quiet.publish_event("invoice_due", {{"n", 1}}));
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(quiet.bus().metrics().prometheus_text().find("marty_consumer_lag_messages{"),
+            std::string::npos);
 }
 
 // A blocking HTTP exchange: sends `request` to 127.0.0.1:`port`, returns all it gets back.

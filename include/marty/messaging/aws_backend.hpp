@@ -18,7 +18,8 @@ namespace marty::messaging::aws {
 /// appear in logs or errors.
 struct AwsSqsConfig {
   std::string region = "us-east-1";
-  /// Empty: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN from the environment.
+  /// All empty: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN from the
+  /// environment. Any set: these alone (both keys required; no token from the environment).
   std::string access_key_id;
   std::string secret_access_key;
   std::string session_token;
@@ -60,7 +61,8 @@ std::shared_ptr<Backend> make_sqs_backend(AwsSqsConfig config);
 struct AwsSnsConfig {
   /// Region and credentials of both services (those in `sqs` are not used).
   std::string region = "us-east-1";
-  /// Empty: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN from the environment.
+  /// All empty: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN from the
+  /// environment. Any set: these alone (both keys required; no token from the environment).
   std::string access_key_id;
   std::string secret_access_key;
   std::string session_token;

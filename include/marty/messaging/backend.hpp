@@ -156,6 +156,15 @@ class Backend {
   /// requeued them meanwhile).
   virtual asio::awaitable<Result<std::size_t>> remove_dead_letters(
       std::string dead_letter_subject, std::set<std::string> ids, SteadyClock::time_point deadline);
+
+  /// How many messages wait for the durable group `spec.group` on `spec.subject` (only when
+  /// capabilities().consumer_lag; the default fails with `unimplemented`): stored for the group
+  /// and not yet acknowledged by it, or, where the broker cannot tell what its consumers hold
+  /// (RabbitMQ), not yet delivered. Works whether or not a member of the group is running.
+  /// `not_found` when the group does not exist there. A read-only query: it never moves the
+  /// group, and may be called while the group consumes.
+  virtual asio::awaitable<Result<std::uint64_t>> consumer_lag(SubscriptionSpec spec,
+                                                              SteadyClock::time_point deadline);
 };
 
 }  // namespace marty::messaging

@@ -100,6 +100,9 @@ class BlockingEventBus {
   Result<std::size_t> purge_dead_letters(DeadLetterFilter filter) {
     return run(bus_->purge_dead_letters(std::move(filter)));
   }
+  Result<std::uint64_t> consumer_lag(std::string subject, std::string group) {
+    return run(bus_->consumer_lag(std::move(subject), std::move(group)));
+  }
 
  private:
   asio::io_context io_;

@@ -43,6 +43,9 @@ struct Capabilities {
   /// (JetStream's duplicate window, SNS FIFO de-duplication): a publisher's retry is not
   /// delivered twice. Redeliveries still are, so consumers stay idempotent.
   bool deduplicates_by_id = false;
+  /// Backend::consumer_lag tells how many messages wait for a durable group
+  /// (UnifiedEventBus::consumer_lag, the `marty_consumer_lag_messages` gauge).
+  bool consumer_lag = false;
   /// Largest payload accepted, in bytes; 0 means no limit of its own.
   std::size_t max_payload_bytes = 0;
 

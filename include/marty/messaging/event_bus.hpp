@@ -60,6 +60,10 @@ struct EventBusOptions {
     std::size_t failure_threshold = 0;
     std::chrono::milliseconds open_for{5'000};
   } backend_circuit_breaker;
+  /// How often each running subscription of a consumer group samples the group's lag
+  /// (Backend::consumer_lag) into the `marty_consumer_lag_messages` gauge, on backends with
+  /// capabilities().consumer_lag. Each sample is one small request to the broker. 0: never.
+  std::chrono::milliseconds consumer_lag_interval{10'000};
 };
 
 /// Not an aggregate on purpose (GCC 12 coroutine bug; see MessageMetadata).
@@ -227,6 +231,16 @@ class UnifiedEventBus : public std::enable_shared_from_this<UnifiedEventBus> {
   asio::awaitable<Result<std::size_t>> requeue_dead_letters(DeadLetterFilter filter);
   /// Deletes the matching dead letters for good; returns how many.
   asio::awaitable<Result<std::size_t>> purge_dead_letters(DeadLetterFilter filter);
+
+  // ---- consumer lag (backends with capabilities().consumer_lag) ----
+
+  /// How many messages wait for consumer group `group` on `subject` ("events.<type>" with the
+  /// group's name, "commands.<service>.<type>" with the service's, or a stream's name): stored
+  /// for the group and not yet acknowledged by it (RabbitMQ: not yet delivered), whether or not
+  /// a member is running, on the backend the subject's type is routed to. `not_found` when the
+  /// group does not exist there; `unimplemented` when that backend cannot tell;
+  /// `invalid_argument` for a query subject, a wildcard or an empty group.
+  asio::awaitable<Result<std::uint64_t>> consumer_lag(std::string subject, std::string group);
 
   asio::any_io_executor get_executor() const { return executor_; }
 

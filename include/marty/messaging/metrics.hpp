@@ -39,6 +39,9 @@ class MessagingMetrics {
     /// Nacked for a retry after a failure.
     std::atomic<std::uint64_t> nacked{0};
     std::atomic<std::uint64_t> dead_lettered{0};
+    /// Messages waiting for the group at the last sample (Backend::consumer_lag); -1: never
+    /// sampled (a private subscription, a backend that cannot tell, sampling off).
+    std::atomic<std::int64_t> lag{-1};
 
     /// Records one handler run (of a message, or of a batch).
     void observe_handler(std::chrono::nanoseconds duration);
@@ -58,9 +61,10 @@ class MessagingMetrics {
   /// The Prometheus text exposition format (version 0.0.4): `marty_messages_published_total`,
   /// `marty_publish_failures_total`, `marty_messages_delivered_total`,
   /// `marty_messages_redelivered_total`, `marty_messages_acked_total`,
-  /// `marty_messages_nacked_total`, `marty_messages_dead_lettered_total` and the histogram
-  /// `marty_handler_duration_seconds`, labelled by `backend`, `subject` and (for subscriptions)
-  /// `group`.
+  /// `marty_messages_nacked_total`, `marty_messages_dead_lettered_total`, the histogram
+  /// `marty_handler_duration_seconds` and the gauge `marty_consumer_lag_messages` (only for
+  /// subscriptions whose lag was sampled), labelled by `backend`, `subject` and (for
+  /// subscriptions) `group`.
   std::string prometheus_text() const;
 
  private:

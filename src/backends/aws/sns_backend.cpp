@@ -72,6 +72,25 @@ class SnsBackend final : public SqsBackend {
     co_return ok();
   }
 
+  // An event group is read through its own queue (see subscribe()).
+  asio::awaitable<Result<std::uint64_t>> consumer_lag(SubscriptionSpec spec,
+                                                      SteadyClock::time_point deadline) override {
+    if (!is_event(spec.pattern))
+      co_return co_await SqsBackend::consumer_lag(std::move(spec), deadline);
+    co_return co_await queue_lag(event_queue(spec.subject, spec.group), spec.group, spec.subject,
+                                 deadline);
+  }
+
+  // The queue `reader` (a group, or a private subscriber's id) reads the events of `subject` from.
+  QueueRequest event_queue(const std::string& subject, const std::string& reader) const {
+    QueueRequest request;
+    request.key = "topic:" + subject + "@" + reader;
+    request.name = aws_name_for(queues_->config.queue_prefix, subject + "@" + reader,
+                                kQueueNameRoom, config_.fifo_topics);
+    request.fifo = config_.fifo_topics;
+    return request;
+  }
+
   asio::awaitable<Result<std::shared_ptr<Subscription>>> subscribe(SubscriptionSpec spec) override {
     if (!is_event(spec.pattern)) co_return co_await SqsBackend::subscribe(std::move(spec));
     if (auto usable = check_usable(); !usable) co_return std::move(usable).error();
@@ -82,13 +101,9 @@ class SnsBackend final : public SqsBackend {
     // without a group has a queue of its own, ended with its subscription.
     const bool private_queue = spec.group.empty();
     const std::string reader = private_queue ? make_uuid_v7() : spec.group;
-    QueueRequest request;
-    request.key = "topic:" + subject + "@" + reader;
-    request.name = aws_name_for(queues_->config.queue_prefix, subject + "@" + reader,
-                                kQueueNameRoom, config_.fifo_topics);
+    QueueRequest request = event_queue(subject, reader);
     request.create = true;
     request.redrive = !private_queue;
-    request.fifo = config_.fifo_topics;
     auto url = co_await queues_->queue_url(std::move(request));
     if (!url) co_return std::move(url).error().with_context("subscribe " + subject);
     auto subscription_arn = co_await subscribe_queue_to(*topic, *url);

@@ -21,6 +21,7 @@ SqsBackend::SqsBackend(AwsSqsConfig config, std::string name)
   caps_.delayed_redelivery = true;
   caps_.native_dead_letter = true;
   caps_.inspectable_dead_letters = true;
+  caps_.consumer_lag = true;  // a queue's depth (GetQueueAttributes)
   caps_.headers = true;
   // SQS takes 256 KiB with the attributes; a binary payload grows by a third in base64.
   caps_.max_payload_bytes = 180 * 1024;
@@ -93,6 +94,31 @@ asio::awaitable<Result<void>> SqsBackend::publish(Message message, PublishOption
   if (!url) co_return std::move(url).error().with_context("publish to " + subject);
   detail::carry_query_deadline(message, options);
   co_return co_await queues_->send(*url, std::move(message), time_left(options.deadline));
+}
+
+asio::awaitable<Result<std::uint64_t>> SqsBackend::consumer_lag(SubscriptionSpec spec,
+                                                                SteadyClock::time_point deadline) {
+  QueueRequest request;
+  request.key = spec.subject;
+  request.name = aws_name_for(queues_->config.queue_prefix, spec.subject, kQueueNameRoom, false);
+  co_return co_await queue_lag(std::move(request), spec.group, spec.subject, deadline);
+}
+
+asio::awaitable<Result<std::uint64_t>> SqsBackend::queue_lag(QueueRequest request,
+                                                             std::string group, std::string subject,
+                                                             SteadyClock::time_point deadline) {
+  if (auto usable = check_usable(); !usable) co_return std::move(usable).error();
+  auto url = co_await queues_->queue_url(std::move(request));
+  if (!url) {
+    if (url.error().is(errc::not_found)) {
+      co_return error(errc::not_found, "no consumer group '" + group + "' on '" + subject +
+                                           "' (its queue does not exist)");
+    }
+    co_return std::move(url).error().with_context("consumer_lag " + subject);
+  }
+  auto depth = co_await queues_->queue_depth(*url, time_left(deadline));
+  if (!depth) co_return std::move(depth).error().with_context("consumer_lag " + subject);
+  co_return *depth;
 }
 
 asio::awaitable<Result<std::shared_ptr<Subscription>>> SqsBackend::subscribe(

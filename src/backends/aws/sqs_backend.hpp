@@ -33,6 +33,9 @@ class SqsBackend : public Backend {
   asio::awaitable<Result<std::size_t>> remove_dead_letters(
       std::string dead_letter_subject, std::set<std::string> ids,
       SteadyClock::time_point deadline) override;
+  /// The depth of the group's queue (the service's queue of a command subject).
+  asio::awaitable<Result<std::uint64_t>> consumer_lag(SubscriptionSpec spec,
+                                                      SteadyClock::time_point deadline) override;
 
  protected:
   /// Run by connect() once SQS answered (a derived backend reaches its own service here).
@@ -47,6 +50,10 @@ class SqsBackend : public Backend {
   /// The time left for a call bounded by both request_timeout and `deadline`.
   std::chrono::milliseconds time_left(SteadyClock::time_point deadline) const;
   Error error(errc code, std::string message) const;
+  /// consumer_lag of the queue `request` names (never made here: `not_found` when missing).
+  asio::awaitable<Result<std::uint64_t>> queue_lag(QueueRequest request, std::string group,
+                                                   std::string subject,
+                                                   SteadyClock::time_point deadline);
 
   SqsQueuesPtr queues_;
   Capabilities caps_;

@@ -1,6 +1,7 @@
 #include "sqs_queues.hpp"
 
 #include <cctype>
+#include <charconv>
 #include <cstdlib>
 
 #include <spdlog/spdlog.h>
@@ -31,8 +32,7 @@ spdlog::logger& aws_logger() {
 
 namespace {
 
-std::string env_or(const std::string& value, const char* variable) {
-  if (!value.empty()) return value;
+std::string environment(const char* variable) {
   const char* found = std::getenv(variable);
   return found != nullptr ? found : "";
 }
@@ -43,10 +43,25 @@ Result<Credentials> resolve_credentials(const std::string& access_key_id,
                                         const std::string& secret_access_key,
                                         const std::string& session_token,
                                         std::string_view backend) {
+  // One source for all three: keys from the config never take a session token from the
+  // environment (which belongs to other keys: a CI job's, a Lambda's role).
   Credentials credentials;
-  credentials.access_key_id = env_or(access_key_id, "AWS_ACCESS_KEY_ID");
-  credentials.secret_access_key = env_or(secret_access_key, "AWS_SECRET_ACCESS_KEY");
-  credentials.session_token = env_or(session_token, "AWS_SESSION_TOKEN");
+  if (!access_key_id.empty() || !secret_access_key.empty() || !session_token.empty()) {
+    if (access_key_id.empty() || secret_access_key.empty()) {
+      return Error(errc::invalid_argument,
+                   std::string(access_key_id.empty() ? "access_key_id" : "secret_access_key") +
+                       " is empty while other credentials are set in the config: set both "
+                       "keys there, or none to take all three from the environment",
+                   std::string(backend));
+    }
+    credentials.access_key_id = access_key_id;
+    credentials.secret_access_key = secret_access_key;
+    credentials.session_token = session_token;
+    return credentials;
+  }
+  credentials.access_key_id = environment("AWS_ACCESS_KEY_ID");
+  credentials.secret_access_key = environment("AWS_SECRET_ACCESS_KEY");
+  credentials.session_token = environment("AWS_SESSION_TOKEN");
   if (credentials.access_key_id.empty() || credentials.secret_access_key.empty()) {
     return Error(errc::invalid_argument,
                  "no credentials: set access_key_id and secret_access_key, or "
@@ -178,6 +193,35 @@ asio::awaitable<Result<std::string>> SqsQueues::queue_arn(std::string url) {
     if (attribute->text_of("Name") == "QueueArn") co_return attribute->text_of("Value");
   }
   co_return error(errc::internal, "no QueueArn for " + url);
+}
+
+asio::awaitable<Result<std::uint64_t>> SqsQueues::queue_depth(std::string url,
+                                                              milliseconds timeout) {
+  QueryParameters get{{"QueueUrl", url},
+                      {"AttributeName.1", "ApproximateNumberOfMessages"},
+                      {"AttributeName.2", "ApproximateNumberOfMessagesNotVisible"},
+                      {"AttributeName.3", "ApproximateNumberOfMessagesDelayed"}};
+  auto attributes = co_await call_within("GetQueueAttributes", std::move(get), timeout);
+  if (!attributes) co_return std::move(attributes).error();
+  std::uint64_t depth = 0;
+  bool counted = false;
+  for (const XmlElement* attribute : attributes->find_all("Attribute")) {
+    const std::string value = attribute->text_of("Value");
+    std::uint64_t count = 0;
+    const auto parsed = std::from_chars(value.data(), value.data() + value.size(), count);
+    if (parsed.ec != std::errc() || parsed.ptr != value.data() + value.size()) {
+      co_return error(errc::internal, "GetQueueAttributes of " + url + ": " +
+                                          attribute->text_of("Name") + " is not a count: '" +
+                                          value + "'");
+    }
+    depth += count;
+    counted = counted || attribute->text_of("Name") == "ApproximateNumberOfMessages";
+  }
+  if (!counted) {
+    co_return error(errc::internal,
+                    "GetQueueAttributes of " + url + " gave no ApproximateNumberOfMessages");
+  }
+  co_return depth;
 }
 
 asio::awaitable<Result<std::string>> SqsQueues::dead_letter_arn(std::string name, bool fifo) {

@@ -26,8 +26,9 @@ namespace marty::messaging::aws {
 /// (Readable names never contain "--", so a subject never gets a dead-letter queue's name.)
 inline constexpr std::size_t kQueueNameRoom = 70;
 
-/// Credentials from the given fields, else AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
-/// AWS_SESSION_TOKEN; `invalid_argument` (named by `backend`) saying what to set when none.
+/// Credentials from one source: the given fields when any is set (both keys then required),
+/// else all three of AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN;
+/// `invalid_argument` (named by `backend`) saying what to set when there are none.
 Result<Credentials> resolve_credentials(const std::string& access_key_id,
                                         const std::string& secret_access_key,
                                         const std::string& session_token, std::string_view backend);
@@ -70,6 +71,10 @@ struct SqsQueues {
   asio::awaitable<Result<std::string>> queue_url(QueueRequest request);
   /// The ARN of the queue at `url` (GetQueueAttributes).
   asio::awaitable<Result<std::string>> queue_arn(std::string url);
+  /// The messages the queue at `url` holds: ready, in flight (received, not deleted) and
+  /// delayed (GetQueueAttributes; SQS's counts are approximate by its own account).
+  asio::awaitable<Result<std::uint64_t>> queue_depth(std::string url,
+                                                     std::chrono::milliseconds timeout);
 
   /// Sends `message` (CloudEvents binary mode in message attributes).
   asio::awaitable<Result<void>> send(std::string url, Message message,

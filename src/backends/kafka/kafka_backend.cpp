@@ -194,6 +194,87 @@ struct Core {
     return out;
   }
 
+  // What waits for `group_id` in `topic`: per partition, the end of the log less the group's
+  // committed offset (a group commits where it starts as it is made, so every partition of a
+  // live group has one). not_found when the group has committed nothing there. Blocking.
+  Result<std::uint64_t> group_lag(const std::string& topic, const std::string& group_id,
+                                  SteadyClock::time_point deadline) {
+    auto count = partition_count(topic);
+    if (!count) {
+      if (count.error().is(errc::not_found)) {
+        return kafka_error(errc::not_found, "no consumer group '" + group_id + "' (topic '" +
+                                                topic + "' does not exist)");
+      }
+      return std::move(count).error();
+    }
+    auto left_ms = [deadline] {
+      return static_cast<int>(std::clamp<std::int64_t>(
+          std::chrono::duration_cast<milliseconds>(deadline - SteadyClock::now()).count(), 1,
+          INT32_MAX));
+    };
+    PartitionListPtr wanted(rd_kafka_topic_partition_list_new(*count));
+    for (int p = 0; p < *count; ++p) {
+      rd_kafka_topic_partition_list_add(wanted.get(), topic.c_str(), p);
+    }
+    rd_kafka_ListConsumerGroupOffsets_t* request =
+        rd_kafka_ListConsumerGroupOffsets_new(group_id.c_str(), wanted.get());
+    rd_kafka_queue_t* queue = rd_kafka_queue_new(producer.get());
+    rd_kafka_AdminOptions_t* options =
+        rd_kafka_AdminOptions_new(producer.get(), RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS);
+    char reason[512];
+    rd_kafka_AdminOptions_set_request_timeout(options, left_ms(), reason, sizeof reason);
+    rd_kafka_ListConsumerGroupOffsets(producer.get(), &request, 1, options, queue);
+    rd_kafka_event_t* event = rd_kafka_queue_poll(queue, left_ms() + 1000);
+    std::map<int, std::int64_t> committed;
+    Result<std::uint64_t> out = std::uint64_t{0};
+    if (event == nullptr) {
+      out = kafka_error(errc::deadline_exceeded,
+                        "reading the offsets of group '" + group_id + "': no answer in time");
+    } else if (rd_kafka_event_error(event) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      out = kafka_error(rd_kafka_event_error(event),
+                        "reading the offsets of group '" + group_id + "'");
+    } else {
+      std::size_t groups = 0;
+      const rd_kafka_group_result_t** results = rd_kafka_ListConsumerGroupOffsets_result_groups(
+          rd_kafka_event_ListConsumerGroupOffsets_result(event), &groups);
+      for (std::size_t g = 0; g < groups && out; ++g) {
+        if (const rd_kafka_error_t* error = rd_kafka_group_result_error(results[g])) {
+          out = kafka_error(rd_kafka_error_code(error),
+                            "reading the offsets of group '" + group_id + "'");
+          continue;
+        }
+        const rd_kafka_topic_partition_list_t* list = rd_kafka_group_result_partitions(results[g]);
+        for (int i = 0; list != nullptr && i < list->cnt; ++i) {
+          if (list->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && list->elems[i].offset >= 0) {
+            committed[list->elems[i].partition] = list->elems[i].offset;
+          }
+        }
+      }
+    }
+    if (event != nullptr) rd_kafka_event_destroy(event);
+    rd_kafka_AdminOptions_destroy(options);
+    rd_kafka_queue_destroy(queue);
+    rd_kafka_ListConsumerGroupOffsets_destroy(request);
+    if (!out) return out;
+    if (committed.empty()) {
+      return kafka_error(errc::not_found, "no consumer group '" + group_id + "' on topic '" +
+                                              topic + "' (it has committed nothing there)");
+    }
+    std::uint64_t lag = 0;
+    for (const auto& [partition, offset] : committed) {
+      std::int64_t low = 0, high = 0;
+      if (rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+              producer.get(), topic.c_str(), partition, &low, &high, left_ms());
+          err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        return kafka_error(err,
+                           "reading the offsets of " + topic + "/" + std::to_string(partition));
+      }
+      // A committed offset below the log's start was trimmed away: the group resumes at `low`.
+      lag += static_cast<std::uint64_t>(std::max<std::int64_t>(0, high - std::max(offset, low)));
+    }
+    return lag;
+  }
+
   Result<void> create_topic(const std::string& topic) {
     char reason[512];
     rd_kafka_NewTopic_t* request =
@@ -1053,6 +1134,7 @@ class KafkaBackend final : public Backend {
     caps_.delayed_redelivery = true;
     caps_.native_dead_letter = false;
     caps_.inspectable_dead_letters = true;
+    caps_.consumer_lag = true;  // the log's end less the group's committed offsets
     caps_.headers = true;
     caps_.wildcard_subscriptions = false;
     caps_.max_payload_bytes = 1'000'000;  // the brokers' default message.max.bytes
@@ -1174,6 +1256,20 @@ class KafkaBackend final : public Backend {
     if (!all) co_return std::move(all).error();
     if (all->size() > limit) all->resize(limit);
     co_return std::move(*all);
+  }
+
+  asio::awaitable<Result<std::uint64_t>> consumer_lag(SubscriptionSpec spec,
+                                                      SteadyClock::time_point deadline) override {
+    if (auto usable = check_usable(); !usable) co_return std::move(usable).error();
+    auto topic = topic_for(core_->config.topic_prefix, spec.subject);
+    if (!topic) co_return std::move(topic).error();
+    CorePtr core = core_;
+    const std::string name = *topic;
+    const std::string group_id = group_for(core_->config.topic_prefix, spec.group, spec.subject);
+    auto work = [core, name, group_id, deadline]() -> Result<std::uint64_t> {
+      return core->group_lag(name, group_id, deadline);
+    };
+    co_return co_await detail::offload(blocking_pool(), std::move(work));
   }
 
   asio::awaitable<Result<std::size_t>> remove_dead_letters(

@@ -524,6 +524,7 @@ class MemoryBackend final : public Backend {
     capabilities_.delayed_redelivery = true;
     capabilities_.native_dead_letter = false;
     capabilities_.inspectable_dead_letters = true;
+    capabilities_.consumer_lag = true;
     capabilities_.headers = true;
     capabilities_.wildcard_subscriptions = true;
     capabilities_.max_payload_bytes = state_->config.max_payload_bytes;
@@ -711,6 +712,27 @@ class MemoryBackend final : public Backend {
     }
     stream.log = std::move(kept);
     co_return removed.size();
+  }
+
+  // A group holds exactly its unacknowledged messages (queued, in flight or delayed).
+  asio::awaitable<Result<std::uint64_t>> consumer_lag(
+      SubscriptionSpec spec, SteadyClock::time_point /*deadline*/) override {
+    std::lock_guard lock(state_->mutex);
+    const std::vector<GroupPtr>* groups = &state_->topic_groups;
+    if (spec.kind == DestinationKind::stream) {
+      auto stream = state_->streams.find(spec.subject);
+      if (stream == state_->streams.end()) groups = nullptr;
+      if (groups) groups = &stream->second.groups;
+    }
+    if (groups) {
+      for (const GroupPtr& group : *groups) {
+        if (group->subject == spec.subject && group->name == spec.group) {
+          co_return static_cast<std::uint64_t>(group->entries.size());
+        }
+      }
+    }
+    co_return Error(errc::not_found, "no consumer group " + spec.group + " on " + spec.subject,
+                    "memory");
   }
 
   asio::awaitable<Result<void>> close(SteadyClock::time_point /*deadline*/) override {

@@ -762,7 +762,8 @@ Capabilities capabilities_for(const NatsConfig& config) {
     caps.delayed_redelivery = true;
     caps.deduplicates_by_id = true;  // every JetStream publish carries Nats-Msg-Id
     caps.inspectable_dead_letters =
-        true;  // dead letters are a stream: read and deleted by sequence
+        true;                  // dead letters are a stream: read and deleted by sequence
+    caps.consumer_lag = true;  // a durable consumer's pending and unacknowledged counts
   }
   return caps;
 }
@@ -849,6 +850,49 @@ class NatsBackend final : public Backend {
                       [&](std::uint64_t, Message message) { out.push_back(std::move(message)); });
       if (!scanned) return std::move(scanned).error();
       return out;
+    };
+    co_return co_await offload(pool_, std::move(work));
+  }
+
+  // A group is a durable consumer: what waits for it is what the stream holds beyond its ack
+  // floor, not yet delivered (NumPending) or delivered and unacknowledged (NumAckPending).
+  asio::awaitable<Result<std::uint64_t>> consumer_lag(SubscriptionSpec spec,
+                                                      SteadyClock::time_point deadline) override {
+    auto connection = current();
+    if (!connection) co_return nats_error(errc::unavailable, "backend is not connected");
+    if (!uses_jetstream(spec.subject, spec.kind)) {
+      co_return nats_error(errc::unimplemented, "'" + spec.subject +
+                                                    "' travels on core NATS, which keeps no "
+                                                    "messages for a group");
+    }
+    const std::string stream = spec.kind == DestinationKind::stream
+                                   ? jetstream_name(spec.subject)
+                                   : stream_for_topic(spec.subject);
+    auto work = [connection, spec, stream, deadline]() -> Result<std::uint64_t> {
+      const std::string consumer = consumer_name(spec.group, spec.subject);
+      jsOptions options;
+      jsOptions_Init(&options);
+      options.Wait = std::max<std::int64_t>(
+          1, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now())
+                 .count());
+      jsConsumerInfo* info = nullptr;
+      jsErrCode code = static_cast<jsErrCode>(0);
+      const natsStatus s = js_GetConsumerInfo(&info, connection->js, stream.c_str(),
+                                              consumer.c_str(), &options, &code);
+      if (s != NATS_OK) {
+        if (code == JSConsumerNotFoundErr || code == JSStreamNotFoundErr || s == NATS_NOT_FOUND) {
+          return nats_error(errc::not_found,
+                            "no consumer group '" + spec.group + "' on '" + spec.subject + "'");
+        }
+        return status_error(
+            s, "reading the consumer of group '" + spec.group + "' on '" + spec.subject + "'",
+            code);
+      }
+      const std::uint64_t lag =
+          info->NumPending +
+          static_cast<std::uint64_t>(std::max<std::int64_t>(0, info->NumAckPending));
+      jsConsumerInfo_Destroy(info);
+      return lag;
     };
     co_return co_await offload(pool_, std::move(work));
   }

@@ -1160,6 +1160,7 @@ class RabbitMqBackend final : public Backend {
     caps_.delayed_redelivery = true;
     caps_.native_dead_letter = true;
     caps_.inspectable_dead_letters = true;
+    caps_.consumer_lag = true;  // a group's queue depth (queue.declare, passive)
     caps_.headers = true;
     caps_.wildcard_subscriptions = true;
     caps_.max_payload_bytes = 128u << 20;  // the broker's default max_message_size
@@ -1336,6 +1337,41 @@ class RabbitMqBackend final : public Backend {
       SteadyClock::time_point deadline) override {
     co_return co_await detail::settle_dead_letters_in_log(*this, std::move(dead_letter_subject),
                                                           std::move(ids), deadline);
+  }
+
+  // A group is a queue, and AMQP tells its ready messages only (queue.declare-ok's
+  // message_count): what consumers hold unacknowledged, and messages waiting in a retry queue,
+  // are not counted. Streams keep no group positions the broker could report.
+  asio::awaitable<Result<std::uint64_t>> consumer_lag(SubscriptionSpec spec,
+                                                      SteadyClock::time_point deadline) override {
+    if (spec.kind == DestinationKind::stream) {
+      co_return rabbit_error(errc::unimplemented,
+                             "a stream's consumer groups keep no position the broker reports");
+    }
+    if (!core_ || !core_->publisher) {
+      co_return rabbit_error(errc::failed_precondition, "the backend is not connected");
+    }
+    const std::string queue = spec.pattern == MessagingPattern::point_to_point
+                                  ? queue_name_for(spec.subject)
+                                  : queue_name_for(spec.group + "@" + spec.subject);
+    auto inspect = [queue](amqp_connection_state_t conn, Complete<Result<std::uint64_t>> complete) {
+      if (conn == nullptr) {
+        complete(connection_gone("looking up queue '" + queue + "'"));
+        return;
+      }
+      auto* declared =
+          amqp_queue_declare(conn, kTopologyChannel, bytes_of(queue), 1, 0, 0, 0, amqp_empty_table);
+      const auto reply = amqp_get_rpc_reply(conn);
+      if (reply.reply_type != AMQP_RESPONSE_NORMAL || declared == nullptr) {
+        complete(topology_failed(conn, reply, "looking up queue '" + queue + "'"));
+        return;
+      }
+      complete(std::uint64_t{declared->message_count});
+    };
+    std::optional<Result<std::uint64_t>> late = rabbit_error(
+        errc::deadline_exceeded, "looking up queue '" + queue + "': no reply before the deadline");
+    co_return co_await on_thread<Result<std::uint64_t>>(*core_->publisher, std::move(inspect),
+                                                        deadline, std::move(late));
   }
 
   asio::awaitable<Result<void>> close(SteadyClock::time_point) override {

@@ -932,6 +932,7 @@ class RedisBackend final : public Backend {
     caps_.delayed_redelivery = true;
     caps_.native_dead_letter = false;
     caps_.inspectable_dead_letters = true;
+    caps_.consumer_lag = true;  // XINFO GROUPS: the group's lag and pending entries
     caps_.headers = true;
     caps_.wildcard_subscriptions = true;
     caps_.max_payload_bytes = 512u << 20;  // proto-max-bulk-len's default
@@ -1115,6 +1116,53 @@ class RedisBackend final : public Backend {
                                         });
     if (!scanned) co_return std::move(scanned).error();
     co_return out;
+  }
+
+  // A group of a Stream: entries not yet delivered to it (XINFO's lag, Redis 7) and delivered
+  // but unacknowledged (its pending entries).
+  asio::awaitable<Result<std::uint64_t>> consumer_lag(SubscriptionSpec spec,
+                                                      SteadyClock::time_point deadline) override {
+    if (auto usable = check_usable(); !usable) co_return std::move(usable).error();
+    if (subject::has_wildcard(spec.subject) || spec.guarantee == DeliveryGuarantee::at_most_once) {
+      co_return redis_error(errc::unimplemented, "'" + spec.subject +
+                                                     "' is read from pub/sub channels, which keep "
+                                                     "nothing for a group");
+    }
+    const std::string key = core_->key(spec.subject);
+    Command info{"XINFO", "GROUPS", key};
+    auto groups = co_await core_->commands->command(std::move(info), deadline);
+    if (!groups) co_return std::move(groups).error().with_context("XINFO GROUPS " + key);
+    const std::string missing = "no consumer group '" + spec.group + "' on '" + spec.subject + "'";
+    if (groups->is_error()) {
+      if (groups->text.find("no such key") != std::string::npos) {
+        co_return redis_error(errc::not_found, missing);
+      }
+      co_return redis_error(code_for_error_reply(groups->error_code()),
+                            "XINFO GROUPS " + key + ": " + groups->text);
+    }
+    for (const Reply& group : groups->elements) {
+      std::map<std::string, const Reply*, std::less<>> fields;
+      for (std::size_t i = 0; i + 1 < group.elements.size(); i += 2) {
+        fields.emplace(group.elements[i].text, &group.elements[i + 1]);
+      }
+      auto name = fields.find("name");
+      if (name == fields.end() || name->second->text != spec.group) continue;
+      auto lag = fields.find("lag");
+      auto pending = fields.find("pending");
+      if (lag == fields.end() || pending == fields.end()) {
+        co_return redis_error(errc::unimplemented,
+                              "XINFO GROUPS reports no lag: Redis 7 or later is needed");
+      }
+      if (lag->second->is_nil()) {
+        // Redis cannot count when entries were deleted past the group's position.
+        co_return redis_error(errc::unavailable, "Redis cannot tell the lag of group '" +
+                                                     spec.group + "' on '" + spec.subject +
+                                                     "' (entries were deleted past its position)");
+      }
+      co_return static_cast<std::uint64_t>(std::max(0LL, lag->second->integer)) +
+          static_cast<std::uint64_t>(std::max(0LL, pending->second->integer));
+    }
+    co_return redis_error(errc::not_found, missing);
   }
 
   asio::awaitable<Result<std::size_t>> remove_dead_letters(

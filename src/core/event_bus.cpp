@@ -494,21 +494,18 @@ asio::awaitable<Result<R>> call_handler(Fn& handler, Arg argument) {
 // A handler call racing its timeout (HandlerOptions::timeout). The call runs as a coroutine of
 // its own on a strand, so that the timeout can cancel it from the strand (asio's cancellation
 // signals are not thread-safe); `done` wakes the waiter when it ends.
+template <class R>
 struct TimedCall {
   std::mutex mutex;
-  std::optional<Result<void>> outcome;
+  std::optional<Result<R>> outcome;
   SignalPtr done = AsyncSignal::create();
   asio::cancellation_signal cancel;
 };
 
-asio::awaitable<void> run_timed_call(std::shared_ptr<MessageHandler> handler, Message message,
-                                     std::shared_ptr<TimedCall> call) {
-  Result<void> outcome;
-  try {
-    outcome = co_await (*handler)(std::move(message));
-  } catch (...) {
-    outcome = error_from_handler_exception();
-  }
+template <class R, class Handler>
+asio::awaitable<void> run_timed_call(std::shared_ptr<Handler> handler, Message message,
+                                     std::shared_ptr<TimedCall<R>> call) {
+  Result<R> outcome = co_await call_handler<R>(*handler, std::move(message));
   {
     std::lock_guard lock(call->mutex);
     call->outcome = std::move(outcome);
@@ -516,13 +513,14 @@ asio::awaitable<void> run_timed_call(std::shared_ptr<MessageHandler> handler, Me
   call->done->notify();
 }
 
-asio::awaitable<Result<void>> call_with_timeout(std::shared_ptr<MessageHandler> handler,
-                                                Message message, milliseconds timeout,
-                                                std::string subject) {
-  auto call = std::make_shared<TimedCall>();
+// Calls `handler` (a MessageHandler, R = void, or a QueryHandler, R = Json) with `timeout`.
+template <class R, class Handler>
+asio::awaitable<Result<R>> call_with_timeout(std::shared_ptr<Handler> handler, Message message,
+                                             milliseconds timeout, std::string subject) {
+  auto call = std::make_shared<TimedCall<R>>();
   auto strand = asio::make_strand(co_await asio::this_coro::executor);
   auto slot = asio::bind_cancellation_slot(call->cancel.slot(), asio::detached);
-  asio::co_spawn(strand, run_timed_call(std::move(handler), std::move(message), call),
+  asio::co_spawn(strand, run_timed_call<R>(std::move(handler), std::move(message), call),
                  std::move(slot));
   const auto deadline = SteadyClock::now() + timeout;
   while (true) {
@@ -554,7 +552,8 @@ asio::awaitable<void> wait_for_circuit(WorkerPtr worker) {
 }
 
 // Tells the worker's circuit breaker how a handler call ended.
-void record_for_circuit(const Worker& worker, const Result<void>& outcome) {
+template <class R>
+void record_for_circuit(const Worker& worker, const Result<R>& outcome) {
   if (!worker.breaker) return;
   if (outcome) {
     worker.breaker->record(true, SteadyClock::now());
@@ -579,7 +578,8 @@ asio::awaitable<void> handle_delivery(WorkerPtr worker, std::shared_ptr<MessageH
   const auto started = SteadyClock::now();
   const milliseconds timeout = worker->handler_options.timeout;
   if (timeout.count() > 0) {
-    outcome = co_await call_with_timeout(handler, std::move(message), timeout, worker->subject);
+    outcome =
+        co_await call_with_timeout<void>(handler, std::move(message), timeout, worker->subject);
   } else {
     try {
       outcome = co_await (*handler)(std::move(message));
@@ -610,12 +610,15 @@ struct InFlight {
   SignalPtr settled = AsyncSignal::create();  // the worker's loop waits on it
 };
 
+// Handles one delivery and settles it (handle_delivery for messages, handle_query for queries).
+using DeliveryHandler = std::function<asio::awaitable<void>(WorkerPtr, std::unique_ptr<Delivery>)>;
+
 // Handles `delivery`, then the deliveries that waited behind it for its key, one by one.
-asio::awaitable<void> handle_key_in_order(WorkerPtr worker, std::shared_ptr<MessageHandler> handler,
+asio::awaitable<void> handle_key_in_order(WorkerPtr worker, std::shared_ptr<DeliveryHandler> handle,
                                           std::shared_ptr<InFlight> in_flight,
                                           std::unique_ptr<Delivery> delivery, std::string key) {
   while (delivery) {
-    co_await handle_delivery(worker, handler, std::move(delivery));
+    co_await (*handle)(worker, std::move(delivery));
     {
       std::lock_guard lock(in_flight->mutex);
       --in_flight->count;
@@ -637,7 +640,7 @@ asio::awaitable<void> handle_key_in_order(WorkerPtr worker, std::shared_ptr<Mess
 // are unsettled; a delivery whose key is busy waits for it. After the subscription closes,
 // waits until every delivery taken is settled (stop() drains through this).
 asio::awaitable<void> run_concurrent_worker(ImplPtr impl, WorkerPtr worker,
-                                            std::shared_ptr<MessageHandler> handler) {
+                                            std::shared_ptr<DeliveryHandler> handle) {
   const std::size_t limit = std::max<std::size_t>(1, worker->handler_options.concurrency);
   const bool ordered = worker->handler_options.ordered_by_key;
   auto in_flight = std::make_shared<InFlight>();
@@ -667,7 +670,7 @@ asio::awaitable<void> run_concurrent_worker(ImplPtr impl, WorkerPtr worker,
     }
     asio::co_spawn(
         executor,
-        handle_key_in_order(worker, handler, in_flight, std::move(delivery), std::move(key)),
+        handle_key_in_order(worker, handle, in_flight, std::move(delivery), std::move(key)),
         asio::detached);
   }
   while (true) {
@@ -682,22 +685,23 @@ asio::awaitable<void> run_concurrent_worker(ImplPtr impl, WorkerPtr worker,
 
 // The hot path: receive, handle, settle, one at a time, with no timeout.
 asio::awaitable<void> run_sequential_worker(ImplPtr impl, WorkerPtr worker,
-                                            std::shared_ptr<MessageHandler> handler) {
+                                            std::shared_ptr<DeliveryHandler> handle) {
   while (true) {
     if (worker->breaker) co_await wait_for_circuit(worker);
     std::unique_ptr<Delivery> delivery = co_await next_delivery(worker);
     if (!delivery) break;
-    co_await handle_delivery(worker, handler, std::move(delivery));
+    co_await (*handle)(worker, std::move(delivery));
   }
   impl->worker_ended(*worker);
 }
 
-asio::awaitable<void> run_message_worker(ImplPtr impl, WorkerPtr worker,
-                                         std::shared_ptr<MessageHandler> handler) {
+// Runs a worker of events, commands or queries as its HandlerOptions say.
+asio::awaitable<void> run_delivery_worker(ImplPtr impl, WorkerPtr worker,
+                                          std::shared_ptr<DeliveryHandler> handle) {
   if (worker->handler_options.concurrency > 1 || worker->handler_options.timeout.count() > 0) {
-    co_await run_concurrent_worker(std::move(impl), std::move(worker), std::move(handler));
+    co_await run_concurrent_worker(std::move(impl), std::move(worker), std::move(handle));
   } else {
-    co_await run_sequential_worker(std::move(impl), std::move(worker), std::move(handler));
+    co_await run_sequential_worker(std::move(impl), std::move(worker), std::move(handle));
   }
 }
 
@@ -733,39 +737,46 @@ Message make_reply(const Message& request, Result<Json> outcome) {
                             std::move(metadata));
 }
 
-asio::awaitable<void> run_query_worker(ImplPtr impl, WorkerPtr worker,
-                                       std::shared_ptr<QueryHandler> handler) {
-  while (auto delivery = co_await next_delivery(worker)) {
-    worker->count_delivery(*delivery);
-    const Message& request = delivery->message();
-    if (request.metadata().reply_to.empty()) {
-      co_await settle_failure(worker, *delivery,
-                              Error(errc::invalid_argument, "query has no reply_to address"));
-      continue;
-    }
-    Message traced = request;
-    auto span = detail::start_consumer_span(traced, worker->backend->name(), worker->tracer);
-    const auto started = SteadyClock::now();
-    auto outcome = co_await call_handler<Json>(*handler, traced);
-    worker->counters->observe_handler(SteadyClock::now() - started);
-    detail::end_span(worker->tracer, span, outcome ? nullptr : &outcome.error());
-    // The reply joins the trace as a child of the handling span.
-    Message reply = make_reply(traced, std::move(outcome));
-    reply.set_subject(request.metadata().reply_to);
-    PublishOptions options;
-    options.pattern = MessagingPattern::request_response;
-    options.deadline = SteadyClock::now() + worker->config.timeout;
-    auto sent = co_await impl->publish_traced(worker->backend, std::move(reply), options);
-    if (!sent) {
-      // The caller will see its deadline pass; redelivering would run the handler again.
-      logger().error("reply to {} on {} failed: {}", request.id(), worker->subject,
-                     sent.error().describe());
-    }
-    auto acked = co_await delivery->ack();
-    warn_if_failed(acked, "ack", worker->subject);
-    worker->count(&MessagingMetrics::SubscriptionCounters::acked);
+// Answers one query and acknowledges it (a failed handler's error is the reply: a query is
+// never retried, its caller waits).
+asio::awaitable<void> handle_query(ImplPtr impl, WorkerPtr worker,
+                                   std::shared_ptr<QueryHandler> handler,
+                                   std::unique_ptr<Delivery> delivery) {
+  worker->count_delivery(*delivery);
+  const Message& request = delivery->message();
+  if (request.metadata().reply_to.empty()) {
+    co_await settle_failure(worker, *delivery,
+                            Error(errc::invalid_argument, "query has no reply_to address"));
+    co_return;
   }
-  impl->worker_ended(*worker);
+  Message traced = request;
+  auto span = detail::start_consumer_span(traced, worker->backend->name(), worker->tracer);
+  const auto started = SteadyClock::now();
+  const milliseconds timeout = worker->handler_options.timeout;
+  Result<Json> outcome = Error(errc::internal, "not called");
+  if (timeout.count() > 0) {
+    outcome = co_await call_with_timeout<Json>(handler, traced, timeout, worker->subject);
+  } else {
+    outcome = co_await call_handler<Json>(*handler, traced);
+  }
+  worker->counters->observe_handler(SteadyClock::now() - started);
+  detail::end_span(worker->tracer, span, outcome ? nullptr : &outcome.error());
+  record_for_circuit(*worker, outcome);
+  // The reply joins the trace as a child of the handling span.
+  Message reply = make_reply(traced, std::move(outcome));
+  reply.set_subject(request.metadata().reply_to);
+  PublishOptions options;
+  options.pattern = MessagingPattern::request_response;
+  options.deadline = SteadyClock::now() + worker->config.timeout;
+  auto sent = co_await impl->publish_traced(worker->backend, std::move(reply), options);
+  if (!sent) {
+    // The caller will see its deadline pass; redelivering would run the handler again.
+    logger().error("reply to {} on {} failed: {}", request.id(), worker->subject,
+                   sent.error().describe());
+  }
+  auto acked = co_await delivery->ack();
+  warn_if_failed(acked, "ack", worker->subject);
+  worker->count(&MessagingMetrics::SubscriptionCounters::acked);
 }
 
 asio::awaitable<void> run_batch_worker(ImplPtr impl, WorkerPtr worker,
@@ -1460,8 +1471,10 @@ Result<void> check_handler_options(std::string_view operation, const HandlerOpti
   return ok();
 }
 
-WorkerRunner message_runner(const ImplPtr& impl, MessageHandler handler, HandlerOptions options) {
-  auto shared = std::make_shared<MessageHandler>(std::move(handler));
+// Runs each worker of a registration with `handle`, as `options` say (one circuit breaker
+// shared by the registration's subjects).
+WorkerRunner delivery_runner(const ImplPtr& impl, DeliveryHandler handle, HandlerOptions options) {
+  auto shared = std::make_shared<DeliveryHandler>(std::move(handle));
   std::shared_ptr<detail::CircuitBreaker> breaker;
   if (options.circuit_breaker.failure_threshold > 0) {
     breaker = std::make_shared<detail::CircuitBreaker>(options.circuit_breaker.failure_threshold,
@@ -1470,8 +1483,16 @@ WorkerRunner message_runner(const ImplPtr& impl, MessageHandler handler, Handler
   return [impl, shared, options, breaker](WorkerPtr worker) {
     worker->handler_options = options;
     worker->breaker = breaker;
-    return run_message_worker(impl, std::move(worker), shared);
+    return run_delivery_worker(impl, std::move(worker), shared);
   };
+}
+
+WorkerRunner message_runner(const ImplPtr& impl, MessageHandler handler, HandlerOptions options) {
+  auto shared = std::make_shared<MessageHandler>(std::move(handler));
+  DeliveryHandler handle = [shared](WorkerPtr worker, std::unique_ptr<Delivery> delivery) {
+    return handle_delivery(std::move(worker), shared, std::move(delivery));
+  };
+  return delivery_runner(impl, std::move(handle), std::move(options));
 }
 
 }  // namespace
@@ -1529,13 +1550,25 @@ asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::handle_commands(
 
 asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::handle_queries(
     std::vector<std::string> query_types, QueryHandler handler, std::string service_name) {
+  co_return co_await handle_queries(std::move(query_types), std::move(handler),
+                                    std::move(service_name), HandlerOptions());
+}
+
+asio::awaitable<Result<SubscriptionId>> UnifiedEventBus::handle_queries(
+    std::vector<std::string> query_types, QueryHandler handler, std::string service_name,
+    HandlerOptions options) {
   if (!handler) co_return Error(errc::invalid_argument, "handle_queries: handler is empty");
+  if (auto valid = check_handler_options("handle_queries", options); !valid) {
+    co_return std::move(valid).error();
+  }
   auto subjects = service_subjects(query_types, "query type", service_name, &subject::for_query);
   if (!subjects) co_return std::move(subjects).error();
   auto shared = std::make_shared<QueryHandler>(std::move(handler));
-  WorkerRunner run = [impl = impl_, shared](WorkerPtr worker) {
-    return run_query_worker(impl, std::move(worker), shared);
+  DeliveryHandler handle = [impl = impl_, shared](WorkerPtr worker,
+                                                  std::unique_ptr<Delivery> delivery) {
+    return handle_query(impl, std::move(worker), shared, std::move(delivery));
   };
+  WorkerRunner run = delivery_runner(impl_, std::move(handle), std::move(options));
   co_return co_await register_workers(impl_, std::move(*subjects),
                                       MessagingPattern::request_response, std::move(service_name),
                                       DestinationKind::topic, StartPosition(), std::move(run));

@@ -1,9 +1,15 @@
 // Bus behaviour beyond the conformance suite: lifecycle, selection, validation, batching.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <thread>
+
+#include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
 
 #include "../support/test_loop.hpp"
 #include "marty/messaging.hpp"
@@ -446,6 +452,69 @@ TEST(EventBusTest, QueryToAServiceThatLeftFailsAtOnce) {
   ASSERT_FALSE(gone);
   EXPECT_TRUE(gone.error().is(errc::not_found)) << gone.error().describe();
   EXPECT_LT(SteadyClock::now() - start, 500ms);
+}
+
+// Suspends the calling handler for `duration` (without blocking the bus's thread).
+asio::awaitable<void> pause(std::chrono::milliseconds duration) {
+  asio::steady_timer timer(co_await asio::this_coro::executor, duration);
+  std::error_code ignored;
+  co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+}
+
+TEST(EventBusTest, QueriesAreAnsweredConcurrentlyWhenAsked) {
+  BlockingEventBus bus;
+  ASSERT_TRUE(bus.start());
+  std::atomic<int> active{0};
+  std::atomic<int> arrived{0};
+  std::atomic<int> most{0};
+  // Each call waits (up to 2 s) until all four have arrived: only concurrency lets them.
+  QueryHandler gathering = [&](Message) -> asio::awaitable<Result<Json>> {
+    ++arrived;
+    most = std::max(most.load(), ++active);
+    for (int i = 0; i < 400 && arrived < 4; ++i) co_await pause(5ms);
+    most = std::max(most.load(), active.load());
+    --active;
+    co_return Json("quote");
+  };
+  HandlerOptions options;
+  options.concurrency = 4;
+  ASSERT_TRUE(bus.handle_queries({"quote"}, gathering, "pricing", options));
+  std::vector<std::thread> callers;
+  std::atomic<int> answered{0};
+  for (int i = 0; i < 4; ++i) {
+    callers.emplace_back([&] {
+      if (auto reply = bus.query("quote", {}, "pricing", 5s); reply && *reply == "quote") {
+        ++answered;
+      }
+    });
+  }
+  for (auto& caller : callers) caller.join();
+  EXPECT_EQ(answered, 4);
+  EXPECT_EQ(most, 4) << "the four queries were not handled at once";
+}
+
+TEST(EventBusTest, AQueryHandlerPastItsTimeoutAnswersDeadlineExceeded) {
+  BlockingEventBus bus;
+  ASSERT_TRUE(bus.start());
+  QueryHandler stuck = [](Message) -> asio::awaitable<Result<Json>> {
+    co_await pause(3s);
+    co_return Json("late");
+  };
+  HandlerOptions options;
+  options.timeout = 100ms;
+  ASSERT_TRUE(bus.handle_queries({"report"}, stuck, "reports", options));
+  auto reply = bus.query("report", {}, "reports", 5s);
+  ASSERT_FALSE(reply);
+  EXPECT_TRUE(reply.error().is(errc::deadline_exceeded)) << reply.error().describe();
+  EXPECT_NE(reply.error().message().find("100 ms timeout"), std::string::npos)
+      << reply.error().message();
+  HandlerOptions bad;
+  bad.concurrency = 0;
+  auto refused = bus.handle_queries({"report"}, stuck, "reports", bad);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("handle_queries: HandlerOptions.concurrency"),
+            std::string::npos)
+      << refused.error().message();
 }
 
 TEST(EventBusTest, HandlersMayStillPublishWhileStopDrains) {

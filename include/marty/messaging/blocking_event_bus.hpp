@@ -85,6 +85,11 @@ class BlockingEventBus {
                                         std::string service) {
     return run(bus_->handle_queries(std::move(types), std::move(handler), std::move(service)));
   }
+  Result<SubscriptionId> handle_queries(std::vector<std::string> types, QueryHandler handler,
+                                        std::string service, HandlerOptions options) {
+    return run(bus_->handle_queries(std::move(types), std::move(handler), std::move(service),
+                                    std::move(options)));
+  }
   Result<SubscriptionId> process_stream(std::string stream, BatchProcessor processor,
                                         std::string group, StreamOptions options = {}) {
     return run(

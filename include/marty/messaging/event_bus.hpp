@@ -212,6 +212,13 @@ class UnifiedEventBus : public std::enable_shared_from_this<UnifiedEventBus> {
   asio::awaitable<Result<SubscriptionId>> handle_queries(std::vector<std::string> query_types,
                                                          QueryHandler handler,
                                                          std::string service_name);
+  /// Same, with HandlerOptions: queries answered concurrently, a timeout (the reply is then
+  /// `deadline_exceeded`), a circuit breaker (an open circuit takes no queries: they wait at the
+  /// broker, and their callers' deadlines may pass).
+  asio::awaitable<Result<SubscriptionId>> handle_queries(std::vector<std::string> query_types,
+                                                         QueryHandler handler,
+                                                         std::string service_name,
+                                                         HandlerOptions options);
   /// Consumes a stream in batches as consumer group `consumer_group`.
   asio::awaitable<Result<SubscriptionId>> process_stream(std::string stream,
                                                          BatchProcessor processor,

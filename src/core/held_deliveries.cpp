@@ -4,38 +4,42 @@
 
 namespace marty::messaging::detail {
 
-bool HeldDeliveries::Slot::claim(State next) {
-  std::lock_guard lock(mutex);
-  if (state != State::held) return false;
-  state = next;
-  return true;
-}
-
 // What a handler settles: the backend's delivery, unless release_all() took it back first.
-class ReleasableDelivery final : public Delivery {
+// Whoever claims it first (its handler settling it, or release_all()) is the only one to use
+// the backend's delivery.
+class HeldDelivery final : public Delivery {
  public:
-  ReleasableDelivery(std::shared_ptr<HeldDeliveries> owner,
-                     std::shared_ptr<HeldDeliveries::Slot> slot)
-      : Delivery(slot->delivery->message(), slot->delivery->attempt(), slot->delivery->sequence()),
+  HeldDelivery(std::shared_ptr<HeldDeliveries> owner, std::unique_ptr<Delivery> inner)
+      : Delivery(inner->message(), inner->attempt(), inner->sequence()),
         owner_(std::move(owner)),
-        slot_(std::move(slot)) {}
-  ~ReleasableDelivery() override { owner_->forget(slot_.get()); }
+        inner_(std::move(inner)) {
+    owner_->link(this);
+  }
+  ~HeldDelivery() override { owner_->unlink(this); }
 
   asio::awaitable<Result<void>> ack() override {
-    if (!slot_->claim(Slot::State::settling)) co_return released();
-    co_return co_await slot_->delivery->ack();
+    if (!claim()) co_return released();
+    co_return co_await inner_->ack();
   }
   asio::awaitable<Result<void>> nack(std::chrono::milliseconds delay) override {
-    if (!slot_->claim(Slot::State::settling)) co_return released();
-    co_return co_await slot_->delivery->nack(delay);
+    if (!claim()) co_return released();
+    co_return co_await inner_->nack(delay);
   }
   asio::awaitable<Result<void>> term() override {
-    if (!slot_->claim(Slot::State::settling)) co_return released();
-    co_return co_await slot_->delivery->term();
+    if (!claim()) co_return released();
+    co_return co_await inner_->term();
   }
 
  private:
-  using Slot = HeldDeliveries::Slot;
+  friend class HeldDeliveries;
+
+  // For its handler: true when this delivery is still the handler's to settle.
+  bool claim() {
+    std::lock_guard lock(owner_->mutex_);
+    if (!held_) return false;
+    held_ = false;
+    return true;
+  }
 
   static Error released() {
     return Error(errc::cancelled,
@@ -44,38 +48,50 @@ class ReleasableDelivery final : public Delivery {
   }
 
   std::shared_ptr<HeldDeliveries> owner_;
-  std::shared_ptr<Slot> slot_;
+  std::unique_ptr<Delivery> inner_;  // moved out by release_all() when it wins the claim
+  // Under owner_->mutex_:
+  bool held_ = true;  // neither claimed by its handler nor released
+  HeldDelivery* previous_ = nullptr;
+  HeldDelivery* next_ = nullptr;
 };
 
 std::unique_ptr<Delivery> HeldDeliveries::hold(std::unique_ptr<Delivery> delivery) {
-  auto slot = std::make_shared<Slot>(std::move(delivery));
-  {
-    std::lock_guard lock(mutex_);
-    slots_.insert(slot.get());
-  }
-  return std::make_unique<ReleasableDelivery>(shared_from_this(), std::move(slot));
+  return std::make_unique<HeldDelivery>(shared_from_this(), std::move(delivery));
 }
 
-void HeldDeliveries::forget(Slot* slot) {
+void HeldDeliveries::link(HeldDelivery* delivery) {
   std::lock_guard lock(mutex_);
-  slots_.erase(slot);
+  delivery->next_ = first_;
+  if (first_ != nullptr) first_->previous_ = delivery;
+  first_ = delivery;
+}
+
+void HeldDeliveries::unlink(HeldDelivery* delivery) {
+  std::lock_guard lock(mutex_);
+  if (delivery->previous_ != nullptr) {
+    delivery->previous_->next_ = delivery->next_;
+  } else {
+    first_ = delivery->next_;
+  }
+  if (delivery->next_ != nullptr) delivery->next_->previous_ = delivery->previous_;
 }
 
 asio::awaitable<std::size_t> HeldDeliveries::release_all() {
-  std::vector<std::shared_ptr<Slot>> claimed;
+  std::vector<std::unique_ptr<Delivery>> taken;
   {
     std::lock_guard lock(mutex_);
-    for (Slot* slot : slots_) {
-      // Listed, so its ReleasableDelivery (which owns it) has not unlisted it yet: alive.
-      if (slot->claim(Slot::State::released)) claimed.push_back(slot->shared_from_this());
+    for (HeldDelivery* delivery = first_; delivery != nullptr; delivery = delivery->next_) {
+      if (!delivery->held_) continue;  // its handler is settling it
+      delivery->held_ = false;
+      taken.push_back(std::move(delivery->inner_));
     }
   }
-  for (const auto& slot : claimed) {
+  for (const auto& delivery : taken) {
     // A failed nack needs no more: the delivery, never settled, is released by the backend
     // when it is destroyed (the Delivery contract).
-    (void)co_await slot->delivery->nack(std::chrono::milliseconds(0));
+    (void)co_await delivery->nack(std::chrono::milliseconds(0));
   }
-  co_return claimed.size();
+  co_return taken.size();
 }
 
 }  // namespace marty::messaging::detail

@@ -26,6 +26,7 @@
 #include "marty/messaging/detail/async_signal.hpp"
 #include "marty/messaging/detail/backoff.hpp"
 #include "marty/messaging/detail/circuit_breaker.hpp"
+#include "marty/messaging/detail/log.hpp"
 #include "marty/messaging/detail/sleep.hpp"
 #include "marty/messaging/memory_backend.hpp"
 #include "marty/messaging/subject.hpp"
@@ -41,10 +42,7 @@ using std::chrono::milliseconds;
 constexpr milliseconds kBackendCloseGrace{5'000};
 constexpr milliseconds kReceiveErrorBackoff{200};
 
-spdlog::logger& logger() {
-  static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
-  return named ? *named : *spdlog::default_logger_raw();
-}
+using marty::messaging::detail::logger;
 
 // Settling (ack, nack, term) can fail when the broker connection dropped meanwhile; the broker
 // then redelivers, so the failure is reported, not retried.

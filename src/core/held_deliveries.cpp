@@ -1,5 +1,6 @@
 #include "held_deliveries.hpp"
 
+#include <atomic>
 #include <vector>
 
 namespace marty::messaging::detail {
@@ -33,13 +34,8 @@ class HeldDelivery final : public Delivery {
  private:
   friend class HeldDeliveries;
 
-  // For its handler: true when this delivery is still the handler's to settle.
-  bool claim() {
-    std::lock_guard lock(owner_->mutex_);
-    if (!held_) return false;
-    held_ = false;
-    return true;
-  }
+  // True for the first caller only: its handler settling it, or release_all() taking it.
+  bool claim() noexcept { return held_.exchange(false, std::memory_order_acq_rel); }
 
   static Error released() {
     return Error(errc::cancelled,
@@ -49,8 +45,8 @@ class HeldDelivery final : public Delivery {
 
   std::shared_ptr<HeldDeliveries> owner_;
   std::unique_ptr<Delivery> inner_;  // moved out by release_all() when it wins the claim
+  std::atomic<bool> held_{true};     // neither claimed by its handler nor released
   // Under owner_->mutex_:
-  bool held_ = true;  // neither claimed by its handler nor released
   HeldDelivery* previous_ = nullptr;
   HeldDelivery* next_ = nullptr;
 };
@@ -81,9 +77,8 @@ asio::awaitable<std::size_t> HeldDeliveries::release_all() {
   {
     std::lock_guard lock(mutex_);
     for (HeldDelivery* delivery = first_; delivery != nullptr; delivery = delivery->next_) {
-      if (!delivery->held_) continue;  // its handler is settling it
-      delivery->held_ = false;
-      taken.push_back(std::move(delivery->inner_));
+      // Listed, so alive (it unlists itself first); its handler may be settling it meanwhile.
+      if (delivery->claim()) taken.push_back(std::move(delivery->inner_));
     }
   }
   for (const auto& delivery : taken) {

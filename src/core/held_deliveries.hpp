@@ -20,7 +20,8 @@ class HeldDelivery;
 /// unacknowledged).
 ///
 /// On the hot path: one allocation per delivery (the wrapper), linked into an intrusive list
-/// under an uncontended lock. Thread-safety: every member may be called from any thread.
+/// under an uncontended lock, and claimed with one atomic exchange. Thread-safety: every member
+/// may be called from any thread.
 class HeldDeliveries : public std::enable_shared_from_this<HeldDeliveries> {
  public:
   HeldDeliveries() = default;
@@ -39,7 +40,7 @@ class HeldDeliveries : public std::enable_shared_from_this<HeldDeliveries> {
   void link(HeldDelivery* delivery);
   void unlink(HeldDelivery* delivery);
 
-  std::mutex mutex_;  // guards the list and each listed delivery's claim
+  std::mutex mutex_;  // guards the list
   HeldDelivery* first_ = nullptr;
 };
 

@@ -3,6 +3,7 @@
 #include <random>
 
 #include <spdlog/spdlog.h>
+#include "marty/messaging/detail/log.hpp"
 
 namespace marty::messaging {
 
@@ -38,16 +39,13 @@ std::string random_hex(std::size_t digits) {
   return out;
 }
 
-spdlog::logger& tracing_logger() {
-  static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
-  return named ? *named : *spdlog::default_logger_raw();
-}
+using marty::messaging::detail::logger;
 
 class LoggingTracer final : public Tracer {
  public:
-  bool enabled() const override { return tracing_logger().should_log(spdlog::level::debug); }
+  bool enabled() const override { return logger().should_log(spdlog::level::debug); }
   void on_span_end(const Span& span) override {
-    spdlog::logger& log = tracing_logger();
+    spdlog::logger& log = logger();
     const auto micros =
         std::chrono::duration_cast<std::chrono::microseconds>(span.end - span.start).count();
     log.debug("span {} trace={} span={} parent={} message={} backend={} {} us{}{}", span.name,

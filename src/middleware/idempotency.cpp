@@ -2,15 +2,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include "marty/messaging/detail/log.hpp"
 #include "marty/messaging/idempotency.hpp"
 
 namespace marty::messaging {
 namespace {
 
-spdlog::logger& logger() {
-  static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
-  return named ? *named : *spdlog::default_logger_raw();
-}
+using marty::messaging::detail::logger;
 
 struct Deduplicator {
   MessageHandler handler;

@@ -13,6 +13,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include "marty/messaging/detail/async_signal.hpp"
+#include "marty/messaging/detail/log.hpp"
 #include "marty/messaging/detail/sleep.hpp"
 
 namespace marty::messaging::saga {
@@ -27,10 +28,7 @@ using std::chrono::milliseconds;
 constexpr milliseconds kStoreRetry{500};
 constexpr milliseconds kPollInterval{2};
 
-spdlog::logger& logger() {
-  static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
-  return named ? *named : *spdlog::default_logger_raw();
-}
+using marty::messaging::detail::logger;
 
 SteadyClock::time_point steady_from(Clock::time_point at) {
   const auto left = at - Clock::now();

@@ -104,6 +104,23 @@ TEST(NatsConnect, NoServerIsUnavailableNotAHang) {
   EXPECT_LT(SteadyClock::now() - start, 10s);
 }
 
+TEST(NatsConnect, CredentialsInAServerUrlNeverReachAnError) {
+  nats::NatsConfig config;
+  config.servers = {"nats://alice:pa55word@127.0.0.1:" + std::to_string(free_port()),
+                    "nats://t0ken-value@127.0.0.1:" + std::to_string(free_port())};
+  const auto result = connect_with(config);
+  ASSERT_FALSE(result);
+  const std::string said = result.error().describe();
+  EXPECT_EQ(said.find("pa55word"), std::string::npos) << said;
+  EXPECT_EQ(said.find("t0ken-value"), std::string::npos) << said;
+  EXPECT_NE(said.find("nats://alice:***@127.0.0.1:"), std::string::npos) << said;
+  config.servers = {"nats://alice:pa55word@ bad host"};
+  const auto refused = connect_with(config);
+  ASSERT_FALSE(refused);
+  EXPECT_TRUE(refused.error().is(errc::invalid_argument)) << refused.error().describe();
+  EXPECT_EQ(refused.error().describe().find("pa55word"), std::string::npos);
+}
+
 TEST(NatsAuth, TokenAndUserPassword) {
   const int token_port = free_port();
   ServerProcess token_server({"nats-server", "-a", "127.0.0.1", "-p", std::to_string(token_port),

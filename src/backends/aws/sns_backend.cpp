@@ -119,8 +119,8 @@ class SnsBackend final : public SqsBackend {
         QueryParameters parameters{{"SubscriptionArn", arn}};
         auto done = co_await sns->call("Unsubscribe", std::move(parameters), timeout, 5);
         if (!done) {
-          aws_logger().warn("SNS Unsubscribe of {} failed ({}): SNS goes on sending to it", arn,
-                            done.error().describe());
+          logger().warn("SNS Unsubscribe of {} failed ({}): SNS goes on sending to it", arn,
+                        done.error().describe());
         }
       };
     }

@@ -166,7 +166,7 @@ asio::awaitable<void> receive_loop(SqsConsumerPtr consumer) {
         std::lock_guard lock(c.mutex);
         if (c.closed) break;
       }
-      aws_logger().warn("receiving from {} failed, retrying: {}", c.url, reply.error().describe());
+      logger().warn("receiving from {} failed, retrying: {}", c.url, reply.error().describe());
       co_await detail::sleep_for(backoff);
       backoff = std::min(backoff * 2, milliseconds(5'000));
       continue;
@@ -258,7 +258,7 @@ asio::awaitable<void> keep_invisible(SqsConsumerPtr consumer) {
       QueryParameters extend = visibility(c.url, due[i].second, seconds);
       auto kept = co_await c.queues->call("ChangeMessageVisibility", std::move(extend));
       if (!kept && !kept.error().is(errc::cancelled)) {
-        aws_logger().warn(
+        logger().warn(
             "keeping a message of {} invisible failed ({}): another consumer may get it too", c.url,
             kept.error().describe());
       }
@@ -411,12 +411,12 @@ class SqsSubscription final : public Subscription {
       QueryParameters parameters{{"QueueUrl", c.url}, {"ReceiptHandle", received.receipt}};
       co_await c.queues->call_logged("DeleteMessage", std::move(parameters),
                                      "it will be dead-lettered again when it comes back");
-      aws_logger().warn("an undecodable message from {} went to {}: {}", c.spec.subject,
-                        dead.subject(), received.message.error().describe());
+      logger().warn("an undecodable message from {} went to {}: {}", c.spec.subject, dead.subject(),
+                    received.message.error().describe());
       forget(consumer_, received.key);
       co_return;
     }
-    aws_logger().error(
+    logger().error(
         "cannot dead-letter an undecodable message from {} ({}); SQS will deliver it again, and "
         "its redrive policy move it",
         c.spec.subject, moved.error().describe());
@@ -522,8 +522,8 @@ asio::awaitable<void> close_sqs_consumer(SqsConsumerPtr consumer,
     auto released =
         co_await c.queues->call_within("ChangeMessageVisibility", std::move(release), left);
     if (!released) {
-      aws_logger().warn("SQS ChangeMessageVisibility failed ({}): {}", released.error().describe(),
-                        kComesBackLater);
+      logger().warn("SQS ChangeMessageVisibility failed ({}): {}", released.error().describe(),
+                    kComesBackLater);
     }
   }
   if (delete_now) {
@@ -532,7 +532,7 @@ asio::awaitable<void> close_sqs_consumer(SqsConsumerPtr consumer,
   }
   const bool gone = co_await wait_quiet(consumer, deadline, &queue_gone);
   if (!gone) {
-    aws_logger().warn("closing: the deletion of {} did not finish in time; it stays behind", c.url);
+    logger().warn("closing: the deletion of {} did not finish in time; it stays behind", c.url);
   }
 }
 

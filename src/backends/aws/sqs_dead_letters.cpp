@@ -76,8 +76,8 @@ asio::awaitable<Result<std::vector<Held>>> receive_all(SqsQueues& queues, std::s
       }
       auto decoded = from_aws(subject, message->text_of("Body"), attributes);
       if (!decoded) {
-        aws_logger().warn("a message in {} is not ours, passed over: {}", url,
-                          decoded.error().describe());
+        logger().warn("a message in {} is not ours, passed over: {}", url,
+                      decoded.error().describe());
         not_ours.push_back(message->text_of("ReceiptHandle"));
         continue;
       }

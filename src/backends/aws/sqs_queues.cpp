@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "aws_wire.hpp"
+#include "marty/messaging/detail/log.hpp"
 
 namespace marty::messaging::aws {
 
@@ -24,11 +25,6 @@ void add_queue_attribute(QueryParameters& parameters, std::string name, std::str
 }
 
 }  // namespace
-
-spdlog::logger& aws_logger() {
-  static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
-  return named ? *named : *spdlog::default_logger_raw();
-}
 
 namespace {
 
@@ -260,7 +256,7 @@ asio::awaitable<void> SqsQueues::call_logged(std::string action, QueryParameters
                                              std::string consequence) {
   auto done = co_await call(action, std::move(parameters));
   if (!done) {
-    aws_logger().warn("SQS {} failed ({}): {}", action, done.error().describe(), consequence);
+    logger().warn("SQS {} failed ({}): {}", action, done.error().describe(), consequence);
   }
 }
 

@@ -14,11 +14,8 @@
 
 #include "aws_query.hpp"
 #include "marty/messaging/aws_backend.hpp"
+#include "marty/messaging/detail/log.hpp"
 #include "marty/messaging/message.hpp"
-
-namespace spdlog {
-class logger;
-}
 
 namespace marty::messaging::aws {
 
@@ -97,7 +94,6 @@ using SqsQueuesPtr = std::shared_ptr<SqsQueues>;
 /// Checks the SQS settings; `invalid_argument` naming the field.
 Result<void> validate_sqs_config(const AwsSqsConfig& config, std::string_view backend);
 
-/// spdlog's "marty.messaging" logger, or the default one.
-spdlog::logger& aws_logger();
+using marty::messaging::detail::logger;
 
 }  // namespace marty::messaging::aws

@@ -20,6 +20,7 @@
 #include "marty/messaging/detail/async_signal.hpp"
 #include "marty/messaging/detail/completion.hpp"
 #include "marty/messaging/detail/inbox.hpp"
+#include "marty/messaging/detail/log.hpp"
 #include "marty/messaging/detail/offload.hpp"
 #include "marty/messaging/detail/query_deadline.hpp"
 #include "marty/messaging/detail/sleep.hpp"
@@ -33,10 +34,7 @@ namespace {
 using detail::AsyncSignal;
 using std::chrono::milliseconds;
 
-spdlog::logger& logger() {
-  static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
-  return named ? *named : *spdlog::default_logger_raw();
-}
+using marty::messaging::detail::logger;
 
 // Blocking librdkafka calls (metadata, offsets, topic creation, joining threads) run here, never
 // on the bus's executor. Process-wide and never destroyed: a backend may be dropped on one of

@@ -7,14 +7,12 @@
 #include <spdlog/spdlog.h>
 
 #include "kafka_wire.hpp"
+#include "marty/messaging/detail/log.hpp"
 
 namespace marty::messaging::kafka {
 namespace {
 
-spdlog::logger& logger() {
-  static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
-  return named ? *named : *spdlog::default_logger_raw();
-}
+using marty::messaging::detail::logger;
 
 // librdkafka's syslog levels onto ours. Its errors are mostly a broker that cannot be reached
 // for now, which it retries itself: warnings, not errors.

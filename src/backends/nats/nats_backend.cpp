@@ -26,7 +26,9 @@
 #include "marty/messaging/dead_letters.hpp"
 #include "marty/messaging/detail/async_signal.hpp"
 #include "marty/messaging/detail/backoff.hpp"
+#include "marty/messaging/detail/log.hpp"
 #include "marty/messaging/detail/offload.hpp"
+#include "marty/messaging/detail/url.hpp"
 #include "marty/messaging/subject.hpp"
 #include "nats_wire.hpp"
 
@@ -52,10 +54,7 @@ constexpr std::size_t kCoreQueueLimit = 65'536;
 // flight (each publish_event waits for its acknowledgement).
 constexpr int kMaxPendingPublishes = 65'536;
 
-spdlog::logger& logger() {
-  static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
-  return named ? *named : *spdlog::default_logger_raw();
-}
+using marty::messaging::detail::logger;
 
 Error nats_error(errc code, std::string message) {
   return Error(code, std::move(message), std::string(kBackendName));
@@ -467,7 +466,7 @@ Result<void> validate(const NatsConfig& config) {
     const std::string_view rest =
         scheme == std::string::npos ? std::string_view() : std::string_view(url).substr(scheme + 3);
     if (!known || rest.empty() || rest.find_first_of(" \t") != std::string_view::npos) {
-      return bad("NatsConfig.servers[" + std::to_string(i) + "]: '" + url +
+      return bad("NatsConfig.servers[" + std::to_string(i) + "]: '" + detail::redact_url(url) +
                  "' is not a URL like nats://host:4222");
     }
   }
@@ -540,7 +539,7 @@ void on_disconnected(natsConnection* nc, void*) {
 void on_reconnected(natsConnection* nc, void*) {
   char url[256] = {0};
   natsConnection_GetConnectedUrl(nc, url, sizeof url);
-  logger().info("NATS connection re-established to {}", url);
+  logger().info("NATS connection re-established to {}", detail::redact_url(url));
 }
 
 Result<natsOptions*> make_options(const NatsConfig& config, bool send_asap) {
@@ -615,7 +614,9 @@ Result<natsConnection*> open_connection(const NatsConfig& config, bool send_asap
   natsOptions_Destroy(*options);
   if (s != NATS_OK) {
     std::string servers;
-    for (const auto& url : config.servers) servers += (servers.empty() ? "" : ", ") + url;
+    for (const auto& url : config.servers) {
+      servers += (servers.empty() ? "" : ", ") + detail::redact_url(url);
+    }
     return status_error(s, "connecting to " + servers);
   }
   return nc;

@@ -9,14 +9,12 @@
 #include <algorithm>
 
 #include <spdlog/spdlog.h>
+#include "marty/messaging/detail/log.hpp"
 
 namespace marty::messaging::rabbitmq {
 namespace {
 
-spdlog::logger& logger() {
-  static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
-  return named ? *named : *spdlog::default_logger_raw();
-}
+using marty::messaging::detail::logger;
 
 timeval to_timeval(std::chrono::milliseconds d) {
   timeval tv{};

@@ -37,6 +37,7 @@
 #include "marty/messaging/detail/completion.hpp"
 #include "marty/messaging/detail/dead_letter_log.hpp"
 #include "marty/messaging/detail/inbox.hpp"
+#include "marty/messaging/detail/log.hpp"
 #include "marty/messaging/detail/sleep.hpp"
 #include "marty/messaging/detail/url.hpp"
 #include "marty/messaging/event_bus.hpp"
@@ -49,10 +50,7 @@ namespace {
 using detail::AsyncSignal;
 using std::chrono::milliseconds;
 
-spdlog::logger& logger() {
-  static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
-  return named ? *named : *spdlog::default_logger_raw();
-}
+using marty::messaging::detail::logger;
 
 constexpr std::string_view kReplyToQueue = "amq.rabbitmq.reply-to";
 constexpr std::string_view kDeadLetterQueue = "marty.dead-letters";

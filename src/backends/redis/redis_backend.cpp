@@ -30,6 +30,7 @@
 
 #include "marty/messaging/detail/async_signal.hpp"
 #include "marty/messaging/detail/inbox.hpp"
+#include "marty/messaging/detail/log.hpp"
 #include "marty/messaging/detail/sleep.hpp"
 #include "marty/messaging/detail/url.hpp"
 #include "marty/messaging/event_bus.hpp"
@@ -44,10 +45,7 @@ namespace {
 using detail::AsyncSignal;
 using std::chrono::milliseconds;
 
-spdlog::logger& logger() {
-  static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
-  return named ? *named : *spdlog::default_logger_raw();
-}
+using marty::messaging::detail::logger;
 
 // Messages a pub/sub subscription may queue before it drops, as Redis itself does for a slow
 // subscriber (client-output-buffer-limit pubsub).

@@ -16,14 +16,12 @@
 #include <asio/use_awaitable.hpp>
 
 #include "marty/messaging/detail/async_signal.hpp"
+#include "marty/messaging/detail/log.hpp"
 
 namespace marty::messaging::redis {
 namespace {
 
-spdlog::logger& logger() {
-  static const std::shared_ptr<spdlog::logger> named = spdlog::get("marty.messaging");
-  return named ? *named : *spdlog::default_logger_raw();
-}
+using marty::messaging::detail::logger;
 
 Reply to_reply(const redisReply* r) {
   Reply out;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <charconv>
 #include <optional>
 #include <string>
@@ -73,6 +74,25 @@ inline Result<UrlParts> parse_url(std::string_view url, std::string_view field) 
   if (authority.empty()) return bad("no host");
   parts.host = std::string(authority);
   return parts;
+}
+
+/// `url` fit for a log line or an error message: a password (or a token given as the user, as
+/// NATS allows) in its user info is replaced by "***". Anything else is kept as it is, so the
+/// reader still sees which server and which user.
+inline std::string redact_url(std::string_view url) {
+  const auto scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos) return std::string(url);
+  const std::size_t start = scheme_end + 3;
+  const std::size_t authority_end = std::min(url.find('/', start), url.size());
+  const std::string_view authority = url.substr(start, authority_end - start);
+  const auto at = authority.rfind('@');
+  if (at == std::string_view::npos) return std::string(url);
+  const std::string_view userinfo = authority.substr(0, at);
+  const auto colon = userinfo.find(':');
+  // "user:password@" keeps the user; a lone "token@" is all secret.
+  const std::string kept =
+      colon == std::string_view::npos ? "***" : std::string(userinfo.substr(0, colon)) + ":***";
+  return std::string(url.substr(0, start)) + kept + std::string(url.substr(start + at));
 }
 
 }  // namespace marty::messaging::detail

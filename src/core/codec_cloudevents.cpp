@@ -694,6 +694,7 @@ Message foreign_message(std::string_view subject, std::shared_ptr<const Payload>
   MessageMetadata metadata;
   metadata.message_id = make_uuid_v7();
   metadata.message_type = subject::type_of(subject);
+  if (metadata.message_type.empty()) metadata.message_type = kUntypedMessageType;
   metadata.time = Clock::now();
   for (const auto& [name, value] : headers) {
     if (name.size() == 12 &&

@@ -682,5 +682,21 @@ TEST(CodecJsonTextTest, TimesTheClockCannotHoldAreRefused) {
   }
 }
 
+// Found by fuzzing the RabbitMQ decoder: a plain AMQP message with an empty routing key had an
+// empty type, so it could not be published again (dead-lettered, requeued) and came back for
+// ever.
+TEST(CodecForeignTest, AMessageOnASubjectNamingNoTypeIsUntypedAndCanBeSentAgain) {
+  auto body = std::make_shared<const Payload>(std::string("plain"));
+  Message message = foreign_message("", body, {{"Content-Type", "text/plain"}});
+  EXPECT_EQ(message.type(), kUntypedMessageType);
+  EXPECT_EQ(message.metadata().content_type, "text/plain");
+  EXPECT_FALSE(message.id().empty());
+  auto encoded = encode_binary(message);
+  auto again = decode_binary(encoded.headers, encoded.body);
+  ASSERT_TRUE(again) << again.error().describe();
+  EXPECT_EQ(again->type(), "untyped");
+  EXPECT_EQ(foreign_message("events.order_placed", body, {}).type(), "order_placed");
+}
+
 }  // namespace
 }  // namespace marty::messaging::codec

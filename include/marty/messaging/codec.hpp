@@ -40,9 +40,14 @@ BinaryMessage encode_binary(const Message& message, const BinaryModeOptions& opt
 Result<Message> decode_binary(const Headers& headers, std::shared_ptr<const Payload> body,
                               const BinaryModeOptions& options = {});
 
+/// The type of a plain publisher's message whose subject names none (an empty AMQP routing
+/// key, say): a message must have a type to be published again (a dead letter, a requeue).
+inline constexpr std::string_view kUntypedMessageType = "untyped";
+
 /// A message from a plain publisher of the broker (no CloudEvents attributes): a fresh id and
-/// the current time, typed by its subject (subject::type_of), its headers kept as metadata
-/// headers and its `content-type` header, if any, as the content type.
+/// the current time, typed by its subject (subject::type_of; kUntypedMessageType when that is
+/// empty), its headers kept as metadata headers and its `content-type` header, if any, as the
+/// content type.
 Message foreign_message(std::string_view subject, std::shared_ptr<const Payload> body,
                         const Headers& headers = {});
 

@@ -156,7 +156,8 @@ Result<Incoming> decode_amqp(const amqp_message_t& amqp, const std::string& rout
     decoded->set_subject(subject);
   } else {
     decoded = codec::foreign_message(subject, std::move(body), headers);
-    if (props._flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
+    // An empty message id is none: the fresh one stays.
+    if ((props._flags & AMQP_BASIC_MESSAGE_ID_FLAG) && props.message_id.len != 0) {
       decoded->mutable_metadata().message_id = text_of(props.message_id);
     }
     if (props._flags & AMQP_BASIC_CORRELATION_ID_FLAG) {

@@ -297,6 +297,62 @@ TEST(AwsSqsVisibility, AMessageHeldPastItsVisibilityTimeoutIsKeptInvisible) {
   (void)queue.loop.run(queue.backend->close(SteadyClock::now() + 5s));
 }
 
+// A nack lets the message go with its delay as the visibility timeout (SQS counts whole
+// seconds: rounded up), so that it comes back after the delay, to any consumer of the queue.
+TEST(AwsSqsVisibility, ANackMakesTheMessageVisibleAgainAfterItsDelay) {
+  ASSERT_FALSE(endpoint().empty()) << "MARTY_SQS_ENDPOINT is not set";
+  RecordedQueue queue;
+  ASSERT_TRUE(queue.subscription);
+  auto delivery = queue.loop.run(queue.subscription->receive(SteadyClock::now() + 10s));
+  ASSERT_TRUE(delivery) << delivery.error().describe();
+  ASSERT_TRUE(queue.loop.run((*delivery)->nack(3'500ms)));
+  EXPECT_TRUE(testing::eventually([&] { return queue.visibility_changes("4").size() == 1; }))
+      << "no ChangeMessageVisibility with VisibilityTimeout=4 for a 3.5 s nack";
+  EXPECT_TRUE(queue.proxy.requests_of("DeleteMessage").empty()) << "a nacked message was deleted";
+  queue.subscription->close();
+  (void)queue.loop.run(queue.backend->close(SteadyClock::now() + 5s));
+}
+
+// A queue made for a group gets a dead-letter queue of its own ("<queue>--dlq") and a redrive
+// policy with max_receive_count, so SQS moves a message there after that many receives.
+TEST(AwsSqsQueues, AGroupQueueIsMadeWithItsDeadLetterQueueAndRedrivePolicy) {
+  ASSERT_FALSE(endpoint().empty()) << "MARTY_SQS_ENDPOINT is not set";
+  TestLoop loop;
+  AwsSqsConfig c = config();
+  c.max_receive_count = 3;
+  auto backend = make_sqs_backend(c);
+  ASSERT_TRUE(loop.run(backend->connect()));
+  SubscriptionSpec spec;
+  spec.subject = "commands." + unique("ledger") + ".post";
+  spec.group = "ledger";
+  spec.pattern = MessagingPattern::point_to_point;
+  auto subscription = loop.run(backend->subscribe(spec));
+  ASSERT_TRUE(subscription) << subscription.error().describe();
+  auto plain = testing::PlainAwsClient::sqs();
+  QueryClient& sqs = plain.client();
+  const std::string name = aws_name_for("", spec.subject, kQueueNameRoom, false);
+  auto url = loop.run(sqs.call("GetQueueUrl", {{"QueueName", name}}, 5s, 3));
+  ASSERT_TRUE(url) << url.error().describe();
+  auto dead = loop.run(sqs.call("GetQueueUrl", {{"QueueName", name + "--dlq"}}, 5s, 3));
+  ASSERT_TRUE(dead) << "no dead-letter queue " << name << "--dlq: " << dead.error().describe();
+  auto policy = loop.run(sqs.call(
+      "GetQueueAttributes",
+      {{"QueueUrl", url->text_of("QueueUrl")}, {"AttributeName.1", "RedrivePolicy"}}, 5s, 3));
+  ASSERT_TRUE(policy) << policy.error().describe();
+  std::string redrive;
+  for (const XmlElement* a : policy->find_all("Attribute")) {
+    if (a->text_of("Name") == "RedrivePolicy") redrive = a->text_of("Value");
+  }
+  auto parsed = Json::parse(redrive, nullptr, false);
+  ASSERT_FALSE(parsed.is_discarded()) << redrive;
+  EXPECT_NE(parsed.value("deadLetterTargetArn", "").find(name + "--dlq"), std::string::npos)
+      << redrive;
+  const Json count = parsed.value("maxReceiveCount", Json());
+  EXPECT_EQ(count.is_string() ? count.get<std::string>() : count.dump(), "3") << redrive;
+  (*subscription)->close();
+  (void)loop.run(backend->close(SteadyClock::now() + 5s));
+}
+
 // A backend that closes lets go of what its subscriptions hold unsettled at once (as a broker
 // does when a consumer's connection drops), instead of leaving it to the visibility timeout.
 TEST(AwsSqsClose, UnsettledDeliveriesAreReleasedWhenTheBackendCloses) {

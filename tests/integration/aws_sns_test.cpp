@@ -62,6 +62,19 @@ std::string event_queue(const std::string& subject, const std::string& group, bo
   return aws_name_for("", subject + "@" + group, kQueueNameRoom, fifo);
 }
 
+// Subscribes `group` to `subject` and closes the subscription: the group's queue stays
+// subscribed and keeps what arrives, for a plain reader.
+void leave_group_queue(TestLoop& loop, Backend& backend, const std::string& subject,
+                       const std::string& group) {
+  SubscriptionSpec spec;
+  spec.subject = subject;
+  spec.group = group;
+  spec.pattern = MessagingPattern::pub_sub;
+  auto subscription = loop.run(backend.subscribe(spec));
+  ASSERT_TRUE(subscription) << subscription.error().describe();
+  (*subscription)->close();
+}
+
 // What the AWS SDK for JavaScript reads from a queue: [{body, attributes, system}].
 Json read_with_aws_sdk(const std::string& queue_url, int count) {
   const std::string command = "node " + std::string(MARTY_READ_QUEUE_SCRIPT) + " '" +
@@ -224,13 +237,7 @@ TEST(AwsSnsInterop, TheAwsSdkReadsTheFifoGroupAndDeduplicationId) {
   auto backend = make_sns_backend(c);
   ASSERT_TRUE(loop.run(backend->connect()));
   const std::string subject = subject::for_event(unique("shipment_booked"));
-  SubscriptionSpec spec;
-  spec.subject = subject;
-  spec.group = "logistics";
-  spec.pattern = MessagingPattern::pub_sub;
-  auto subscription = loop.run(backend->subscribe(spec));
-  ASSERT_TRUE(subscription) << subscription.error().describe();
-  (*subscription)->close();
+  leave_group_queue(loop, *backend, subject, "logistics");
   MessageMetadata metadata;
   metadata.message_id = make_uuid_v7();
   metadata.message_type = "shipment_booked";
@@ -320,14 +327,7 @@ TEST(AwsSnsInterop, TheAwsSdkReadsWhatWePublish) {
   auto backend = make_sns_backend(config());
   ASSERT_TRUE(loop.run(backend->connect()));
   const std::string subject = subject::for_event(unique("invoice_issued"));
-  SubscriptionSpec spec;
-  spec.subject = subject;
-  spec.group = "accounting";
-  spec.pattern = MessagingPattern::pub_sub;
-  // Subscribed, then closed: the group's queue stays subscribed and keeps what arrives.
-  auto subscription = loop.run(backend->subscribe(spec));
-  ASSERT_TRUE(subscription) << subscription.error().describe();
-  (*subscription)->close();
+  leave_group_queue(loop, *backend, subject, "accounting");
 
   MessageMetadata metadata;
   metadata.message_id = make_uuid_v7();

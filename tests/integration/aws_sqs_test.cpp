@@ -133,6 +133,41 @@ TEST(AwsSqsQueues, APrivateQueueGoesWithItsSubscription) {
   (void)loop.run(backend->close(SteadyClock::now() + 5s));
 }
 
+// A queue made for group "ledger" by a backend of config `c` (subscribed, then closed), as a
+// plain SQS client sees it: its name and its redrive policy ("" when it has none).
+struct MadeQueue {
+  std::string name;
+  std::string redrive_policy;
+};
+MadeQueue make_group_queue(TestLoop& loop, const AwsSqsConfig& c) {
+  MadeQueue made;
+  auto backend = make_sqs_backend(c);
+  EXPECT_TRUE(loop.run(backend->connect()));
+  SubscriptionSpec spec;
+  spec.subject = "commands." + unique("ledger") + ".post";
+  spec.group = "ledger";
+  spec.pattern = MessagingPattern::point_to_point;
+  auto subscription = loop.run(backend->subscribe(spec));
+  EXPECT_TRUE(subscription) << subscription.error().describe();
+  made.name = aws_name_for("", spec.subject, kQueueNameRoom, false);
+  auto plain = testing::PlainAwsClient::sqs();
+  auto url = loop.run(plain.client().call("GetQueueUrl", {{"QueueName", made.name}}, 5s, 3));
+  EXPECT_TRUE(url) << url.error().describe();
+  if (url) {
+    auto policy = loop.run(plain.client().call(
+        "GetQueueAttributes",
+        {{"QueueUrl", url->text_of("QueueUrl")}, {"AttributeName.1", "RedrivePolicy"}}, 5s, 3));
+    EXPECT_TRUE(policy) << policy.error().describe();
+    for (const XmlElement* a :
+         policy ? policy->find_all("Attribute") : std::vector<const XmlElement*>{}) {
+      if (a->text_of("Name") == "RedrivePolicy") made.redrive_policy = a->text_of("Value");
+    }
+  }
+  if (subscription) (*subscription)->close();
+  (void)loop.run(backend->close(SteadyClock::now() + 5s));
+  return made;
+}
+
 // Queues can share one existing dead-letter queue (named by its ARN) instead of each making
 // its own.
 TEST(AwsSqsQueues, AGivenDeadLetterQueueServesTheQueuesMade) {
@@ -155,30 +190,10 @@ TEST(AwsSqsQueues, AGivenDeadLetterQueueServesTheQueuesMade) {
 
   AwsSqsConfig c = config();
   c.dead_letter_queue_arn = arn;
-  auto backend = make_sqs_backend(c);
-  ASSERT_TRUE(loop.run(backend->connect()));
-  SubscriptionSpec spec;
-  spec.subject = "commands." + unique("ledger") + ".post";
-  spec.group = "ledger";
-  spec.pattern = MessagingPattern::point_to_point;
-  auto subscription = loop.run(backend->subscribe(spec));
-  ASSERT_TRUE(subscription) << subscription.error().describe();
-  const std::string name = aws_name_for("", spec.subject, kQueueNameRoom, false);
-  auto url = loop.run(sqs.call("GetQueueUrl", {{"QueueName", name}}, 5s, 3));
-  ASSERT_TRUE(url) << url.error().describe();
-  auto policy = loop.run(sqs.call(
-      "GetQueueAttributes",
-      {{"QueueUrl", url->text_of("QueueUrl")}, {"AttributeName.1", "RedrivePolicy"}}, 5s, 3));
-  ASSERT_TRUE(policy) << policy.error().describe();
-  std::string redrive;
-  for (const XmlElement* a : policy->find_all("Attribute")) {
-    if (a->text_of("Name") == "RedrivePolicy") redrive = a->text_of("Value");
-  }
-  EXPECT_NE(redrive.find(arn), std::string::npos) << redrive;
-  EXPECT_FALSE(loop.run(sqs.call("GetQueueUrl", {{"QueueName", name + "--dlq"}}, 5s, 3)))
+  const MadeQueue queue = make_group_queue(loop, c);
+  EXPECT_NE(queue.redrive_policy.find(arn), std::string::npos) << queue.redrive_policy;
+  EXPECT_FALSE(loop.run(sqs.call("GetQueueUrl", {{"QueueName", queue.name + "--dlq"}}, 5s, 3)))
       << "a dead-letter queue of its own was made anyway";
-  (*subscription)->close();
-  (void)loop.run(backend->close(SteadyClock::now() + 5s));
 }
 
 // A private queue outlives its closed subscription while a delivery from it is still held (the
@@ -320,37 +335,18 @@ TEST(AwsSqsQueues, AGroupQueueIsMadeWithItsDeadLetterQueueAndRedrivePolicy) {
   TestLoop loop;
   AwsSqsConfig c = config();
   c.max_receive_count = 3;
-  auto backend = make_sqs_backend(c);
-  ASSERT_TRUE(loop.run(backend->connect()));
-  SubscriptionSpec spec;
-  spec.subject = "commands." + unique("ledger") + ".post";
-  spec.group = "ledger";
-  spec.pattern = MessagingPattern::point_to_point;
-  auto subscription = loop.run(backend->subscribe(spec));
-  ASSERT_TRUE(subscription) << subscription.error().describe();
+  const MadeQueue made = make_group_queue(loop, c);
   auto plain = testing::PlainAwsClient::sqs();
-  QueryClient& sqs = plain.client();
-  const std::string name = aws_name_for("", spec.subject, kQueueNameRoom, false);
-  auto url = loop.run(sqs.call("GetQueueUrl", {{"QueueName", name}}, 5s, 3));
-  ASSERT_TRUE(url) << url.error().describe();
-  auto dead = loop.run(sqs.call("GetQueueUrl", {{"QueueName", name + "--dlq"}}, 5s, 3));
-  ASSERT_TRUE(dead) << "no dead-letter queue " << name << "--dlq: " << dead.error().describe();
-  auto policy = loop.run(sqs.call(
-      "GetQueueAttributes",
-      {{"QueueUrl", url->text_of("QueueUrl")}, {"AttributeName.1", "RedrivePolicy"}}, 5s, 3));
-  ASSERT_TRUE(policy) << policy.error().describe();
-  std::string redrive;
-  for (const XmlElement* a : policy->find_all("Attribute")) {
-    if (a->text_of("Name") == "RedrivePolicy") redrive = a->text_of("Value");
-  }
-  auto parsed = Json::parse(redrive, nullptr, false);
-  ASSERT_FALSE(parsed.is_discarded()) << redrive;
-  EXPECT_NE(parsed.value("deadLetterTargetArn", "").find(name + "--dlq"), std::string::npos)
-      << redrive;
+  auto dead =
+      loop.run(plain.client().call("GetQueueUrl", {{"QueueName", made.name + "--dlq"}}, 5s, 3));
+  ASSERT_TRUE(dead) << "no dead-letter queue " << made.name << "--dlq: " << dead.error().describe();
+  auto parsed = Json::parse(made.redrive_policy, nullptr, false);
+  ASSERT_FALSE(parsed.is_discarded()) << made.redrive_policy;
+  EXPECT_NE(parsed.value("deadLetterTargetArn", "").find(made.name + "--dlq"), std::string::npos)
+      << made.redrive_policy;
   const Json count = parsed.value("maxReceiveCount", Json());
-  EXPECT_EQ(count.is_string() ? count.get<std::string>() : count.dump(), "3") << redrive;
-  (*subscription)->close();
-  (void)loop.run(backend->close(SteadyClock::now() + 5s));
+  EXPECT_EQ(count.is_string() ? count.get<std::string>() : count.dump(), "3")
+      << made.redrive_policy;
 }
 
 // A backend that closes lets go of what its subscriptions hold unsettled at once (as a broker

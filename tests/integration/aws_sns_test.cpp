@@ -195,6 +195,39 @@ TEST(AwsSnsWire, FifoTopicsCarryGroupAndDeduplicationIds) {
   }
 }
 
+// A subject named in topic_arns is published to that topic as it is: the backend never
+// creates a topic for it.
+TEST(AwsSnsWire, ATopicNamedInTheConfigIsUsedAsItIs) {
+  ASSERT_FALSE(env("MARTY_SNS_ENDPOINT").empty()) << "MARTY_SNS_ENDPOINT is not set";
+  TestLoop loop;
+  auto plain = testing::PlainAwsClient::sns();
+  auto made = loop.run(plain.client().call("CreateTopic", {{"Name", unique("erp-events")}}, 5s, 3));
+  ASSERT_TRUE(made) << made.error().describe();
+  const std::string arn = made->text_of("TopicArn");
+  ASSERT_FALSE(arn.empty());
+  testing::RecordingProxy proxy(port_of(env("MARTY_SNS_ENDPOINT")));
+  AwsSnsConfig c = config();
+  c.endpoint = "http://127.0.0.1:" + std::to_string(proxy.port());
+  const std::string subject = subject::for_event(unique("erp_synced"));
+  c.topic_arns[subject] = arn;
+  auto backend = make_sns_backend(c);
+  ASSERT_TRUE(loop.run(backend->connect()));
+  MessageMetadata metadata;
+  metadata.message_type = "erp_synced";
+  metadata.message_id = make_uuid_v7();
+  Message message = Message::from_json({{"n", 1}}, metadata);
+  message.set_subject(subject);
+  PublishOptions options;
+  options.pattern = MessagingPattern::pub_sub;
+  auto published = loop.run(backend->publish(message, options));
+  ASSERT_TRUE(published) << published.error().describe();
+  auto publishes = proxy.requests_of("Publish");
+  ASSERT_EQ(publishes.size(), 1u);
+  EXPECT_EQ(publishes[0]["TopicArn"], arn);
+  EXPECT_TRUE(proxy.requests_of("CreateTopic").empty()) << "a topic was made for a configured ARN";
+  (void)loop.run(backend->close(SteadyClock::now() + 5s));
+}
+
 // With content-based de-duplication SNS hashes the body: no MessageDeduplicationId is sent.
 // A partition key SNS cannot take as a group id becomes a stable hash of it.
 TEST(AwsSnsWire, ContentBasedDeduplicationAndUnusableKeys) {

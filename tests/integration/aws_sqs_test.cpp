@@ -168,6 +168,42 @@ MadeQueue make_group_queue(TestLoop& loop, const AwsSqsConfig& c) {
   return made;
 }
 
+// A subject named in queue_urls goes to that queue as it is (made by someone else, named as
+// they chose), never to a queue of the bus's own naming.
+TEST(AwsSqsQueues, AQueueNamedInTheConfigIsUsedAsItIs) {
+  ASSERT_FALSE(endpoint().empty()) << "MARTY_SQS_ENDPOINT is not set";
+  TestLoop loop;
+  auto plain = testing::PlainAwsClient::sqs();
+  QueryClient& sqs = plain.client();
+  auto made = loop.run(sqs.call("CreateQueue", {{"QueueName", unique("erp-inbox")}}, 5s, 3));
+  ASSERT_TRUE(made) << made.error().describe();
+  const std::string url = made->text_of("QueueUrl");
+  AwsSqsConfig c = config();
+  const std::string subject = "commands." + unique("erp") + ".sync";
+  c.queue_urls[subject] = url;
+  auto backend = make_sqs_backend(c);
+  ASSERT_TRUE(loop.run(backend->connect()));
+  MessageMetadata metadata;
+  metadata.message_type = "sync";
+  metadata.message_id = make_uuid_v7();
+  Message message = Message::from_json({{"order", 7}}, metadata);
+  message.set_subject(subject);
+  PublishOptions options;
+  options.pattern = MessagingPattern::point_to_point;
+  auto sent = loop.run(backend->publish(message, options));
+  ASSERT_TRUE(sent) << sent.error().describe();
+  auto received = loop.run(
+      sqs.call("ReceiveMessage", {{"QueueUrl", url}, {"MessageAttributeName.1", "All"}}, 5s, 3));
+  ASSERT_TRUE(received) << received.error().describe();
+  const auto messages = received->find_all("Message");
+  ASSERT_EQ(messages.size(), 1u);
+  EXPECT_NE(messages[0]->text_of("Body").find("\"order\":7"), std::string::npos);
+  EXPECT_FALSE(loop.run(sqs.call(
+      "GetQueueUrl", {{"QueueName", aws_name_for("", subject, kQueueNameRoom, false)}}, 5s, 3)))
+      << "a queue of the bus's naming was used";
+  (void)loop.run(backend->close(SteadyClock::now() + 5s));
+}
+
 // Queues can share one existing dead-letter queue (named by its ARN) instead of each making
 // its own.
 TEST(AwsSqsQueues, AGivenDeadLetterQueueServesTheQueuesMade) {

@@ -1379,11 +1379,12 @@ namespace {
 using Subjects = std::vector<std::pair<std::string, std::string>>;  // (subject, message type)
 
 // Samples the worker's group lag into its gauge every `interval` until its intake ends. A
-// failed sample keeps the last value (the broker may be briefly away); a backend that turns
-// out unable to tell stops the sampling.
+// failed sample keeps the last value (the broker may be briefly away; said once per outage at
+// warn); a backend that turns out unable to tell stops the sampling.
 asio::awaitable<void> sample_consumer_lag(ImplPtr impl, WorkerPtr worker, milliseconds interval) {
   constexpr milliseconds kStep{50};
   auto next = SteadyClock::now();
+  bool failing = false;  // the last sample failed: the gauge shows an older value
   while (!worker->closing && !worker->intake_ended) {
     if (SteadyClock::now() < next) {
       co_await sleep_for(kStep);
@@ -1395,11 +1396,21 @@ asio::awaitable<void> sample_consumer_lag(ImplPtr impl, WorkerPtr worker, millis
     if (lag) {
       worker->counters->lag.store(static_cast<std::int64_t>(std::min<std::uint64_t>(
           *lag, static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))));
+      if (failing) {
+        logger().info("consumer lag of {} on {} (group {}) sampled again", worker->subject,
+                      worker->backend->name(), worker->group);
+      }
+      failing = false;
     } else if (lag.error().is(errc::unimplemented)) {
       break;
     } else {
-      logger().debug("consumer lag of {} on {} (group {}) not sampled: {}", worker->subject,
-                     worker->backend->name(), worker->group, lag.error().describe());
+      // Said once per outage, so a gauge that stopped moving is never a silent one.
+      if (!failing) {
+        logger().warn(
+            "consumer lag of {} on {} (group {}) not sampled, the gauge keeps its last value: {}",
+            worker->subject, worker->backend->name(), worker->group, lag.error().describe());
+      }
+      failing = true;
     }
   }
   impl->task_ended(*worker);

@@ -205,11 +205,6 @@ struct Core {
       }
       return std::move(count).error();
     }
-    auto left_ms = [deadline] {
-      return static_cast<int>(std::clamp<std::int64_t>(
-          std::chrono::duration_cast<milliseconds>(deadline - SteadyClock::now()).count(), 1,
-          INT32_MAX));
-    };
     PartitionListPtr wanted(rd_kafka_topic_partition_list_new(*count));
     for (int p = 0; p < *count; ++p) {
       rd_kafka_topic_partition_list_add(wanted.get(), topic.c_str(), p);
@@ -220,9 +215,10 @@ struct Core {
     rd_kafka_AdminOptions_t* options =
         rd_kafka_AdminOptions_new(producer.get(), RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS);
     char reason[512];
-    rd_kafka_AdminOptions_set_request_timeout(options, left_ms(), reason, sizeof reason);
+    rd_kafka_AdminOptions_set_request_timeout(options, std::max(1, milliseconds_until(deadline)),
+                                              reason, sizeof reason);
     rd_kafka_ListConsumerGroupOffsets(producer.get(), &request, 1, options, queue);
-    rd_kafka_event_t* event = rd_kafka_queue_poll(queue, left_ms() + 1000);
+    rd_kafka_event_t* event = rd_kafka_queue_poll(queue, milliseconds_until(deadline) + 1000);
     std::map<int, std::int64_t> committed;
     Result<std::uint64_t> out = std::uint64_t{0};
     if (event == nullptr) {
@@ -261,8 +257,9 @@ struct Core {
     std::uint64_t lag = 0;
     for (const auto& [partition, offset] : committed) {
       std::int64_t low = 0, high = 0;
-      if (rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-              producer.get(), topic.c_str(), partition, &low, &high, left_ms());
+      if (rd_kafka_resp_err_t err =
+              rd_kafka_query_watermark_offsets(producer.get(), topic.c_str(), partition, &low,
+                                               &high, std::max(1, milliseconds_until(deadline)));
           err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         return kafka_error(err,
                            "reading the offsets of " + topic + "/" + std::to_string(partition));

@@ -152,11 +152,8 @@ Result<std::vector<Message>> read_whole_topic(const KafkaConfig& config, const s
                                               int partitions, std::string_view subject,
                                               std::chrono::steady_clock::time_point deadline) {
   using std::chrono::steady_clock;
-  auto left_ms = [deadline] {
-    const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady_clock::now());
-    return static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, 60'000));
-  };
+  // Each wait is bounded by a minute as well, however far the deadline.
+  auto left_ms = [deadline] { return std::min(milliseconds_until(deadline), 60'000); };
   auto conf = make_conf(config, ClientRole::consumer);
   if (!conf) return std::move(conf).error();
   char reason[512];

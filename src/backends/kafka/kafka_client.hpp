@@ -1,8 +1,11 @@
 #pragma once
+
 // librdkafka handles and their configuration: what the producer and the consumers share.
 #include <librdkafka/rdkafka.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -42,6 +45,13 @@ enum class ClientRole { producer, consumer };
 /// properties. librdkafka's logs go to our logger. A property librdkafka refuses is
 /// `invalid_argument` naming it.
 Result<ConfPtr> make_conf(const KafkaConfig& config, ClientRole role);
+
+/// Milliseconds left until `deadline` as librdkafka's timeouts take them (0 once it passed).
+inline int milliseconds_until(std::chrono::steady_clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+  return static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, INT32_MAX));
+}
 
 /// A client made from `conf` (which it takes). `invalid_argument` with librdkafka's reason.
 Result<HandlePtr> make_client(ConfPtr conf, ClientRole role);

@@ -24,6 +24,10 @@ marty_install_component(marty_messaging_redis MartyMessagingRedisTargets)
 marty_install_component(marty_messaging_rabbitmq MartyMessagingRabbitmqTargets)
 marty_install_component(marty_messaging_kafka MartyMessagingKafkaTargets)
 marty_install_component(marty_messaging_aws MartyMessagingAwsTargets)
+marty_install_component(marty_messaging_config MartyMessagingConfigTargets)
+if(TARGET marty-bus)
+  install(TARGETS marty-bus RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+endif()
 configure_package_config_file(cmake/MartyMessagingConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/MartyMessagingConfig.cmake
   INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/MartyMessaging)

@@ -4,7 +4,7 @@
 # Runs as root on Debian 12 (the project's machines); elsewhere it prints the list and fails.
 set -euo pipefail
 
-build_pkgs=(g++ cmake ninja-build ccache pkg-config git
+build_pkgs=(g++ cmake ninja-build ccache pkg-config git libyaml-cpp-dev libcli11-dev
   libasio-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libsqlite3-dev)
 # Brokers and their client libraries: the tests run against real servers (scripts/brokers).
 broker_pkgs=(nats-server libnats-dev redis-server redis-tools libhiredis-dev
@@ -13,7 +13,7 @@ broker_pkgs=(nats-server libnats-dev redis-server redis-tools libhiredis-dev
 # JavaScript (the tests' and benchmark's peer) and the tests' fixtures (scripts/js-deps.sh).
 aws_pkgs=(libssl-dev libcurl4-openssl-dev libxml2-dev nodejs npm)
 test_pkgs=(libgtest-dev clang-format clang "${aws_pkgs[@]}" "${broker_pkgs[@]}")
-bench_pkgs=(libzmq3-dev libconcurrentqueue-dev "${aws_pkgs[@]}" "${broker_pkgs[@]}")
+bench_pkgs=(libzmq3-dev libconcurrentqueue-dev gnuplot-nox "${aws_pkgs[@]}" "${broker_pkgs[@]}")
 
 wanted=()
 for profile in "${@:-build}"; do

@@ -219,6 +219,19 @@ Result<std::vector<SagaRecord>> DistributedSagaManager::list_sagas() {
   return list_sagas(SagaFilter());
 }
 
+Result<void> DistributedSagaManager::resume_saga(const std::string& saga_id) {
+  auto stored = store_->load(saga_id);
+  if (!stored) return stored.error().with_context("resume_saga");
+  if (is_final(stored->state)) {
+    return Error(errc::failed_precondition, "resume_saga: saga " + saga_id + " has ended (" +
+                                                std::string(to_string(stored->state)) + ")");
+  }
+  if (auto launched = launch(std::move(*stored), false); !launched) {
+    return launched.error().with_context("resume_saga");
+  }
+  return ok();
+}
+
 asio::awaitable<Result<std::size_t>> DistributedSagaManager::resume_unfinished() {
   SagaFilter filter;
   filter.unfinished_only = true;

@@ -8,28 +8,6 @@
 namespace marty::messaging::conformance {
 namespace {
 
-Json capabilities_json(const Capabilities& caps) {
-  Json patterns = Json::array();
-  for (MessagingPattern pattern : caps.patterns) patterns.push_back(to_string(pattern));
-  const char* ordering = caps.ordering == Ordering::per_key     ? "per_key"
-                         : caps.ordering == Ordering::per_topic ? "per_topic"
-                                                                : "none";
-  return Json{{"patterns", patterns},
-              {"delivery", to_string(caps.delivery)},
-              {"ordering", ordering},
-              {"persistent_replay", caps.persistent_replay},
-              {"durable_groups", caps.durable_groups},
-              {"consumer_groups", caps.consumer_groups},
-              {"native_request_reply", caps.native_request_reply},
-              {"delayed_redelivery", caps.delayed_redelivery},
-              {"native_dead_letter", caps.native_dead_letter},
-              {"deduplicates_by_id", caps.deduplicates_by_id},
-              {"consumer_lag", caps.consumer_lag},
-              {"headers", caps.headers},
-              {"wildcard_subscriptions", caps.wildcard_subscriptions},
-              {"max_payload_bytes", caps.max_payload_bytes}};
-}
-
 class ReportWriter : public ::testing::EmptyTestEventListener {
  public:
   explicit ReportWriter(std::vector<BackendUnderTest> backends) : backends_(std::move(backends)) {}
@@ -66,7 +44,7 @@ class ReportWriter : public ::testing::EmptyTestEventListener {
       }
       auto probe = backend.connect();
       Json report{{"backend", backend.name},
-                  {"capabilities", capabilities_json(probe->capabilities())},
+                  {"capabilities", to_json(probe->capabilities())},
                   {"summary", {{"passed", passed}, {"failed", failed}, {"skipped", skipped}}},
                   {"results", it->second}};
       std::ofstream out(base + "/" + backend.name + ".json");

@@ -4,6 +4,8 @@
 #include <set>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "marty/messaging/types.hpp"
 
 namespace marty::messaging {
@@ -51,5 +53,12 @@ struct Capabilities {
 
   bool supports(MessagingPattern pattern) const { return patterns.count(pattern) != 0; }
 };
+
+/// "none", "per_key", "per_topic".
+std::string_view to_string(Ordering ordering) noexcept;
+
+/// The capabilities as one JSON object, every field under its member's name (patterns, delivery
+/// and ordering by their string forms): what conformance reports and `marty-bus backends` show.
+nlohmann::json to_json(const Capabilities& capabilities);
 
 }  // namespace marty::messaging

@@ -78,6 +78,12 @@ class DistributedSagaManager : public std::enable_shared_from_this<DistributedSa
   /// (after a restart); returns how many. Retry waits resume from their stored times.
   asio::awaitable<Result<std::size_t>> resume_unfinished();
 
+  /// Starts a runner for one unfinished saga of the store (an operator's tool taking a saga
+  /// over, to cancel it). `not_found` for an unknown id or an unregistered definition,
+  /// `failed_precondition` when it has ended, `aborted` while another orchestrator's lease on
+  /// it lasts. Nothing happens when this manager drives it already.
+  Result<void> resume_saga(const std::string& saga_id);
+
   /// Ends the runners after their current action; waits for them. Sagas stay in the store.
   asio::awaitable<void> stop();
 

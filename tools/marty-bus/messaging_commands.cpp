@@ -1,0 +1,253 @@
+// pub, send, sub, request and reply: the patterns, from the command line.
+#include <atomic>
+#include <iostream>
+#include <mutex>
+
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "cli.hpp"
+
+namespace marty::bus_cli {
+
+namespace {
+
+// What pub, send and request share: the data and the metadata options.
+struct Outgoing {
+  std::string type;
+  std::string data = "{}";
+  std::string key;
+  std::string correlation_id;
+  std::vector<std::string> headers;
+
+  void add_to(CLI::App& command, const char* type_help) {
+    command.add_option("type", type, type_help)->required();
+    command.add_option("data", data,
+                       "JSON data; @file reads a file, - standard input (default {})");
+    command.add_option("-k,--key", key, "partition key: messages with one key stay in order");
+    command.add_option("--correlation-id", correlation_id, "correlation id");
+    command.add_option("-H,--header", headers, "a header, name=value (repeatable)");
+  }
+
+  MessageMetadata metadata() const {
+    MessageMetadata m;
+    m.partition_key = key;
+    m.correlation_id = correlation_id;
+    for (const std::string& header : headers) {
+      const auto equals = header.find('=');
+      if (equals == std::string::npos || equals == 0) {
+        fail(errc::invalid_argument, "--header " + header + ": expected name=value");
+      }
+      m.headers[header.substr(0, equals)] = header.substr(equals + 1);
+    }
+    return m;
+  }
+};
+
+// Prints each message whole, one at a time, whichever bus thread delivers it.
+class Printer {
+ public:
+  explicit Printer(bool json) : json_(json) {}
+  void print(const std::string& text) {
+    std::lock_guard lock(mutex_);
+    std::cout << text << std::flush;
+  }
+  bool json() const { return json_; }
+
+ private:
+  bool json_;
+  std::mutex mutex_;
+};
+
+// "--fail code[:message]" as the error a handler returns.
+std::optional<Error> failure_argument(const std::string& text, const char* default_message) {
+  if (text.empty()) return std::nullopt;
+  const auto colon = text.find(':');
+  const std::string name = text.substr(0, colon);
+  const errc code = errc_from_string(name);
+  if (code == errc::internal && name != "internal") {
+    fail(errc::invalid_argument, "--fail " + text + ": '" + name + "' is not an error code");
+  }
+  return Error(code, colon == std::string::npos ? default_message : text.substr(colon + 1));
+}
+
+std::optional<std::chrono::milliseconds> optional_duration(const std::string& text,
+                                                           const std::string& what) {
+  if (text.empty()) return std::nullopt;
+  return duration_argument(text, what);
+}
+
+}  // namespace
+
+void add_messaging_commands(CLI::App& app, GlobalOptions& options) {
+  {
+    auto* command =
+        app.add_subcommand("pub", "publish an event (pub/sub: every subscriber group gets it)");
+    auto outgoing = std::make_shared<Outgoing>();
+    auto count = std::make_shared<std::size_t>(1);
+    outgoing->add_to(*command, "event type (subject events.<type>)");
+    command->add_option("-n,--count", *count, "publish it this many times")
+        ->check(CLI::PositiveNumber);
+    command->callback([&options, outgoing, count] {
+      Json data = json_argument(outgoing->data, "data");
+      const MessageMetadata metadata = outgoing->metadata();
+      Session session(options);
+      session.start();
+      for (std::size_t i = 0; i < *count; ++i) {
+        need(session.bus().publish_event(outgoing->type, data, metadata));
+      }
+      session.stop();
+      if (!options.json) {
+        std::cout << "published " << *count << " event(s) " << outgoing->type << "\n";
+      }
+    });
+  }
+  {
+    auto* command =
+        app.add_subcommand("send", "send a command to one instance of a service (point-to-point)");
+    auto outgoing = std::make_shared<Outgoing>();
+    auto service = std::make_shared<std::string>();
+    outgoing->add_to(*command, "command type (subject commands.<service>.<type>)");
+    command->add_option("-s,--to", *service, "the service that handles it")->required();
+    command->callback([&options, outgoing, service] {
+      Json data = json_argument(outgoing->data, "data");
+      Session session(options);
+      session.start();
+      need(session.bus().send_command(outgoing->type, std::move(data), *service,
+                                      outgoing->metadata()));
+      session.stop();
+      if (!options.json)
+        std::cout << "sent command " << outgoing->type << " to " << *service << "\n";
+    });
+  }
+  {
+    auto* command = app.add_subcommand("request", "ask a service a query and print its reply");
+    auto outgoing = std::make_shared<Outgoing>();
+    auto service = std::make_shared<std::string>();
+    auto timeout = std::make_shared<std::string>();
+    outgoing->add_to(*command, "query type (subject queries.<service>.<type>)");
+    command->add_option("-s,--to", *service, "the service that answers it")->required();
+    command->add_option("-t,--timeout", *timeout,
+                        "how long to wait for the reply (default: the pattern's, 30s)");
+    command->callback([&options, outgoing, service, timeout] {
+      Json data = json_argument(outgoing->data, "data");
+      const auto limit = optional_duration(*timeout, "--timeout");
+      Session session(options);
+      session.start();
+      Json reply = need(session.bus().run(session.bus().bus().query(
+          outgoing->type, std::move(data), *service, limit, outgoing->metadata())));
+      session.stop();
+      std::cout << (options.json ? reply.dump() : reply.dump(2)) << "\n";
+    });
+  }
+  {
+    auto* command =
+        app.add_subcommand("sub", "print events as they arrive (until Ctrl-C, --count or --for)");
+    auto types = std::make_shared<std::vector<std::string>>();
+    auto group = std::make_shared<std::string>();
+    auto count = std::make_shared<std::size_t>(0);
+    auto for_how_long = std::make_shared<std::string>();
+    command
+        ->add_option("types", *types, "event types; * and > wildcards where the backend has them")
+        ->required();
+    command->add_option(
+        "-g,--group", *group,
+        "consumer group: its members share the events (durable where the backend keeps groups)");
+    command->add_option("-n,--count", *count, "exit after this many events");
+    command->add_option("--for", *for_how_long, "exit after this long (5s, 2m)");
+    auto failure = std::make_shared<std::string>();
+    command->add_option("--fail", *failure,
+                        "fail every event with this error, code[:message], so that it is retried "
+                        "and dead-lettered (testing retry and dead-letter settings)");
+    command->callback([&options, types, group, count, for_how_long, failure] {
+      const auto limit = optional_duration(*for_how_long, "--for");
+      const std::optional<Error> refusal =
+          failure_argument(*failure, "failed by marty-bus sub --fail");
+      Session session(options);
+      session.start();
+      auto printer = std::make_shared<Printer>(options.json);
+      auto received = std::make_shared<std::atomic<std::size_t>>(0);
+      const std::size_t wanted = *count;
+      need(session.bus().subscribe_to_events(
+          *types,
+          sync_handler(
+              [printer, received, wanted, refusal](const Message& message) -> Result<void> {
+                // Past the count, refuse: the message stays with the broker for someone else.
+                if (wanted != 0 && received->load() >= wanted) {
+                  return Error(errc::cancelled, "marty-bus sub: received what it asked for");
+                }
+                printer->print(render_message(message, printer->json()));
+                received->fetch_add(1);
+                if (refusal) return *refusal;
+                return ok();
+              }),
+          *group));
+      if (!options.json) std::cerr << "listening on " << types->size() << " event type(s)\n";
+      wait_until([&] { return wanted != 0 && received->load() >= wanted; }, limit);
+      session.stop();
+      if (wanted != 0 && received->load() < wanted) {
+        fail(errc::deadline_exceeded, "received " + std::to_string(received->load()) + " of " +
+                                          std::to_string(wanted) + " event(s)");
+      }
+    });
+  }
+  {
+    auto* command = app.add_subcommand(
+        "reply", "answer queries (a responder for testing; saga steps are queries too)");
+    auto types = std::make_shared<std::vector<std::string>>();
+    auto service = std::make_shared<std::string>();
+    auto answer = std::make_shared<std::string>();
+    auto failure = std::make_shared<std::string>();
+    auto delay = std::make_shared<std::string>();
+    auto count = std::make_shared<std::size_t>(0);
+    auto for_how_long = std::make_shared<std::string>();
+    command->add_option("types", *types, "query types to answer")->required();
+    command->add_option("-s,--as", *service, "the service answering them")->required();
+    command->add_option("-r,--reply", *answer,
+                        "the reply (JSON; @file, -); default: the query's data");
+    command->add_option(
+        "--fail", *failure,
+        "answer with this error instead: code[:message] (e.g. not_found:no such order)");
+    command->add_option("--delay", *delay, "answer after this long (250ms, 3s)");
+    command->add_option("-n,--count", *count, "exit after answering this many");
+    command->add_option("--for", *for_how_long, "exit after this long");
+    command->callback([&options, types, service, answer, failure, delay, count, for_how_long] {
+      const auto limit = optional_duration(*for_how_long, "--for");
+      std::optional<Json> fixed;
+      if (!answer->empty()) fixed = json_argument(*answer, "--reply");
+      const std::optional<Error> refusal = failure_argument(*failure, "refused by marty-bus reply");
+      const std::chrono::milliseconds pause =
+          delay->empty() ? std::chrono::milliseconds(0) : duration_argument(*delay, "--delay");
+      Session session(options);
+      session.start();
+      auto printer = std::make_shared<Printer>(options.json);
+      auto answered = std::make_shared<std::atomic<std::size_t>>(0);
+      QueryHandler handler = [printer, answered, fixed, refusal,
+                              pause](Message query) -> asio::awaitable<Result<Json>> {
+        printer->print(render_message(query, printer->json()));
+        if (pause.count() > 0) {  // a timer, not a sleep: other queries are answered meanwhile
+          auto executor = co_await asio::this_coro::executor;
+          asio::steady_timer timer(executor, pause);
+          co_await timer.async_wait(asio::use_awaitable);
+        }
+        answered->fetch_add(1);
+        if (refusal) co_return *refusal;
+        if (fixed) co_return *fixed;
+        auto data = query.try_json();
+        if (!data) co_return data.error();
+        co_return data->get();
+      };
+      HandlerOptions concurrent;
+      concurrent.concurrency = 16;
+      need(session.bus().handle_queries(*types, handler, *service, concurrent));
+      if (!options.json)
+        std::cerr << "answering " << types->size() << " query type(s) as " << *service << "\n";
+      const std::size_t wanted = *count;
+      wait_until([&] { return wanted != 0 && answered->load() >= wanted; }, limit);
+      session.stop();
+    });
+  }
+}
+
+}  // namespace marty::bus_cli

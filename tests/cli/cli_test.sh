@@ -5,6 +5,7 @@
 set -uo pipefail
 scenario=$1
 bus=$2
+docs=$(cd "$(dirname "$0")/../../docs" && pwd)
 work=${3:-$(mktemp -d)}
 # Every run starts from nothing: a saga store left by an earlier run would change what is listed.
 rm -rf "$work" && mkdir -p "$work"
@@ -120,6 +121,10 @@ EOF
     contains "syntax.yaml:2:1:"
     expect 5 "$bus" config check no-such-file.yaml
     contains "cannot read configuration file no-such-file.yaml"
+    # The complete file of docs/configuration.md is a valid file.
+    awk '/^```yaml/{f=1;next} /^```/{if(f)exit} f' "$docs/configuration.md" > documented.yaml
+    NATS_TOKEN=t KAFKA_BROKERS=127.0.0.1:9092 expect 0 "$bus" config check documented.yaml
+    contains "sagas          1, store sqlite"
     printf 'backends:\n  memory: {}\n' > good.yaml
     MARTY_BUS_CONFIG=good.yaml expect 0 "$bus" config check
     contains "good.yaml: ok"
@@ -153,6 +158,13 @@ EOF
     contains "not_found"
     expect 4 "$bus" sub orders.placed -n 1 --for 300ms
     contains "received 0 of 1 event(s)"
+    # Ctrl-C is how a tail ends: exit 0, even short of --count.
+    background tail "$bus" sub orders.placed -n 5 --for 60s
+    wait_for_line tail "listening"
+    kill -INT "$(cat tail.pid)"
+    wait "$(cat tail.pid)"
+    rc=$?
+    [ "$rc" = 0 ] || { echo "FAIL: sub ended by SIGINT exited $rc"; failures=$((failures + 1)); }
     expect 0 "$bus" dlq list events.orders.placed
     contains "0 dead letter(s)"
     expect 3 "$bus" dlq purge events.orders.placed
@@ -257,6 +269,17 @@ EOF
     expect 9 "$bus" "${cfg[@]}" saga cancel "$id"
     contains "has ended"
     expect 0 "$bus" "${cfg[@]}" saga list --state completed
+    contains "1 saga(s)"
+    # Ctrl-C while a saga runs: exit 1 (cancelled); the saga stays, unfinished, to be resumed.
+    background interrupted "$bus" "${cfg[@]}" saga start order_flow '{"order":4}' --wait 60s
+    wait_for_line interrupted "started saga"
+    sleep 0.5
+    kill -INT "$(cat interrupted.pid)"
+    wait "$(cat interrupted.pid)"
+    rc=$?
+    [ "$rc" = 1 ] || { echo "FAIL: saga start ended by SIGINT exited $rc"; failures=$((failures + 1)); }
+    in_file interrupted.out "it stays in the store, unfinished"
+    expect 0 "$bus" "${cfg[@]}" saga list --unfinished
     contains "1 saga(s)"
     expect 5 "$bus" "${cfg[@]}" saga show no-such-id
     kill "$(cat inventory.pid)" "$(cat slow.pid)"; wait 2> /dev/null

@@ -195,6 +195,10 @@ void add_bench_command(CLI::App& app, GlobalOptions& options) {
     }
     session.stop();
     if (state->error) throw CommandFailed{*state->error};
+    if (!done && stop_requested()) {
+      fail(errc::cancelled, "bench: interrupted after " + std::to_string(state->completed.load()) +
+                                " of " + std::to_string(s->messages));
+    }
     if (!done) {
       fail(errc::deadline_exceeded, "bench: " + std::to_string(state->completed.load()) + " of " +
                                         std::to_string(s->messages) + " done when stopped");

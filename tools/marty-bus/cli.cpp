@@ -1,5 +1,6 @@
 #include "cli.hpp"
 
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -82,27 +83,46 @@ void Session::stop() {
   }
 }
 
-void block_stop_signals() {
+namespace {
+
+std::atomic<bool> stop_signal{false};
+
+sigset_t stop_signals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  return set;
+}
+
+}  // namespace
+
+void block_stop_signals() {
+  const sigset_t set = stop_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
 bool wait_until(const std::function<bool()>& done, std::optional<std::chrono::milliseconds> limit) {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
+  const sigset_t set = stop_signals();
   const auto deadline = limit ? std::chrono::steady_clock::now() + *limit
                               : std::chrono::steady_clock::time_point::max();
   while (!done()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
+    if (stop_signal.load() || std::chrono::steady_clock::now() >= deadline) return false;
     const timespec tick{0, 50'000'000};  // 50 ms: how soon done() is noticed
-    if (sigtimedwait(&set, nullptr, &tick) > 0) return done();
+    if (sigtimedwait(&set, nullptr, &tick) > 0) {
+      stop_signal = true;
+      return done();
+    }
   }
   return true;
+}
+
+bool stop_requested() {
+  if (stop_signal.load()) return true;
+  const sigset_t set = stop_signals();
+  const timespec now{0, 0};
+  if (sigtimedwait(&set, nullptr, &now) > 0) stop_signal = true;
+  return stop_signal.load();
 }
 
 Json json_argument(const std::string& text, const std::string& what) {

@@ -79,7 +79,10 @@ class Session {
 /// wait_until() receives them instead of the process dying mid-message.
 void block_stop_signals();
 /// Waits until `done()` is true, `limit` passes, or SIGINT/SIGTERM arrives. True when done().
+/// A signal is remembered: stop_requested() says so afterwards, and later waits end at once.
 bool wait_until(const std::function<bool()>& done, std::optional<std::chrono::milliseconds> limit);
+/// True once SIGINT or SIGTERM has arrived (polled without waiting).
+bool stop_requested();
 
 /// JSON from a command-line argument: the text itself, "@file" for a file's contents, "-" for
 /// standard input. `invalid_argument` naming `what` when it is not JSON.

@@ -1,4 +1,5 @@
 // saga list|show|start|cancel: the sagas of the configuration file's store and definitions.
+#include <algorithm>
 #include <iostream>
 
 #include "cli.hpp"
@@ -73,11 +74,32 @@ struct Orchestrator {
   Orchestrator(const Orchestrator&) = delete;
   Orchestrator& operator=(const Orchestrator&) = delete;
 
+  // Drives the saga until it ends, `limit` passes (deadline_exceeded) or Ctrl-C (cancelled);
+  // in both of the latter it stays in the store, unfinished, for an orchestrator to resume.
+  // Waits in short slices, because a signal cannot interrupt the bus's own wait.
   saga::SagaRecord wait(const std::string& id, std::chrono::milliseconds limit) {
     std::cerr << "waiting for saga " << id << " to end (at most " << limit.count() / 1000
               << " s)\n";
-    return need(session.bus().run(manager->wait_for(id, limit))).record;
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (true) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      const auto slice = std::clamp(left, std::chrono::milliseconds(1), kWaitSlice);
+      auto status = session.bus().run(manager->wait_for(id, slice));
+      if (status) return status->record;
+      if (status.error().code() != errc::deadline_exceeded) throw CommandFailed{status.error()};
+      const std::string left_as =
+          "; it stays in the store, unfinished, for an orchestrator to "
+          "resume (or `marty-bus saga cancel " +
+          id + "`)";
+      if (stop_requested())
+        fail(errc::cancelled, "interrupted while saga " + id + " runs" + left_as);
+      if (std::chrono::steady_clock::now() >= deadline) {
+        fail(errc::deadline_exceeded, "saga " + id + " had not ended after --wait" + left_as);
+      }
+    }
   }
+  static constexpr std::chrono::milliseconds kWaitSlice{200};
 
   Session session;
   std::shared_ptr<saga::SagaStore> store;

@@ -33,11 +33,18 @@ if(MODE STREQUAL "find_package")
   foreach(file include/marty/messaging.hpp include/marty/messaging/nats_backend.hpp
                lib/cmake/MartyMessaging/MartyMessagingConfig.cmake
                lib/cmake/MartyMessaging/MartyMessagingConfigVersion.cmake
-               lib/cmake/MartyMessaging/MartyMessagingNatsTargets.cmake)
+               lib/cmake/MartyMessaging/MartyMessagingNatsTargets.cmake
+               include/marty/messaging/config.hpp bin/marty-bus)
     if(NOT EXISTS ${WORK_DIR}/prefix/${file})
       message(FATAL_ERROR "cmake --install did not install ${file}")
     endif()
   endforeach()
+  # The installed CLI runs and reads a configuration file.
+  file(WRITE ${WORK_DIR}/bus.yaml "service: package-test\nbackends:\n  memory: {}\n")
+  run(${WORK_DIR}/prefix/bin/marty-bus config check ${WORK_DIR}/bus.yaml)
+  if(NOT last_output MATCHES "bus.yaml: ok")
+    message(FATAL_ERROR "the installed marty-bus did not check a file:\n${last_output}")
+  endif()
   run(${configure} -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
 elseif(MODE STREQUAL "add_subdirectory")
   run(${configure} -DMARTY_MESSAGING_SOURCE_DIR=${SOURCE_DIR}

@@ -314,6 +314,39 @@ TEST_F(SagaIntegration, TheLeaseIsRenewedWhileAStepTakesLongerThanIt) {
   EXPECT_EQ(ledger_.count("charge_card", id), 1);
 }
 
+// What `marty-bus saga cancel` does: another orchestrator takes one saga over, then cancels it.
+TEST_F(SagaIntegration, AnOperatorTakesOneSagaOverAndCancelsIt) {
+  slow_payment_ = true;
+  const std::string id = start_saga({{"order", 1008}, {"amount", 10}});
+  ASSERT_TRUE(eventually([&] {
+    auto status = manager_->get_saga_status(id);
+    return status && status->record.steps[1].state == StepState::running;
+  }));
+  auto operator_manager = make_manager();
+  auto refused = operator_manager->resume_saga(id);
+  ASSERT_FALSE(refused);
+  EXPECT_TRUE(refused.error().is(errc::aborted)) << "the first manager holds the lease";
+  auto unknown = operator_manager->resume_saga("no-such-saga");
+  ASSERT_FALSE(unknown);
+  EXPECT_TRUE(unknown.error().is(errc::not_found)) << unknown.error().describe();
+
+  orchestrator_.run(manager_->stop());  // its orchestrator went away mid-saga
+  manager_ = operator_manager;
+  ASSERT_TRUE(manager_->resume_saga(id));
+  EXPECT_TRUE(manager_->resume_saga(id)) << "taking over a saga it drives already is a no-op";
+  ASSERT_TRUE(manager_->cancel_saga(id));
+  const SagaStatus status = finish(id);
+  EXPECT_EQ(status.record.state, SagaState::compensated);
+  EXPECT_TRUE(status.cancelled());
+  EXPECT_EQ(ledger_.count("release_stock", id), 1);
+  // The taken-over runner may have sent the next step before the cancel came: a step in flight
+  // finishes, and is undone with the rest.
+  EXPECT_EQ(ledger_.count("cancel_shipment", id), ledger_.count("ship_order", id));
+  auto ended = manager_->resume_saga(id);
+  ASSERT_FALSE(ended);
+  EXPECT_TRUE(ended.error().is(errc::failed_precondition)) << ended.error().describe();
+}
+
 TEST_F(SagaIntegration, AStoppingManagerStoresNoNewSaga) {
   orchestrator_.run(manager_->stop());
   auto refused = orchestrator_.run(manager_->create_and_start_saga("place_order", Json::object()));

@@ -123,6 +123,14 @@ class SagaIntegration : public ::testing::Test {
     return id ? *id : std::string();
   }
 
+  // True once the saga's payment step is in flight (with slow_payment_, for 300 ms).
+  bool paying(const std::string& id) {
+    return eventually([&] {
+      auto status = manager_->get_saga_status(id);
+      return status && status->record.steps[1].state == StepState::running;
+    });
+  }
+
   SagaStatus finish(const std::string& id) {
     auto status = orchestrator_.run(manager_->wait_for(id, 10s));
     EXPECT_TRUE(status) << status.error().describe();
@@ -200,10 +208,7 @@ TEST_F(SagaIntegration, AnOutageIsRetriedAndTheSagaStillCompletes) {
 TEST_F(SagaIntegration, CancelDuringAStepUndoesWhatWasDone) {
   slow_payment_ = true;
   const std::string id = start_saga({{"order", 1004}, {"amount", 10}});
-  ASSERT_TRUE(eventually([&] {
-    auto status = manager_->get_saga_status(id);
-    return status && status->record.steps[1].state == StepState::running;
-  }));
+  ASSERT_TRUE(paying(id));
   ASSERT_TRUE(manager_->cancel_saga(id));
   const SagaStatus status = finish(id);
   EXPECT_EQ(status.record.state, SagaState::compensated);
@@ -260,10 +265,7 @@ TEST_F(SagaIntegration, AParticipantAppliesAResentStepOnce) {
 TEST_F(SagaIntegration, AnotherManagerOnTheSameStoreResumesUnfinishedSagas) {
   slow_payment_ = true;
   const std::string id = start_saga({{"order", 1005}, {"amount", 10}});
-  ASSERT_TRUE(eventually([&] {
-    auto status = manager_->get_saga_status(id);
-    return status && status->record.steps[1].state == StepState::running;
-  }));
+  ASSERT_TRUE(paying(id));
   orchestrator_.run(manager_->stop());  // this orchestrator goes away mid-saga
   slow_payment_ = false;
   auto stored = store_->load(id);
@@ -283,10 +285,7 @@ TEST_F(SagaIntegration, AnotherManagerOnTheSameStoreResumesUnfinishedSagas) {
 TEST_F(SagaIntegration, TwoManagersOnOneStoreNeverDriveTheSameSaga) {
   slow_payment_ = true;
   const std::string id = start_saga({{"order", 1006}, {"amount", 10}});
-  ASSERT_TRUE(eventually([&] {
-    auto status = manager_->get_saga_status(id);
-    return status && status->record.steps[1].state == StepState::running;
-  }));
+  ASSERT_TRUE(paying(id));
   auto second = make_manager();
   auto resumed = orchestrator_.run(second->resume_unfinished());
   ASSERT_TRUE(resumed);
@@ -301,10 +300,7 @@ TEST_F(SagaIntegration, TheLeaseIsRenewedWhileAStepTakesLongerThanIt) {
   manager_ = make_manager(120ms);  // the payment takes 300 ms
   slow_payment_ = true;
   const std::string id = start_saga({{"order", 1007}, {"amount", 10}});
-  ASSERT_TRUE(eventually([&] {
-    auto status = manager_->get_saga_status(id);
-    return status && status->record.steps[1].state == StepState::running;
-  }));
+  ASSERT_TRUE(paying(id));
   std::this_thread::sleep_for(200ms);  // past the lease's first expiry
   auto second = make_manager(120ms);
   auto resumed = orchestrator_.run(second->resume_unfinished());
@@ -318,10 +314,7 @@ TEST_F(SagaIntegration, TheLeaseIsRenewedWhileAStepTakesLongerThanIt) {
 TEST_F(SagaIntegration, AnOperatorTakesOneSagaOverAndCancelsIt) {
   slow_payment_ = true;
   const std::string id = start_saga({{"order", 1008}, {"amount", 10}});
-  ASSERT_TRUE(eventually([&] {
-    auto status = manager_->get_saga_status(id);
-    return status && status->record.steps[1].state == StepState::running;
-  }));
+  ASSERT_TRUE(paying(id));
   auto operator_manager = make_manager();
   auto refused = operator_manager->resume_saga(id);
   ASSERT_FALSE(refused);

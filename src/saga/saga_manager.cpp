@@ -81,7 +81,7 @@ Result<void> DistributedSagaManager::register_saga_definition(SagaDefinition def
   return ok();
 }
 
-Result<void> DistributedSagaManager::launch(SagaRecord record, bool fresh) {
+Result<void> DistributedSagaManager::launch(SagaRecord record, bool fresh, bool cancel) {
   auto running = std::make_shared<Running>();
   {
     std::lock_guard lock(mutex_);
@@ -91,7 +91,13 @@ Result<void> DistributedSagaManager::launch(SagaRecord record, bool fresh) {
       return Error(errc::not_found,
                    "saga definition '" + record.definition + "' is not registered");
     }
-    if (running_.count(record.id) != 0) return ok();  // driven already
+    if (auto driven = running_.find(record.id); driven != running_.end()) {
+      if (cancel && !driven->second->machine->cancel(driven->second->record, Clock::now())) {
+        return Error(errc::failed_precondition, "saga " + record.id + " has ended");
+      }
+      if (cancel) driven->second->wake->notify();
+      return ok();
+    }
     running->machine = definition->second;
   }
   running->lease_until = Clock::now() + options_.lease;
@@ -107,6 +113,12 @@ Result<void> DistributedSagaManager::launch(SagaRecord record, bool fresh) {
   }
   running->saved_version = record.version;
   running->saved_state = record.state;
+  // Decided before the runner takes a step: a saga taken over to be cancelled never moves on.
+  if (is_final(record.state) || (cancel && !running->machine->cancel(record, Clock::now()))) {
+    (void)store_->release_lease(record.id, owner_);
+    return Error(errc::failed_precondition,
+                 "saga " + record.id + " has ended (" + std::string(to_string(record.state)) + ")");
+  }
   {
     std::lock_guard lock(mutex_);
     if (running_.count(record.id) != 0) return ok();
@@ -197,15 +209,13 @@ Result<void> DistributedSagaManager::cancel_saga(const std::string& saga_id) {
       }
     }
   }
-  if (!running) {
+  if (!running) {  // a saga of the store: take it over, cancelled
     auto stored = store_->load(saga_id);
     if (!stored) return stored.error().with_context("cancel_saga");
-    if (is_final(stored->state)) {
-      return Error(errc::failed_precondition, "cancel_saga: saga " + saga_id + " has ended (" +
-                                                  std::string(to_string(stored->state)) + ")");
+    if (auto launched = launch(std::move(*stored), false, true); !launched) {
+      return launched.error().with_context("cancel_saga");
     }
-    return Error(errc::not_found,
-                 "cancel_saga: saga " + saga_id + " is not run by this manager (resume it first)");
+    return ok();
   }
   running->wake->notify();  // cuts a retry wait short; a step in flight finishes first
   return ok();
@@ -222,10 +232,6 @@ Result<std::vector<SagaRecord>> DistributedSagaManager::list_sagas() {
 Result<void> DistributedSagaManager::resume_saga(const std::string& saga_id) {
   auto stored = store_->load(saga_id);
   if (!stored) return stored.error().with_context("resume_saga");
-  if (is_final(stored->state)) {
-    return Error(errc::failed_precondition, "resume_saga: saga " + saga_id + " has ended (" +
-                                                std::string(to_string(stored->state)) + ")");
-  }
   if (auto launched = launch(std::move(*stored), false); !launched) {
     return launched.error().with_context("resume_saga");
   }
@@ -242,7 +248,8 @@ asio::awaitable<Result<std::size_t>> DistributedSagaManager::resume_unfinished()
   for (SagaRecord& record : *unfinished) {
     const std::string id = record.id;
     if (auto launched = launch(std::move(record), false); !launched) {
-      if (!launched.error().is(errc::aborted)) {  // aborted: another orchestrator drives it
+      // aborted: another orchestrator drives it; failed_precondition: it ended meanwhile.
+      if (!launched.error().is(errc::aborted) && !launched.error().is(errc::failed_precondition)) {
         logger().warn("saga {} not resumed: {}", id, launched.error().describe());
       }
       continue;
@@ -428,11 +435,14 @@ asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<DistributedS
     SagaRecord snapshot;
     {
       std::lock_guard lock(mutex_);
-      if (running->stop || running->lease_lost) {
-        owner = !running->lease_lost;
+      if (running->lease_lost) {
+        owner = false;
         break;
       }
       action = running->machine->next(running->record, Clock::now());
+      // A stopping manager takes no further step, but a saga whose last step is done is
+      // stored as ended rather than left for a successor to find unfinished.
+      if (running->stop && action.kind != SagaAction::Kind::finished) break;
       snapshot = running->record;
     }
     // (Each call copies the record: only when there is something to store or to publish.)

@@ -255,34 +255,44 @@ EOF
     contains "card declined"
     in_file inventory.out "queries.inventory-$$.release"
     kill "$(cat declined.pid)"; wait "$(cat declined.pid)" 2> /dev/null
-    # A saga left running (its orchestrator gave up waiting), then cancelled by another one.
-    background slow "$bus" "${cfg[@]}" reply charge refund -s "billing-$$" -r '{}' --delay 2s --for 60s
+    # A saga left unfinished: its orchestrator gave up waiting during the (slow) first step, so
+    # it stopped after that step. Another one cancels it: what was done is undone.
+    kill "$(cat inventory.pid)"; wait "$(cat inventory.pid)" 2> /dev/null
+    background slow "$bus" "${cfg[@]}" reply reserve release -s "inventory-$$" -r '{}' --delay 1s --for 60s
+    background billing "$bus" "${cfg[@]}" reply charge refund -s "billing-$$" -r '{}' --for 60s
     wait_for_line slow "answering"
-    expect 4 "$bus" "${cfg[@]}" saga start order_flow '{"order":3}' --wait 500ms
+    wait_for_line billing "answering"
+    expect 4 "$bus" "${cfg[@]}" saga start order_flow '{"order":3}' --wait 300ms
+    contains "stays in the store, unfinished"
     id=$("$bus" "${cfg[@]}" --json saga list --unfinished | head -1 | sed 's/.*"id":"\([^"]*\)".*/\1/')
     [ -n "$id" ] || { echo "FAIL: no unfinished saga"; failures=$((failures + 1)); }
+    expect 0 "$bus" "${cfg[@]}" saga show "$id"
+    contains "1. reserve: completed"
+    contains "2. charge: pending"
     expect 0 "$bus" "${cfg[@]}" saga cancel "$id" --wait 30s
-    contains "state     compensated"
-    contains "cancel requested"
+    contains "state     compensated (cancel requested)"
+    contains "1. reserve: compensated"
+    contains "2. charge: pending"
     expect 0 "$bus" "${cfg[@]}" saga show "$id"
     contains "saga $id (order_flow)"
     expect 9 "$bus" "${cfg[@]}" saga cancel "$id"
     contains "has ended"
     expect 0 "$bus" "${cfg[@]}" saga list --state completed
     contains "1 saga(s)"
-    # Ctrl-C while a saga runs: exit 1 (cancelled); the saga stays, unfinished, to be resumed.
+    # Ctrl-C while a saga runs: exit 1 (cancelled) after the step in flight; the saga stays,
+    # unfinished, to be resumed.
     background interrupted "$bus" "${cfg[@]}" saga start order_flow '{"order":4}' --wait 60s
     wait_for_line interrupted "started saga"
-    sleep 0.5
     kill -INT "$(cat interrupted.pid)"
     wait "$(cat interrupted.pid)"
     rc=$?
     [ "$rc" = 1 ] || { echo "FAIL: saga start ended by SIGINT exited $rc"; failures=$((failures + 1)); }
-    in_file interrupted.out "it stays in the store, unfinished"
+    in_file interrupted.out "interrupted: saga"
+    in_file interrupted.out "stays in the store, unfinished"
     expect 0 "$bus" "${cfg[@]}" saga list --unfinished
     contains "1 saga(s)"
     expect 5 "$bus" "${cfg[@]}" saga show no-such-id
-    kill "$(cat inventory.pid)" "$(cat slow.pid)"; wait 2> /dev/null
+    kill "$(cat slow.pid)" "$(cat billing.pid)"; wait 2> /dev/null
     ;;
 
   nats_dead_letters)

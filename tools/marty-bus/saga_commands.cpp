@@ -74,8 +74,9 @@ struct Orchestrator {
   Orchestrator(const Orchestrator&) = delete;
   Orchestrator& operator=(const Orchestrator&) = delete;
 
-  // Drives the saga until it ends, `limit` passes (deadline_exceeded) or Ctrl-C (cancelled);
-  // in both of the latter it stays in the store, unfinished, for an orchestrator to resume.
+  // Drives the saga until it ends, `limit` passes or Ctrl-C. In the latter two cases this
+  // orchestrator stops after the step in flight and the saga is reported as stored: ended, or
+  // unfinished (deadline_exceeded, or cancelled after Ctrl-C) for an orchestrator to resume.
   // Waits in short slices, because a signal cannot interrupt the bus's own wait.
   saga::SagaRecord wait(const std::string& id, std::chrono::milliseconds limit) {
     std::cerr << "waiting for saga " << id << " to end (at most " << limit.count() / 1000
@@ -88,15 +89,17 @@ struct Orchestrator {
       auto status = session.bus().run(manager->wait_for(id, slice));
       if (status) return status->record;
       if (status.error().code() != errc::deadline_exceeded) throw CommandFailed{status.error()};
-      const std::string left_as =
-          "; it stays in the store, unfinished, for an orchestrator to "
-          "resume (or `marty-bus saga cancel " +
-          id + "`)";
-      if (stop_requested())
-        fail(errc::cancelled, "interrupted while saga " + id + " runs" + left_as);
-      if (std::chrono::steady_clock::now() >= deadline) {
-        fail(errc::deadline_exceeded, "saga " + id + " had not ended after --wait" + left_as);
-      }
+      const bool interrupted = stop_requested();
+      if (!interrupted && std::chrono::steady_clock::now() < deadline) continue;
+      std::cerr << (interrupted ? "interrupted" : "--wait has passed")
+                << ": stopping after the step in flight\n";
+      session.bus().run(manager->stop());
+      saga::SagaRecord stored = need(store->load(id));
+      if (saga::is_final(stored.state)) return stored;
+      const std::string left_as = "saga " + id + " stays in the store, unfinished, for an " +
+                                  "orchestrator to resume (or `marty-bus saga cancel " + id + "`)";
+      fail(interrupted ? errc::cancelled : errc::deadline_exceeded,
+           (interrupted ? "interrupted: " : "it had not ended after --wait: ") + left_as);
     }
   }
   static constexpr std::chrono::milliseconds kWaitSlice{200};
@@ -195,8 +198,8 @@ void add_saga_commands(CLI::App& app, GlobalOptions& options) {
     command->callback([&options, id, wait] {
       const auto limit = duration_argument(*wait, "--wait");
       Orchestrator orchestrator(options);
-      // Take the saga over (refused while another orchestrator's lease on it lasts), then cancel.
-      need(orchestrator.manager->resume_saga(*id));
+      // Takes the saga over, cancelled before any step of it runs here (refused while another
+      // orchestrator's lease on it lasts).
       need(orchestrator.manager->cancel_saga(*id));
       const saga::SagaRecord record = orchestrator.wait(*id, limit);
       print_record(record, orchestrator.session.configuration(), options.json);

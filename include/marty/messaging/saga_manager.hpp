@@ -67,8 +67,11 @@ class DistributedSagaManager : public std::enable_shared_from_this<DistributedSa
   /// The saga's state, each step's state, attempts, errors and times; also for finished sagas.
   Result<SagaStatus> get_saga_status(const std::string& saga_id);
 
-  /// Stops forward progress; the completed steps are compensated. `failed_precondition` when
-  /// the saga has ended already, `not_found` for an unknown id or one this manager does not run.
+  /// Stops forward progress; the completed steps are compensated. A saga of the store that no
+  /// orchestrator drives (its lease is free: its orchestrator died or gave up) is taken over,
+  /// cancelled before this manager takes any step of it. `failed_precondition` when the saga
+  /// has ended already, `not_found` for an unknown id or an unregistered definition, `aborted`
+  /// while another orchestrator's lease on it lasts (cancel it there).
   Result<void> cancel_saga(const std::string& saga_id);
 
   Result<std::vector<SagaRecord>> list_sagas(SagaFilter filter);
@@ -84,7 +87,8 @@ class DistributedSagaManager : public std::enable_shared_from_this<DistributedSa
   /// it lasts. Nothing happens when this manager drives it already.
   Result<void> resume_saga(const std::string& saga_id);
 
-  /// Ends the runners after their current action; waits for them. Sagas stay in the store.
+  /// Ends the runners after their current action (a saga that action ended is stored as ended);
+  /// waits for them. Unfinished sagas stay in the store, to be resumed.
   asio::awaitable<void> stop();
 
   /// Resumes when the saga reaches a final state (or `limit` passes: `deadline_exceeded`).
@@ -101,8 +105,9 @@ class DistributedSagaManager : public std::enable_shared_from_this<DistributedSa
   asio::awaitable<Result<Json>> send(std::shared_ptr<SagaMachine> machine, SagaRecord record,
                                      SagaAction action);
   asio::awaitable<void> event(std::string type, SagaRecord record, Json details);
-  /// `fresh`: just created and stored by this manager (no need to reload it).
-  Result<void> launch(SagaRecord record, bool fresh);
+  /// `fresh`: just created and stored by this manager (no need to reload it). `cancel`: cancel
+  /// it before its runner starts. `failed_precondition` when it has ended.
+  Result<void> launch(SagaRecord record, bool fresh, bool cancel = false);
 
   std::shared_ptr<UnifiedEventBus> bus_;
   std::shared_ptr<SagaStore> store_;

@@ -34,6 +34,7 @@ const rows = [
   ['native request/reply', (c) => yes(c.native_request_reply)],
   ['delayed redelivery', (c) => yes(c.delayed_redelivery)],
   ['broker-side dead letters', (c) => yes(c.native_dead_letter)],
+  ['dead letters listed, requeued, purged', (c) => yes(c.inspectable_dead_letters)],
   ['headers', (c) => yes(c.headers)],
   ['wildcard subscriptions', (c) => yes(c.wildcard_subscriptions)],
   ['de-duplicates by message id', (c) => yes(c.deduplicates_by_id)],

@@ -14,6 +14,7 @@ config=$root/bench/marty-bus-bench.yaml
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 [ -x "$bus" ] || { echo "bench-report: no marty-bus in $build" >&2; exit 2; }
+command -v gnuplot > /dev/null || { echo "bench-report: no gnuplot (scripts/deps.sh bench)" >&2; exit 2; }
 
 say() { printf '\033[1m[bench]\033[0m %s\n' "$*" >&2; }
 
@@ -36,7 +37,7 @@ for run in "${runs[@]}"; do
   load=$("$bus" -c "$config" -b "$backend" --json bench -p "$pattern" -n "$messages" --in-flight 64)
   queries=$((messages / 10 < 2000 ? messages / 10 : 2000))
   query=$("$bus" -c "$config" -b "$backend" --json bench -p queries -n "$queries" --in-flight 1)
-  field() { sed -n "s/.*\"$2\":\([0-9.e+]*\).*/\1/p" <<< "$1"; }
+  field() { sed -n "s/.*\"$2\":\([-0-9.e+]*\).*/\1/p" <<< "$1"; }
   printf '%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\n' "$backend" "$pattern" \
     "$(field "$load" throughput_per_second)" "$(field "$load" p50)" "$(field "$load" p99)" \
     "$(field "$load" p999)" "$(field "$query" p50)" "$(field "$query" p99)" \

@@ -99,8 +99,9 @@ Json dead_letter_json(const DeadLetter& letter) {
 void add_backends_command(CLI::App& app, GlobalOptions& options) {
   auto* command = app.add_subcommand("backends", "the configured backends and what each can do");
   auto connect = std::make_shared<bool>(false);
-  command->add_flag("--connect", *connect,
-                    "also connect to each (and check the routes), then disconnect");
+  command->add_flag(
+      "--connect", *connect,
+      "also connect to each, then disconnect (config check --connect also checks the routes)");
   command->callback([&options, connect] {
     Session session(options);
     const config::BusConfig& configuration = session.configuration();

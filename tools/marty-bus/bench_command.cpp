@@ -98,6 +98,7 @@ asio::awaitable<void> send_loop(std::shared_ptr<UnifiedEventBus> bus,
 
 void draw_progress(std::size_t done, std::size_t total, double seconds) {
   constexpr int kWidth = 30;
+  done = std::min(done, total);  // redeliveries may count past the total
   const int filled = static_cast<int>(kWidth * done / std::max<std::size_t>(total, 1));
   std::fprintf(stderr, "\r[%s%s] %3zu%% %zu/%zu  %.0f msg/s ", std::string(filled, '#').c_str(),
                std::string(kWidth - filled, ' ').c_str(),

@@ -35,6 +35,17 @@ Result<void> configure_bus(UnifiedEventBus& bus, const BusConfig& config,
       return registered.error().with_context(settings.origin);
     }
   }
+  // The embedded backend needs no settings: a file (or `marty-bus -b memory`) may name it in
+  // default_backend or a route without declaring it, and gets its defaults.
+  bool names_memory = config.default_backend == MessageBackendType::memory;
+  for (const Route& route : config.routes)
+    names_memory |= route.backend == MessageBackendType::memory;
+  if (names_memory && !config.backend(MessageBackendType::memory)) {
+    if (auto registered = bus.register_backend(MessageBackendType::memory, make_memory_backend());
+        !registered) {
+      return registered.error();
+    }
+  }
   if (config.default_backend) {
     if (auto set = bus.set_default_backend(*config.default_backend); !set) return set.error();
   }

@@ -149,6 +149,9 @@ EOF
     contains "connection"
     expect 0 "$bus" pub orders.placed '{"id":1}' -k a -H origin=test
     contains "published 1 event(s) orders.placed"
+    # The embedded backend needs no declaration to be named.
+    expect 0 "$bus" -b memory pub orders.placed '{"id":2}'
+    contains "published 1 event(s) orders.placed"
     expect 3 "$bus" pub orders.placed '{not json'
     contains "data is not JSON"
     expect 3 "$bus" pub orders.placed '{}' -H novalue

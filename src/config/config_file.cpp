@@ -255,7 +255,8 @@ bool get_backend_type(const Node& node, MessageBackendType& out) {
   if (!node.scalar(name)) return false;
   auto parsed = parse_backend_type(name.value);
   if (!parsed) {
-    node.problem(parsed.error().message());
+    node.problem(name.from_environment ? "'" + name.shown() + "' is not a backend type"
+                                       : parsed.error().message());
     return false;
   }
   out = *parsed;

@@ -289,8 +289,10 @@ bool Node::get(std::chrono::milliseconds& out) const {
   if (!scalar(text)) return false;
   auto parsed = parse_duration(text.value);
   if (!parsed) {
-    problem(text.from_environment ? "'" + text.shown() + "': " + parsed.error().message()
-                                  : parsed.error().message());
+    // The parser's message quotes the value; one from the environment is never repeated.
+    problem(text.from_environment
+                ? "'" + text.shown() + "' is not a duration like 250ms, 30s, 5m, 2h or 7d"
+                : parsed.error().message());
     return false;
   }
   out = *parsed;

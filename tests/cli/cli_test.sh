@@ -116,6 +116,11 @@ EOF
     MARTY_CLI_TEST_SECRET=hunter2 expect 3 "$bus" config check secret.yaml
     contains "'\${MARTY_CLI_TEST_SECRET}' is not a whole number"
     if grep -q hunter2 <<< "$out"; then echo "FAIL: a secret was printed"; failures=$((failures + 1)); fi
+    printf 'drain_timeout: ${MARTY_CLI_TEST_SECRET}\ndefault_backend: ${MARTY_CLI_TEST_SECRET}\n' > secret2.yaml
+    MARTY_CLI_TEST_SECRET=hunter2 expect 3 "$bus" config check secret2.yaml
+    contains "'\${MARTY_CLI_TEST_SECRET}' is not a duration"
+    contains "'\${MARTY_CLI_TEST_SECRET}' is not a backend type"
+    if grep -q hunter2 <<< "$out"; then echo "FAIL: a secret was printed"; failures=$((failures + 1)); fi
     printf 'backends: [nats\n' > syntax.yaml
     expect 3 "$bus" config check syntax.yaml
     contains "syntax.yaml:2:1:"

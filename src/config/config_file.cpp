@@ -2,6 +2,7 @@
 // documents the same keys; keep the two together.
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -475,6 +476,11 @@ Result<BusConfig> parse_config(std::string_view yaml_text, std::string source_na
 }
 
 Result<BusConfig> load_config_file(const std::string& path) {
+  std::error_code ignored;
+  if (std::filesystem::is_directory(path, ignored)) {
+    return Error(errc::invalid_argument,
+                 "configuration file " + path + " is a directory, not a YAML file");
+  }
   std::ifstream file(path, std::ios::binary);
   if (!file) {
     return Error(errc::not_found,

@@ -126,6 +126,9 @@ EOF
     contains "syntax.yaml:2:1:"
     expect 5 "$bus" config check no-such-file.yaml
     contains "cannot read configuration file no-such-file.yaml"
+    mkdir -p conf.d
+    expect 3 "$bus" config check conf.d
+    contains "is a directory"
     # The complete file of docs/configuration.md is a valid file.
     awk '/^```yaml/{f=1;next} /^```/{if(f)exit} f' "$docs/configuration.md" > documented.yaml
     NATS_TOKEN=t KAFKA_BROKERS=127.0.0.1:9092 expect 0 "$bus" config check documented.yaml

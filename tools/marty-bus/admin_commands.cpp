@@ -184,7 +184,8 @@ void add_dlq_commands(CLI::App& app, GlobalOptions& options) {
       session.stop();
       for (const DeadLetter& letter : letters) {
         if (options.json) {
-          std::cout << dead_letter_json(letter).dump() << "\n";
+          std::cout << dead_letter_json(letter).dump(-1, ' ', false, Json::error_handler_t::replace)
+                    << "\n";
           continue;
         }
         std::cout << letter.id << "  " << letter.subject << "  attempts=" << letter.attempts

@@ -171,7 +171,9 @@ Json message_json(const Message& message) {
 }
 
 std::string render_message(const Message& message, bool json) {
-  if (json) return message_json(message).dump() + "\n";
+  // A raw payload need not be UTF-8: shown with U+FFFD for what is not, rather than thrown on.
+  if (json)
+    return message_json(message).dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
   const MessageMetadata& m = message.metadata();
   std::string text = (m.time ? format_rfc3339(*m.time) : std::string("-")) + "  " +
                      message.subject() + "  id=" + m.message_id;

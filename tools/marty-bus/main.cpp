@@ -55,6 +55,9 @@ int main(int argc, char** argv) {
   } catch (const marty::messaging::MessagingException& e) {
     std::cerr << "marty-bus: " << e.error().describe() << "\n";
     return exit_code(e.error());
+  } catch (const std::exception& e) {  // a bug of ours: said, not a crash
+    std::cerr << "marty-bus: internal: " << e.what() << "\n";
+    return static_cast<int>(marty::messaging::errc::internal);
   }
   return 0;
 }

@@ -174,11 +174,11 @@ void add_messaging_commands(CLI::App& app, GlobalOptions& options) {
           sync_handler(
               [printer, received, wanted, refusal](const Message& message) -> Result<void> {
                 // Past the count, refuse: the message stays with the broker for someone else.
-                if (wanted != 0 && received->load() >= wanted) {
+                // One atomic step, so that subjects handled at once cannot both take the last.
+                if (received->fetch_add(1) >= wanted && wanted != 0) {
                   return Error(errc::cancelled, "marty-bus sub: received what it asked for");
                 }
                 printer->print(render_message(message, printer->json()));
-                received->fetch_add(1);
                 if (refusal) return *refusal;
                 return ok();
               }),

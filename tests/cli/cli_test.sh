@@ -11,6 +11,8 @@ work=${3:-$(mktemp -d)}
 rm -rf "$work" && mkdir -p "$work"
 cd "$work" || exit 1
 failures=0
+# No marty-bus outlives the scenario, whatever stopped it.
+trap 'kill $(jobs -p) 2> /dev/null' EXIT
 
 # expect RC COMMAND...: runs it, keeping its output in $out, and checks its exit code.
 expect() {
@@ -210,26 +212,26 @@ EOF
     need_nats
     expect 0 "$bus" "${cfg[@]}" backends --connect
     contains "connection            ok"
-    background sub "$bus" "${cfg[@]}" sub "cli$$.placed" -n 2 -g "g$$"
+    background sub "$bus" "${cfg[@]}" sub "cli$$.placed" -n 2 -g "g$$" --for 60s
     wait_for_line sub "listening on 1 event type(s)"
     expect 0 "$bus" "${cfg[@]}" pub "cli$$.placed" '{"order":7}' -n 2 -k key7
     finish_background sub || { echo "FAIL: sub exited $?"; failures=$((failures + 1)); }
     in_file sub.out "events.cli$$.placed"
     in_file sub.out "key=key7"
     in_file sub.out '{"order":7}'
-    background json "$bus" "${cfg[@]}" --json sub "cli$$.json" -n 1
+    background json "$bus" "${cfg[@]}" --json sub "cli$$.json" -n 1 --for 60s
     sleep 1  # no readiness line in JSON mode: give the subscription a moment
     expect 0 "$bus" "${cfg[@]}" pub "cli$$.json" '{"n":1}' --correlation-id corr-1
     finish_background json || { echo "FAIL: json sub exited $?"; failures=$((failures + 1)); }
     in_file json.out '"correlation_id":"corr-1"'
     in_file json.out '"data":{"n":1}'
-    background reply "$bus" "${cfg[@]}" reply stock -s "inventory$$" -r '{"in_stock":true}' -n 1
+    background reply "$bus" "${cfg[@]}" reply stock -s "inventory$$" -r '{"in_stock":true}' -n 1 --for 60s
     wait_for_line reply "answering 1 query type(s)"
     expect 0 "$bus" "${cfg[@]}" request stock '{"sku":"a"}' --to "inventory$$"
     contains '"in_stock": true'
     finish_background reply
     in_file reply.out '{"sku":"a"}'
-    background refuse "$bus" "${cfg[@]}" reply stock -s "inventory$$" --fail "not_found:no sku b" -n 1
+    background refuse "$bus" "${cfg[@]}" reply stock -s "inventory$$" --fail "not_found:no sku b" -n 1 --for 60s
     wait_for_line refuse "answering"
     expect 5 "$bus" "${cfg[@]}" request stock '{"sku":"b"}' --to "inventory$$"
     contains "no sku b"

@@ -51,6 +51,21 @@ void read_nats_stream(Node& n, nats::StreamConfig& s) {
   n.finish();
 }
 
+// The `tls` map NATS and RabbitMQ share (files, on/off, host check); `more` reads a backend's
+// own keys before unknown ones are reported.
+template <class Tls, class More>
+void read_tls(Node& node, Tls& t, More more) {
+  Node tls = node.child("tls");
+  if (!tls.expect_map() || tls.is_null()) return;
+  tls.read("enabled", t.enabled);
+  tls.read("ca_file", t.ca_file);
+  tls.read("cert_file", t.cert_file);
+  tls.read("key_file", t.key_file);
+  tls.read("verify_hostname", t.verify_hostname);
+  more(tls, t);
+  tls.finish();
+}
+
 void read_nats(Node& node, nats::NatsConfig& c) {
   node.read("servers", c.servers);
   node.read("name", c.name);
@@ -58,14 +73,7 @@ void read_nats(Node& node, nats::NatsConfig& c) {
   node.read("password", c.password);
   node.read("token", c.token);
   node.read("credentials_file", c.credentials_file);
-  if (Node tls = node.child("tls"); tls.expect_map() && !tls.is_null()) {
-    tls.read("enabled", c.tls.enabled);
-    tls.read("ca_file", c.tls.ca_file);
-    tls.read("cert_file", c.tls.cert_file);
-    tls.read("key_file", c.tls.key_file);
-    tls.read("verify_hostname", c.tls.verify_hostname);
-    tls.finish();
-  }
+  read_tls(node, c.tls, [](Node&, auto&) {});
   node.read("connect_timeout", c.connect_timeout);
   node.read("max_reconnect_attempts", c.max_reconnect_attempts);
   node.read("reconnect_wait", c.reconnect_wait);
@@ -134,15 +142,7 @@ void read_rabbitmq(Node& node, rabbitmq::RabbitMqConfig& c) {
   node.read("vhost", c.vhost);
   node.read("user", c.user);
   node.read("password", c.password);
-  if (Node tls = node.child("tls"); tls.expect_map() && !tls.is_null()) {
-    tls.read("enabled", c.tls.enabled);
-    tls.read("ca_file", c.tls.ca_file);
-    tls.read("cert_file", c.tls.cert_file);
-    tls.read("key_file", c.tls.key_file);
-    tls.read("verify_peer", c.tls.verify_peer);
-    tls.read("verify_hostname", c.tls.verify_hostname);
-    tls.finish();
-  }
+  read_tls(node, c.tls, [](Node& tls, auto& t) { tls.read("verify_peer", t.verify_peer); });
   node.read("heartbeat_seconds", c.heartbeat_seconds);
   node.read("connect_timeout", c.connect_timeout);
   node.read("reconnect_wait", c.reconnect_wait);

@@ -128,6 +128,11 @@ EOF
     contains "syntax.yaml:2:1:"
     expect 5 "$bus" config check no-such-file.yaml
     contains "cannot read configuration file no-such-file.yaml"
+    # TLS: the keys NATS and RabbitMQ share, and RabbitMQ's own verify_peer.
+    printf 'backends:\n  nats: {tls: {enabled: true, verify_peer: true}}\n  rabbitmq: {tls: {enabled: true, verify_peer: false}}\n' > tls.yaml
+    expect 3 "$bus" config check tls.yaml
+    contains "backends.nats.tls: unknown key 'verify_peer'"
+    if grep -q "backends.rabbitmq" <<< "$out"; then echo "FAIL: rabbitmq tls refused"; failures=$((failures + 1)); fi
     mkdir -p conf.d
     expect 3 "$bus" config check conf.d
     contains "is a directory"

@@ -115,6 +115,7 @@ Result<void> DistributedSagaManager::launch(SagaRecord record, bool fresh, bool 
   running->saved_state = record.state;
   // Decided before the runner takes a step: a saga taken over to be cancelled never moves on.
   if (is_final(record.state) || (cancel && !running->machine->cancel(record, Clock::now()))) {
+    // A release that fails costs only time: the lease expires after its length.
     (void)store_->release_lease(record.id, owner_);
     return Error(errc::failed_precondition,
                  "saga " + record.id + " has ended (" + std::string(to_string(record.state)) + ")");

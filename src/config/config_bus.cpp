@@ -99,10 +99,14 @@ Result<std::chrono::milliseconds> parse_duration(std::string_view text) {
   const std::string_view unit(stop, static_cast<std::size_t>(end - stop));
   static const std::pair<std::string_view, std::int64_t> kUnits[] = {
       {"ms", 1}, {"s", 1'000}, {"m", 60'000}, {"h", 3'600'000}, {"d", 86'400'000}};
+  // Deadlines are computed as now + duration on clocks counting nanoseconds in 64 bits (about
+  // 292 years), so a longer duration would overflow there: a century is the limit.
+  constexpr std::int64_t kLongestMs = 36'500LL * 86'400'000;
   for (const auto& [name, factor] : kUnits) {
     if (name != unit) continue;
-    if (count > INT64_MAX / factor) {
-      return Error(errc::invalid_argument, "'" + std::string(text) + "' is too long a duration");
+    if (count > kLongestMs / factor) {
+      return Error(errc::invalid_argument,
+                   "'" + std::string(text) + "' is too long a duration (at most 36500d)");
     }
     return std::chrono::milliseconds(count * factor);
   }

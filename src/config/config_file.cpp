@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "marty/messaging/config.hpp"
@@ -77,9 +78,16 @@ void read_nats(Node& node, nats::NatsConfig& c) {
   node.read("connect_timeout", c.connect_timeout);
   node.read("max_reconnect_attempts", c.max_reconnect_attempts);
   node.read("reconnect_wait", c.reconnect_wait);
-  std::int64_t buffer = c.reconnect_buffer_bytes;
-  node.read_bytes("reconnect_buffer_bytes", buffer);
-  c.reconnect_buffer_bytes = static_cast<int>(std::min<std::int64_t>(buffer, INT32_MAX));
+  if (Node buffer = node.child("reconnect_buffer_bytes"); !buffer.is_null()) {
+    std::int64_t bytes = 0;
+    if (buffer.get_bytes(bytes)) {
+      if (bytes < 0 || bytes > std::numeric_limits<int>::max()) {
+        buffer.problem("must be from 0 to 2147483647 bytes (the NATS client holds it in an int)");
+      } else {
+        c.reconnect_buffer_bytes = static_cast<int>(bytes);
+      }
+    }
+  }
   node.read("jetstream", c.jetstream);
   node.read("topic_stream", c.topic_stream);
   node.read("topic_subjects", c.topic_subjects);
@@ -187,9 +195,9 @@ void read_aws_access(Node& node, AwsConfig& c) {
   node.read("endpoint", c.endpoint);
 }
 
-// The SQS settings beyond access (SNS nests them under `sqs`, which has no access keys).
+// The SQS settings beyond access (SNS nests them under `sqs`, which has no access keys but may
+// have its own endpoint).
 void read_sqs_queues(Node& node, aws::AwsSqsConfig& c) {
-  node.read("endpoint", c.endpoint);
   node.read("queue_prefix", c.queue_prefix);
   node.read("queue_urls", c.queue_urls);
   node.read("visibility_timeout", c.visibility_timeout);
@@ -219,6 +227,7 @@ void read_sns(Node& node, aws::AwsSnsConfig& c) {
   node.read("set_queue_policy", c.set_queue_policy);
   node.read("subscribe_queue_urls", c.subscribe_queue_urls);
   if (Node sqs = node.child("sqs"); sqs.expect_map() && !sqs.is_null()) {
+    sqs.read("endpoint", c.sqs.endpoint);
     read_sqs_queues(sqs, c.sqs);
     sqs.finish();
   }
@@ -469,6 +478,7 @@ Result<BusConfig> parse_config(std::string_view yaml_text, std::string source_na
   }
   BusConfig config;
   config.source = std::move(source_name);
+  detail::report_duplicate_keys(document, "", problems);
   Node root(document, "", problems);
   read_root(root, config, problems);
   if (!problems.empty()) return Error(errc::invalid_argument, problems.joined());

@@ -99,6 +99,11 @@ bool substitute_environment(std::string_view text, std::string& out, bool& used,
       return false;
     }
     std::string_view reference = text.substr(i + 2, close - i - 2);
+    if (reference.find("${") != std::string_view::npos) {
+      why = "'${" + std::string(reference) +
+            "}}' nests a reference in a default, which is not supported (a default is text)";
+      return false;
+    }
     std::string_view name = reference;
     std::optional<std::string_view> fallback;
     if (const std::size_t dash = reference.find(":-"); dash != std::string_view::npos) {
@@ -123,6 +128,41 @@ bool substitute_environment(std::string_view text, std::string& out, bool& used,
     i = close;
   }
   return true;
+}
+
+namespace {
+
+void find_duplicate_keys(const YAML::Node& node, const std::string& path, Problems& problems,
+                         int depth) {
+  // Anchors let a document refer to a node many times; a depth limit keeps a pathological one
+  // from recursing without end.
+  if (!node || depth > 64) return;
+  const auto below = [&](const std::string& key) { return path.empty() ? key : path + "." + key; };
+  if (node.IsMap()) {
+    std::map<std::string, YAML::Mark> seen;
+    for (const auto& entry : node) {
+      if (entry.first.IsScalar()) {
+        const std::string& key = entry.first.Scalar();
+        if (auto [first, fresh] = seen.emplace(key, entry.first.Mark()); !fresh) {
+          problems.add(entry.first.Mark(), path,
+                       "duplicate key '" + key + "' (first at line " +
+                           std::to_string(first->second.line + 1) + ")");
+        }
+        find_duplicate_keys(entry.second, below(key), problems, depth + 1);
+      }
+    }
+  } else if (node.IsSequence()) {
+    std::size_t index = 0;
+    for (const auto& entry : node) {
+      find_duplicate_keys(entry, path + "[" + std::to_string(index++) + "]", problems, depth + 1);
+    }
+  }
+}
+
+}  // namespace
+
+void report_duplicate_keys(const YAML::Node& node, const std::string& path, Problems& problems) {
+  find_duplicate_keys(node, path, problems, 0);
 }
 
 bool Node::expect_map() const {
@@ -358,7 +398,8 @@ bool Node::get_bytes(std::int64_t& out) const {
                                                                      {"GB", 1'000'000'000}};
   const auto* match = std::find_if(std::begin(kUnits), std::end(kUnits),
                                    [&](const auto& u) { return u.first == unit; });
-  if (!number || match == std::end(kUnits) || value < -1) {
+  // -1 alone is the "unlimited" some settings take; -1GiB is a mistake, not a larger unlimited.
+  if (!number || match == std::end(kUnits) || value < -1 || (value == -1 && !unit.empty())) {
     problem("'" + text.shown() + "' is not a byte count (a whole number, optionally with B, KiB, " +
             "MiB, GiB, kB, MB or GB)");
     return false;

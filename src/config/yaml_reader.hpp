@@ -56,6 +56,10 @@ struct Scalar {
 /// malformed reference.
 bool substitute_environment(std::string_view text, std::string& out, bool& used, std::string& why);
 
+/// Reports every key that appears twice in one mapping, anywhere under `node` (YAML parsers keep
+/// the first silently, so the second, usually the intended one, would be ignored).
+void report_duplicate_keys(const YAML::Node& node, const std::string& path, Problems& problems);
+
 /// One YAML node being read, with its key path. A mapping's keys are claimed as they are read;
 /// finish() reports the unclaimed ones.
 class Node {

@@ -40,6 +40,10 @@ TEST(ConfigDuration, TakesWholeNumbersWithUnits) {
   EXPECT_FALSE(parse_duration("s"));
   EXPECT_FALSE(parse_duration("1.5s"));
   EXPECT_FALSE(parse_duration("999999999999999999d"));
+  // Deadlines are now + duration in nanoseconds: beyond a century they would overflow.
+  EXPECT_EQ(*parse_duration("36500d"), std::chrono::hours(24 * 36'500));
+  EXPECT_NE(parse_duration("36501d").error().message().find("too long"), std::string::npos);
+  EXPECT_FALSE(parse_duration("9223372036854775807ms"));
 }
 
 TEST(ConfigFile, AnEmptyFileIsTheDefaultBus) {
@@ -245,6 +249,65 @@ TEST(ConfigFile, RejectsWrongShapes) {
   EXPECT_NE(parse_error("a: [unclosed\n").find("test.yaml:2:1:"), std::string::npos);
 }
 
+TEST(ConfigFile, ReportsADuplicateKeyWhereverItIs) {
+  // A YAML parser keeps the first of two equal keys; the second, often the edit meant to win,
+  // would be ignored without a word.
+  const std::string errors = parse_error(R"(service: a
+backends:
+  nats:
+    servers: [nats://one]
+    servers: [nats://two]
+routes:
+  - {match: "x.*", backend: nats, match: "y.*"}
+service: b
+)");
+  for (const char* expected : {
+           "test.yaml:5:5: backends.nats: duplicate key 'servers' (first at line 4)",
+           "test.yaml:7:35: routes[0]: duplicate key 'match' (first at line 7)",
+           "test.yaml:8:1: duplicate key 'service' (first at line 1)",
+       }) {
+    EXPECT_NE(errors.find(expected), std::string::npos) << "missing: " << expected << "\nin:\n"
+                                                        << errors;
+  }
+}
+
+TEST(ConfigFile, ReportsEachProblemOnce) {
+  // aws_sqs reads its access settings and its queue settings from one mapping: the endpoint
+  // used to be read (and reported) by both.
+  ::unsetenv("MARTY_CONFIG_TEST_UNSET");
+  EXPECT_EQ(parse_error("backends:\n  aws_sqs: {endpoint: \"${MARTY_CONFIG_TEST_UNSET}\"}\n"),
+            "test.yaml:2:23: backends.aws_sqs.endpoint: environment variable "
+            "MARTY_CONFIG_TEST_UNSET is not set (write ${MARTY_CONFIG_TEST_UNSET:-default} for a "
+            "default)");
+}
+
+TEST(ConfigFile, RefusesByteCountsOutsideWhatTheSettingHolds) {
+  // -1 is NATS's "unlimited"; with a unit it is a typo, not a bigger unlimited.
+  EXPECT_EQ(std::get<nats::NatsConfig>(
+                parse_ok("backends:\n  nats:\n    streams:\n      s: {max_bytes: -1}\n")
+                    .backends.at(0)
+                    .settings)
+                .streams.at("s")
+                .max_bytes,
+            -1);
+  EXPECT_NE(parse_error("backends:\n  nats:\n    streams:\n      s: {max_bytes: -1GiB}\n")
+                .find("'-1GiB' is not a byte count"),
+            std::string::npos);
+  EXPECT_NE(
+      parse_error("backends:\n  memory:\n    max_payload_bytes: -1\n").find("must not be negative"),
+      std::string::npos);
+  // The NATS client keeps its reconnect buffer size in an int: 2GiB would wrap, not be capped.
+  EXPECT_NE(parse_error("backends:\n  nats:\n    reconnect_buffer_bytes: 2GiB\n")
+                .find("backends.nats.reconnect_buffer_bytes: must be from 0 to 2147483647 bytes"),
+            std::string::npos);
+  EXPECT_EQ(
+      std::get<nats::NatsConfig>(parse_ok("backends:\n  nats:\n    reconnect_buffer_bytes: 1GiB\n")
+                                     .backends.at(0)
+                                     .settings)
+          .reconnect_buffer_bytes,
+      1 << 30);
+}
+
 TEST(ConfigFile, SubstitutesEnvironmentVariables) {
   ::setenv("MARTY_CONFIG_TEST_URL", "nats://from-env:4222", 1);
   ::setenv("MARTY_CONFIG_TEST_EMPTY", "", 1);
@@ -275,6 +338,10 @@ backends:
   EXPECT_NE(parse_error("service: \"${1BAD}\"\n").find("does not name an environment variable"),
             std::string::npos);
   EXPECT_NE(parse_error("service: \"${OPEN\"\n").find("without its closing"), std::string::npos);
+  // A default is plain text: a reference inside one would be cut at its first '}'.
+  EXPECT_NE(parse_error("service: \"${MARTY_CONFIG_TEST_UNSET:-${HOME}}\"\n")
+                .find("nests a reference in a default"),
+            std::string::npos);
   // A value from the environment may be a secret: errors quote the reference, not the value.
   ::setenv("MARTY_CONFIG_TEST_SECRET", "s3cret", 1);
   const std::string error =

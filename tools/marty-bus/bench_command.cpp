@@ -36,6 +36,7 @@ struct BenchState {
   std::mutex mutex;
   std::vector<double> latencies_us;
   std::optional<Error> error;
+  bool closed = false;  // results are taken: what the stopping bus reports after is not the run's
 
   void record(double micros) {
     std::lock_guard lock(mutex);
@@ -43,7 +44,14 @@ struct BenchState {
   }
   void failed(Error e) {
     std::lock_guard lock(mutex);
-    if (!error) error = std::move(e);
+    if (!error && !closed) error = std::move(e);
+  }
+  // Ends the run: later failures (sends cancelled by the stop) are not reported; the first
+  // failure during the run is returned.
+  std::optional<Error> close() {
+    std::lock_guard lock(mutex);
+    closed = true;
+    return error;
   }
 };
 
@@ -69,7 +77,7 @@ asio::awaitable<void> send_loop(std::shared_ptr<UnifiedEventBus> bus,
     if (i >= total) co_return;
     {
       std::lock_guard lock(state->mutex);
-      if (state->error) co_return;
+      if (state->error || state->closed) co_return;
     }
     MessageMetadata metadata;
     const std::int64_t sent_at = now_ns();
@@ -185,8 +193,11 @@ void add_bench_command(CLI::App& app, GlobalOptions& options) {
                           std::chrono::duration<double>(Steady::now() - started).count());
             last_draw = Steady::now();
           }
+          // Done when every message arrived and every send was acknowledged: stopping the bus
+          // while acknowledgements are on their way would fail those sends.
+          const bool all_sent = s->pattern == "queries" || state->sent.load() >= s->messages;
           std::lock_guard lock(state->mutex);
-          return state->completed.load() >= s->messages || state->error.has_value();
+          return (state->completed.load() >= s->messages && all_sent) || state->error.has_value();
         },
         limit);
     const double seconds = std::chrono::duration<double>(Steady::now() - started).count();
@@ -194,8 +205,9 @@ void add_bench_command(CLI::App& app, GlobalOptions& options) {
       draw_progress(state->completed.load(), s->messages, seconds);
       std::fprintf(stderr, "\n");
     }
+    const auto failure = state->close();
     session.stop();
-    if (state->error) throw CommandFailed{*state->error};
+    if (failure) throw CommandFailed{*failure};
     if (!done && stop_requested()) {
       fail(errc::cancelled, "bench: interrupted after " + std::to_string(state->completed.load()) +
                                 " of " + std::to_string(s->messages));

@@ -1,22 +1,59 @@
 #!/usr/bin/env bash
-# Runs every benchmark and writes docs/benchmarks.md with a chart (docs/benchmarks.png).
+# Runs every benchmark and writes docs/benchmarks.md, with the side-by-side figures in
+# docs/benchmarks.tsv and a chart of them (docs/benchmarks.png).
 # usage: scripts/bench-report.sh BUILD_DIR   (the brokers of scripts/brokers running, env.sh sourced)
+#        scripts/bench-report.sh --chart     (draws the chart again from docs/benchmarks.tsv)
 #
 # Two kinds of figures, all from this one run:
 # - per backend, the bus against that broker's own client library (bench/*_bench.cpp), as ratios;
 # - every backend side by side through `marty-bus bench` (bench/marty-bus-bench.yaml): event
 #   throughput with 64 sends in flight, and query round trips one at a time.
 set -euo pipefail
-build=$1
+build=${1:?usage: scripts/bench-report.sh BUILD_DIR | --chart}
 root=$(cd "$(dirname "$0")/.." && pwd)
+figures=$root/docs/benchmarks.tsv
+command -v gnuplot > /dev/null || { echo "bench-report: no gnuplot (scripts/deps.sh bench)" >&2; exit 2; }
+
+say() { printf '\033[1m[bench]\033[0m %s\n' "$*" >&2; }
+
+# The chart of docs/benchmarks.tsv, whose first line (a comment) names the machine and the day.
+# noenhanced: "aws_sns" is a name, not a subscript.
+draw_chart() {
+  say "drawing docs/benchmarks.png"
+  local title
+  title=$(sed -n '1s/^# //p' "$figures")
+  gnuplot << EOF
+set terminal pngcairo size 1100,460 font "DejaVu Sans,10" noenhanced
+set output "$root/docs/benchmarks.png"
+set multiplot layout 1,2 title "$title (log scales)"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set logscale y
+set grid ytics
+set xtics rotate by -30
+set key top right
+set title "Throughput, 64 sends in flight (msg/s)"
+plot "$figures" using 3:xtic(1) title "messages/s" linecolor rgb "#3b6ea8"
+set title "Query round trip, one at a time (microseconds)"
+plot "$figures" using 7:xtic(1) title "p50" linecolor rgb "#3b6ea8", \
+     "" using 8 title "p99" linecolor rgb "#d08a2e", \
+     "" using 9 title "p99.9" linecolor rgb "#a33b3b"
+unset multiplot
+EOF
+}
+
+if [ "$build" = --chart ]; then
+  [ -f "$figures" ] || { echo "bench-report: no $figures: run ./run bench first" >&2; exit 2; }
+  draw_chart
+  exit 0
+fi
+
 bus=$build/tools/marty-bus/marty-bus
 config=$root/bench/marty-bus-bench.yaml
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 [ -x "$bus" ] || { echo "bench-report: no marty-bus in $build" >&2; exit 2; }
-command -v gnuplot > /dev/null || { echo "bench-report: no gnuplot (scripts/deps.sh bench)" >&2; exit 2; }
-
-say() { printf '\033[1m[bench]\033[0m %s\n' "$*" >&2; }
 
 # 1. Bus against raw client, per backend.
 names=(memory nats redis rabbitmq kafka aws saga)
@@ -29,8 +66,10 @@ done
 # backend:throughput-pattern:messages
 runs=(memory:events:50000 nats:events:20000 redis:events:20000 rabbitmq:events:10000
   kafka:events:10000 aws_sns:events:500 aws_sqs:commands:500)
-printf 'backend\tpattern\tthroughput\tload_p50\tload_p99\tload_p999\tquery_p50\tquery_p99\tquery_p999\n' \
-  > "$work/side-by-side.tsv"
+{  # comments, which gnuplot skips: what was measured, and the columns
+  echo "# marty-bus bench on $(nproc) cores, $(date -u +%Y-%m-%d), commit $(git -C "$root" rev-parse --short HEAD)"
+  printf '# backend\tpattern\tthroughput\tload_p50\tload_p99\tload_p999\tquery_p50\tquery_p99\tquery_p999\n'
+} > "$work/side-by-side.tsv"
 for run in "${runs[@]}"; do
   IFS=: read -r backend pattern messages <<< "$run"
   say "$backend: marty-bus bench ($pattern, then queries)"
@@ -44,26 +83,8 @@ for run in "${runs[@]}"; do
     "$(field "$query" p999)" >> "$work/side-by-side.tsv"
 done
 
-say "drawing docs/benchmarks.png"
-gnuplot << EOF
-set terminal pngcairo size 1100,460 font "DejaVu Sans,10"
-set output "$root/docs/benchmarks.png"
-set multiplot layout 1,2 title "marty-bus bench on $(nproc) cores, $(date -u +%Y-%m-%d) (log scales)"
-set style data histograms
-set style histogram clustered gap 1
-set style fill solid 0.8 border -1
-set logscale y
-set grid ytics
-set xtics rotate by -30
-set key top right
-set title "Throughput, 64 sends in flight (msg/s)"
-plot "$work/side-by-side.tsv" using 3:xtic(1) title "messages/s" linecolor rgb "#3b6ea8"
-set title "Query round trip, one at a time (microseconds)"
-plot "$work/side-by-side.tsv" using 7:xtic(1) title "p50" linecolor rgb "#3b6ea8", \
-     "" using 8 title "p99" linecolor rgb "#d08a2e", \
-     "" using 9 title "p99.9" linecolor rgb "#a33b3b"
-unset multiplot
-EOF
+cp "$work/side-by-side.tsv" "$figures"
+draw_chart
 
 say "writing docs/benchmarks.md"
 {
@@ -85,10 +106,13 @@ queueing included. *Query* is a request/response round trip with one query in fl
 
 ![throughput and query latency per backend](benchmarks.png)
 
+The same figures are in [benchmarks.tsv](benchmarks.tsv); `scripts/bench-report.sh --chart`
+draws the chart from it again.
+
 | backend | sent as | msg/s | under load p50 / p99 / p99.9 (us) | query p50 / p99 / p99.9 (us) |
 |---|---|--:|--:|--:|
 EOF
-  tail -n +2 "$work/side-by-side.tsv" | while IFS=$'\t' read -r b p t l50 l99 l999 q50 q99 q999; do
+  grep -v '^#' "$figures" | while IFS=$'\t' read -r b p t l50 l99 l999 q50 q99 q999; do
     echo "| $b | $p | $t | $l50 / $l99 / $l999 | $q50 / $q99 / $q999 |"
   done
   cat << 'EOF'
@@ -106,4 +130,4 @@ EOF
     cat "$work/$name.txt"
   done
 } > "$root/docs/benchmarks.md"
-say "done: docs/benchmarks.md, docs/benchmarks.png"
+say "done: docs/benchmarks.md, docs/benchmarks.tsv, docs/benchmarks.png"

@@ -122,9 +122,29 @@ Result<void> DistributedSagaManager::launch(SagaRecord record, bool fresh, bool 
   }
   {
     std::lock_guard lock(mutex_);
-    if (running_.count(record.id) != 0) return ok();
-    running->record = std::move(record);
-    running_.emplace(running->record.id, running);
+    if (auto driven = running_.find(record.id); driven != running_.end()) {
+      // Another launch of this manager took it meanwhile: a cancel goes to that runner.
+      if (cancel && driven->second->machine->cancel(driven->second->record, Clock::now())) {
+        driven->second->wake->notify();
+      }
+      return ok();
+    }
+    running->record = record;
+    running_.emplace(record.id, running);
+  }
+  if (record.version != running->saved_version) {
+    // The cancel is stored before the runner starts: a manager stopped at once still leaves the
+    // saga cancelled for whoever resumes it, instead of running on. (`record` is the registered
+    // one as it was: no runner changes it before the spawn below.)
+    if (auto saved = store_->save(record); !saved) {
+      {
+        std::lock_guard lock(mutex_);
+        running_.erase(record.id);
+      }
+      (void)store_->release_lease(record.id, owner_);
+      return saved.error().with_context("storing the cancel of saga " + record.id);
+    }
+    running->saved_version = record.version;
   }
   auto self = shared_from_this();
   asio::co_spawn(bus_->get_executor(), drive(self, running), asio::detached);

@@ -225,7 +225,7 @@ EOF
     in_file sub.out "key=key7"
     in_file sub.out '{"order":7}'
     background json "$bus" "${cfg[@]}" --json sub "cli$$.json" -n 1 --for 60s
-    sleep 1  # no readiness line in JSON mode: give the subscription a moment
+    wait_for_line json "listening on 1 event type(s)"  # standard error, also with --json
     expect 0 "$bus" "${cfg[@]}" pub "cli$$.json" '{"n":1}' --correlation-id corr-1
     finish_background json || { echo "FAIL: json sub exited $?"; failures=$((failures + 1)); }
     in_file json.out '"correlation_id":"corr-1"'
@@ -243,6 +243,18 @@ EOF
     finish_background refuse
     expect 5 "$bus" "${cfg[@]}" request stock '{}' --to "nobody$$" -t 300ms
     contains "no responder"
+    # Ctrl-C during a request ends it at once (1), not after the 30 s it would wait.
+    background slow "$bus" "${cfg[@]}" reply stock -s "slow$$" --delay 20s --for 30s
+    wait_for_line slow "answering"
+    background asking "$bus" "${cfg[@]}" request stock '{}' --to "slow$$"
+    wait_for_line slow "queries.slow$$.stock"  # the query is with the responder
+    kill -INT "$(cat asking.pid)"
+    started=$(date +%s)
+    rc=0; finish_background asking || rc=$?
+    [ "$rc" = 1 ] || { echo "FAIL: request ended by SIGINT exited $rc"; failures=$((failures + 1)); }
+    [ $(($(date +%s) - started)) -lt 5 ] || { echo "FAIL: request took long to end after SIGINT"; failures=$((failures + 1)); }
+    in_file asking.out "cancelled: request: interrupted"
+    kill "$(cat slow.pid)" 2> /dev/null; wait "$(cat slow.pid)" 2> /dev/null
     background cmd "$bus" "${cfg[@]}" sub ">" -n 1 --for 20s
     for pattern in events queries; do
       expect 0 "$bus" "${cfg[@]}" bench -p $pattern -n 1000 --in-flight 8

@@ -339,6 +339,23 @@ TEST_F(SagaIntegration, AnOperatorTakesOverAndCancelsASagaNobodyDrives) {
   }
 }
 
+TEST_F(SagaIntegration, ACancelIsStoredBeforeTheManagerTakingOverTakesAStep) {
+  slow_payment_ = true;
+  const std::string id = start_saga({{"order", 1009}, {"amount", 10}});
+  ASSERT_TRUE(paying(id));
+  orchestrator_.run(manager_->stop());
+  manager_ = make_manager();
+  ASSERT_TRUE(manager_->cancel_saga(id));
+  orchestrator_.run(manager_->stop());  // at once: its runner has had no time for a step
+  EXPECT_TRUE(store_->load(id)->cancel_requested) << "the cancel outlives the manager taking it";
+  manager_ = make_manager();
+  ASSERT_TRUE(orchestrator_.run(manager_->resume_unfinished()));
+  const SagaStatus status = finish(id);
+  EXPECT_EQ(status.record.state, SagaState::compensated);
+  EXPECT_TRUE(status.cancelled());
+  EXPECT_EQ(ledger_.count("ship_order", id), 0);
+}
+
 TEST_F(SagaIntegration, AStoppingManagerStoresNoNewSaga) {
   orchestrator_.run(manager_->stop());
   auto refused = orchestrator_.run(manager_->create_and_start_saga("place_order", Json::object()));

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <iostream>
@@ -34,8 +35,9 @@ config::BusConfig load_configuration(const GlobalOptions& options) {
     configuration.routes.clear();
     configuration.default_backend = type;
   }
-  // A command-line tool waits a moment for what is in flight, not the service default.
-  configuration.options.drain_timeout = std::chrono::seconds(5);
+  // Without a file, a command-line tool waits a moment for what is in flight, not the service
+  // default; a file's drain_timeout (stated or default) is the one its services use, kept.
+  if (options.config_path.empty()) configuration.options.drain_timeout = std::chrono::seconds(5);
   configuration.options.tracer = nullptr;
   return configuration;
 }
@@ -74,11 +76,11 @@ Session::~Session() {
 }
 
 void Session::start() {
-  need(bus_->start());
+  need(run(bus_->bus().start(), "connecting to the backends"));
 }
 
 void Session::stop() {
-  if (auto stopped = bus_->stop(); !stopped) {
+  if (auto stopped = run(bus_->bus().stop(), "draining"); !stopped) {
     std::cerr << "marty-bus: " << stopped.error().describe() << "\n";
   }
 }
@@ -86,6 +88,7 @@ void Session::stop() {
 namespace {
 
 std::atomic<bool> stop_signal{false};
+std::atomic<int> signals_received{0};
 
 sigset_t stop_signals() {
   sigset_t set;
@@ -111,17 +114,38 @@ bool wait_until(const std::function<bool()>& done, std::optional<std::chrono::mi
     const timespec tick{0, 50'000'000};  // 50 ms: how soon done() is noticed
     if (sigtimedwait(&set, nullptr, &tick) > 0) {
       stop_signal = true;
+      ++signals_received;
       return done();
     }
   }
   return true;
 }
 
+bool wait_until_ready(const std::function<bool(std::chrono::milliseconds)>& ready) {
+  const int before = signals_received.load();
+  while (!ready(std::chrono::milliseconds(20))) {  // 20 ms: how soon a signal is noticed
+    (void)stop_requested();
+    if (signals_received.load() != before) return false;
+  }
+  return true;
+}
+
+void exit_interrupted(const std::string& what) {
+  std::cout.flush();
+  std::fflush(stdout);
+  std::cerr << "marty-bus: " << to_string(errc::cancelled) << ": " << what << ": interrupted"
+            << std::endl;
+  std::_Exit(static_cast<int>(errc::cancelled));
+}
+
 bool stop_requested() {
-  if (stop_signal.load()) return true;
+  // Polled even when a signal came before: a second one is counted (wait_until_ready).
   const sigset_t set = stop_signals();
   const timespec now{0, 0};
-  if (sigtimedwait(&set, nullptr, &now) > 0) stop_signal = true;
+  if (sigtimedwait(&set, nullptr, &now) > 0) {
+    stop_signal = true;
+    ++signals_received;
+  }
   return stop_signal.load();
 }
 

@@ -4,11 +4,14 @@
 
 #include <chrono>
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/use_future.hpp>
 
 #include "marty/messaging.hpp"
 #include "marty/messaging/config.hpp"
@@ -61,9 +64,18 @@ class Session {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
+  /// Connects every backend; Ctrl-C while connecting ends the program (see run()).
   void start();
-  /// Drains and stops; the error of a late drain is reported, not thrown.
+  /// Drains and stops; the error of a late drain is reported, not thrown. A Ctrl-C during the
+  /// drain (after the one that may have ended the command) ends the program (see run()).
   void stop();
+  /// Runs a bus operation on the bus's threads and returns its result. A SIGINT or SIGTERM
+  /// arriving meanwhile ends the program at once with `cancelled` (exit 1), after a line naming
+  /// `what`: the operation is abandoned, not undone (a message may or may not have been sent),
+  /// as after a crash. Not by unwinding: the bus does not track an operation in flight, so
+  /// destroying it under one would be a use after free.
+  template <class T>
+  Result<T> run(asio::awaitable<Result<T>> operation, const std::string& what);
   BlockingEventBus& bus() noexcept { return *bus_; }
   std::shared_ptr<UnifiedEventBus> shared_bus() { return bus_->bus().shared_from_this(); }
   const config::BusConfig& configuration() const noexcept { return config_; }
@@ -74,6 +86,23 @@ class Session {
   config::BusConfig config_;
   std::unique_ptr<BlockingEventBus> bus_;
 };
+
+/// Waits for `ready` (polled every few milliseconds, so a quick operation costs no more);
+/// false when a SIGINT or SIGTERM arrives meanwhile (one that arrived before does not count).
+bool wait_until_ready(const std::function<bool(std::chrono::milliseconds)>& ready);
+/// Flushes standard output, says `what` was interrupted and ends the process with `cancelled`
+/// without running destructors.
+[[noreturn]] void exit_interrupted(const std::string& what);
+
+template <class T>
+Result<T> Session::run(asio::awaitable<Result<T>> operation, const std::string& what) {
+  auto result = asio::co_spawn(bus_->context(), std::move(operation), asio::use_future);
+  const bool ready = wait_until_ready([&](std::chrono::milliseconds patience) {
+    return result.wait_for(patience) == std::future_status::ready;
+  });
+  if (!ready) exit_interrupted(what);
+  return result.get();
+}
 
 /// Blocks SIGINT and SIGTERM in every thread (call before any thread starts), so that
 /// wait_until() receives them instead of the process dying mid-message.

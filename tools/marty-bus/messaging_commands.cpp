@@ -6,6 +6,7 @@
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
+#include <asio/use_future.hpp>
 
 #include "cli.hpp"
 
@@ -72,6 +73,51 @@ std::optional<Error> failure_argument(const std::string& text, const char* defau
   return Error(code, colon == std::string::npos ? default_message : text.substr(colon + 1));
 }
 
+// Keeps the bus alive while it unsubscribes.
+asio::awaitable<void> unsubscribe(std::shared_ptr<UnifiedEventBus> bus, SubscriptionId id) {
+  (void)co_await bus->unsubscribe(id);
+}
+
+// Stops a subscription from its own handler, which must not await the unsubscribe (it waits
+// for that handler): spawned instead, as soon as both the id and the wish to stop are known.
+// Holds the bus weakly: the bus holds the handler that holds this.
+class Intake {
+ public:
+  explicit Intake(const std::shared_ptr<UnifiedEventBus>& bus) : bus_(bus) {}
+  void subscribed(SubscriptionId id) {
+    std::lock_guard lock(mutex_);
+    id_ = id;
+    if (stop_) spawn();
+  }
+  void stop() {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+    if (id_) spawn();
+  }
+  /// Waits for a spawned unsubscribe: it lets the last handler's acknowledgement through,
+  /// which the bus's stop() would not wait for once the subscription is gone.
+  void wait() {
+    std::future<void> done;
+    {
+      std::lock_guard lock(mutex_);
+      done = std::move(done_);
+    }
+    if (done.valid()) done.wait();
+  }
+
+ private:
+  void spawn() {
+    if (auto bus = bus_.lock()) {
+      done_ = asio::co_spawn(bus->get_executor(), unsubscribe(bus, *id_), asio::use_future);
+    }
+  }
+  std::weak_ptr<UnifiedEventBus> bus_;
+  std::mutex mutex_;
+  std::optional<SubscriptionId> id_;
+  bool stop_ = false;
+  std::future<void> done_;
+};
+
 std::optional<std::chrono::milliseconds> optional_duration(const std::string& text,
                                                            const std::string& what) {
   if (text.empty()) return std::nullopt;
@@ -95,7 +141,9 @@ void add_messaging_commands(CLI::App& app, GlobalOptions& options) {
       Session session(options);
       session.start();
       for (std::size_t i = 0; i < *count; ++i) {
-        need(session.bus().publish_event(outgoing->type, data, metadata));
+        need(session.run(session.bus().bus().publish_event(outgoing->type, data, metadata),
+                         "pub: " + std::to_string(i) + " of " + std::to_string(*count) +
+                             " event(s) published (and perhaps the one in flight) when"));
       }
       session.stop();
       if (!options.json) {
@@ -114,8 +162,9 @@ void add_messaging_commands(CLI::App& app, GlobalOptions& options) {
       Json data = json_argument(outgoing->data, "data");
       Session session(options);
       session.start();
-      need(session.bus().send_command(outgoing->type, std::move(data), *service,
-                                      outgoing->metadata()));
+      need(session.run(session.bus().bus().send_command(outgoing->type, std::move(data), *service,
+                                                        outgoing->metadata()),
+                       "send"));
       session.stop();
       if (!options.json)
         std::cout << "sent command " << outgoing->type << " to " << *service << "\n";
@@ -135,8 +184,10 @@ void add_messaging_commands(CLI::App& app, GlobalOptions& options) {
       const auto limit = optional_duration(*timeout, "--timeout");
       Session session(options);
       session.start();
-      Json reply = need(session.bus().run(session.bus().bus().query(
-          outgoing->type, std::move(data), *service, limit, outgoing->metadata())));
+      Json reply =
+          need(session.run(session.bus().bus().query(outgoing->type, std::move(data), *service,
+                                                     limit, outgoing->metadata()),
+                           "request"));
       session.stop();
       std::cout << (options.json ? reply.dump() : reply.dump(2)) << "\n";
     });
@@ -168,23 +219,31 @@ void add_messaging_commands(CLI::App& app, GlobalOptions& options) {
       session.start();
       auto printer = std::make_shared<Printer>(options.json);
       auto received = std::make_shared<std::atomic<std::size_t>>(0);
+      auto intake = std::make_shared<Intake>(session.shared_bus());
       const std::size_t wanted = *count;
-      need(session.bus().subscribe_to_events(
+      const SubscriptionId id = need(session.bus().subscribe_to_events(
           *types,
           sync_handler(
-              [printer, received, wanted, refusal](const Message& message) -> Result<void> {
-                // Past the count, refuse: the message stays with the broker for someone else.
+              [printer, received, intake, wanted, refusal](const Message& message) -> Result<void> {
                 // One atomic step, so that subjects handled at once cannot both take the last.
-                if (received->fetch_add(1) >= wanted && wanted != 0) {
+                const std::size_t number = received->fetch_add(1) + 1;
+                if (wanted != 0 && number > wanted) {
+                  // Delivered before intake stopped: refused, so it stays with the broker for
+                  // another member of the group (the refusal counts as an attempt).
                   return Error(errc::cancelled, "marty-bus sub: received what it asked for");
                 }
+                if (number == wanted) intake->stop();
                 printer->print(render_message(message, printer->json()));
                 if (refusal) return *refusal;
                 return ok();
               }),
           *group));
-      if (!options.json) std::cerr << "listening on " << types->size() << " event type(s)\n";
+      intake->subscribed(id);
+      // On standard error, also with --json: a script waits for it to know the subscription
+      // is in place, and standard output stays one JSON object per line.
+      std::cerr << "listening on " << types->size() << " event type(s)\n";
       wait_until([&] { return wanted != 0 && received->load() >= wanted; }, limit);
+      intake->wait();
       session.stop();
       // Ctrl-C is how a tail ends: not a failure, even short of --count.
       if (wanted != 0 && received->load() < wanted && !stop_requested()) {
@@ -242,8 +301,7 @@ void add_messaging_commands(CLI::App& app, GlobalOptions& options) {
       HandlerOptions concurrent;
       concurrent.concurrency = 16;
       need(session.bus().handle_queries(*types, handler, *service, concurrent));
-      if (!options.json)
-        std::cerr << "answering " << types->size() << " query type(s) as " << *service << "\n";
+      std::cerr << "answering " << types->size() << " query type(s) as " << *service << "\n";
       const std::size_t wanted = *count;
       wait_until([&] { return wanted != 0 && answered->load() >= wanted; }, limit);
       session.stop();

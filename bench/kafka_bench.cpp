@@ -8,7 +8,8 @@
 //     raw: a consumer assigned every partition, no group).
 // The cluster is librdkafka's mock (scripts/brokers): it keeps everything in memory, so the
 // absolute figures say nothing about Kafka; the ratios compare the two clients on one cluster.
-// usage: marty_bench_kafka [--messages N] [--runs N]   (MARTY_KAFKA_BOOTSTRAP: the cluster)
+// usage: marty_bench_kafka [--messages N] [--runs N] [--window N]
+//   (MARTY_KAFKA_BOOTSTRAP: the cluster; --window: the bus's publishes in flight, default 1000)
 #include <librdkafka/rdkafka.h>
 
 #include <atomic>
@@ -31,10 +32,9 @@ namespace {
 struct Options {
   std::size_t messages = 50'000;
   int runs = 3;
+  /// Publishes in flight at once through the bus (the raw producer has no such limit).
+  std::size_t window = 1'000;
 };
-
-/// Publishes in flight at once through the bus (the raw producer has no such limit).
-constexpr std::size_t kWindow = 1'000;
 
 std::string bootstrap() {
   const char* servers = std::getenv("MARTY_KAFKA_BOOTSTRAP");
@@ -185,7 +185,7 @@ mm::kafka::KafkaConfig bus_config() {
   return config;
 }
 
-double bus_run(std::size_t count, bool read) {
+double bus_run(std::size_t count, std::size_t window, bool read) {
   const std::string type = unique("bus_bench");
   auto producer =
       started_bus(mm::MessageBackendType::kafka, mm::kafka::make_backend(bus_config()), false);
@@ -208,7 +208,7 @@ double bus_run(std::size_t count, bool read) {
   }
   const mm::Json prototype{{"p", std::string(kPayloadBytes - 8, 'x')}};
   const auto start = Steady::now();
-  publish_concurrently(*producer, count, kWindow, [&]() -> asio::awaitable<mm::Result<void>> {
+  publish_concurrently(*producer, count, window, [&]() -> asio::awaitable<mm::Result<void>> {
     mm::Json data = prototype;
     co_return co_await producer->bus().publish_event(type, std::move(data));
   });
@@ -228,10 +228,11 @@ int main(int argc, char** argv) {
   const bool parsed =
       parse_flags(argc, argv,
                   {{"--messages", [&](std::uint64_t v) { options.messages = v; }},
-                   {"--runs", [&](std::uint64_t v) { options.runs = static_cast<int>(v); }}},
-                  "marty_bench_kafka [--messages N] [--runs N]");
+                   {"--runs", [&](std::uint64_t v) { options.runs = static_cast<int>(v); }},
+                   {"--window", [&](std::uint64_t v) { options.window = v; }}},
+                  "marty_bench_kafka [--messages N] [--runs N] [--window N]");
   if (!parsed) return 2;
-  check(options.messages > 0 && options.runs > 0, "counts above zero");
+  check(options.messages > 0 && options.runs > 0 && options.window > 0, "counts above zero");
   std::printf(
       "Kafka benchmark against librdkafka's mock cluster (in memory: the absolute figures "
       "are not Kafka's)\nat %s: %zu-byte messages, median of %d runs\n\n",
@@ -246,7 +247,7 @@ int main(int argc, char** argv) {
   for (int run = 0; run < options.runs; ++run) {
     for (auto& m : measures) {
       m.raw.push_back(raw_run(options.messages, m.read));
-      m.bus.push_back(bus_run(options.messages, m.read));
+      m.bus.push_back(bus_run(options.messages, options.window, m.read));
       m.ratios.push_back(m.bus.back() / m.raw.back());
     }
   }

@@ -253,7 +253,7 @@ EOF
     rc=0; finish_background asking || rc=$?
     [ "$rc" = 1 ] || { echo "FAIL: request ended by SIGINT exited $rc"; failures=$((failures + 1)); }
     [ $(($(date +%s) - started)) -lt 5 ] || { echo "FAIL: request took long to end after SIGINT"; failures=$((failures + 1)); }
-    in_file asking.out "cancelled: request: interrupted"
+    in_file asking.out "cancelled: interrupted during request"
     kill "$(cat slow.pid)" 2> /dev/null; wait "$(cat slow.pid)" 2> /dev/null
     background cmd "$bus" "${cfg[@]}" sub ">" -n 1 --for 20s
     for pattern in events queries; do

@@ -118,7 +118,7 @@ void add_backends_command(CLI::App& app, GlobalOptions& options) {
     std::optional<Error> first_failure;
     if (*connect) {
       for (auto& [name, backend] : backends) {
-        auto connected = session.run(backend->connect(), "connecting to " + name);
+        auto connected = session.run(backend->connect(), "while connecting to " + name);
         if (connected) {
           status.push_back("ok");
           (void)session.bus().run(backend->close(SteadyClock::now() + std::chrono::seconds(5)));
@@ -212,8 +212,9 @@ void add_dlq_commands(CLI::App& app, GlobalOptions& options) {
       // Interrupted, each letter is either handled or still listed, but one being requeued
       // may have been published again and still be listed.
       const std::size_t done = need(
-          requeue ? session.run(session.bus().bus().requeue_dead_letters(filter), "dlq requeue")
-                  : session.run(session.bus().bus().purge_dead_letters(filter), "dlq purge"));
+          requeue
+              ? session.run(session.bus().bus().requeue_dead_letters(filter), "during dlq requeue")
+              : session.run(session.bus().bus().purge_dead_letters(filter), "during dlq purge"));
       session.stop();
       if (options.json) {
         std::cout << Json{{requeue ? "requeued" : "purged", done}}.dump() << "\n";

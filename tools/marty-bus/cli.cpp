@@ -76,11 +76,11 @@ Session::~Session() {
 }
 
 void Session::start() {
-  need(run(bus_->bus().start(), "connecting to the backends"));
+  need(run(bus_->bus().start(), "while connecting to the backends"));
 }
 
 void Session::stop() {
-  if (auto stopped = run(bus_->bus().stop(), "draining"); !stopped) {
+  if (auto stopped = run(bus_->bus().stop(), "while draining"); !stopped) {
     std::cerr << "marty-bus: " << stopped.error().describe() << "\n";
   }
 }
@@ -133,8 +133,7 @@ bool wait_until_ready(const std::function<bool(std::chrono::milliseconds)>& read
 void exit_interrupted(const std::string& what) {
   std::cout.flush();
   std::fflush(stdout);
-  std::cerr << "marty-bus: " << to_string(errc::cancelled) << ": " << what << ": interrupted"
-            << std::endl;
+  std::cerr << "marty-bus: " << to_string(errc::cancelled) << ": interrupted " << what << std::endl;
   std::_Exit(static_cast<int>(errc::cancelled));
 }
 

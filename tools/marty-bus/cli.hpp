@@ -70,10 +70,10 @@ class Session {
   /// drain (after the one that may have ended the command) ends the program (see run()).
   void stop();
   /// Runs a bus operation on the bus's threads and returns its result. A SIGINT or SIGTERM
-  /// arriving meanwhile ends the program at once with `cancelled` (exit 1), after a line naming
-  /// `what`: the operation is abandoned, not undone (a message may or may not have been sent),
-  /// as after a crash. Not by unwinding: the bus does not track an operation in flight, so
-  /// destroying it under one would be a use after free.
+  /// arriving meanwhile ends the program at once with `cancelled` (exit 1), after a line saying
+  /// "interrupted <what>": the operation is abandoned, not undone (a message may or may not
+  /// have been sent), as after a crash. Not by unwinding: the bus does not track an operation in
+  /// flight, so destroying it under one would be a use after free.
   template <class T>
   Result<T> run(asio::awaitable<Result<T>> operation, const std::string& what);
   BlockingEventBus& bus() noexcept { return *bus_; }
@@ -90,8 +90,8 @@ class Session {
 /// Waits for `ready` (polled every few milliseconds, so a quick operation costs no more);
 /// false when a SIGINT or SIGTERM arrives meanwhile (one that arrived before does not count).
 bool wait_until_ready(const std::function<bool(std::chrono::milliseconds)>& ready);
-/// Flushes standard output, says `what` was interrupted and ends the process with `cancelled`
-/// without running destructors.
+/// Flushes standard output, says "interrupted <what>" ("while connecting", "during send") and
+/// ends the process with `cancelled` without running destructors.
 [[noreturn]] void exit_interrupted(const std::string& what);
 
 template <class T>

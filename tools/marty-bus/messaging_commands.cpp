@@ -142,8 +142,9 @@ void add_messaging_commands(CLI::App& app, GlobalOptions& options) {
       session.start();
       for (std::size_t i = 0; i < *count; ++i) {
         need(session.run(session.bus().bus().publish_event(outgoing->type, data, metadata),
-                         "pub: " + std::to_string(i) + " of " + std::to_string(*count) +
-                             " event(s) published (and perhaps the one in flight) when"));
+                         "during pub, after " + std::to_string(i) + " of " +
+                             std::to_string(*count) +
+                             " event(s) were published (the one in flight may be too)"));
       }
       session.stop();
       if (!options.json) {
@@ -164,7 +165,7 @@ void add_messaging_commands(CLI::App& app, GlobalOptions& options) {
       session.start();
       need(session.run(session.bus().bus().send_command(outgoing->type, std::move(data), *service,
                                                         outgoing->metadata()),
-                       "send"));
+                       "during send"));
       session.stop();
       if (!options.json)
         std::cout << "sent command " << outgoing->type << " to " << *service << "\n";
@@ -187,7 +188,7 @@ void add_messaging_commands(CLI::App& app, GlobalOptions& options) {
       Json reply =
           need(session.run(session.bus().bus().query(outgoing->type, std::move(data), *service,
                                                      limit, outgoing->metadata()),
-                           "request"));
+                           "during request"));
       session.stop();
       std::cout << (options.json ? reply.dump() : reply.dump(2)) << "\n";
     });

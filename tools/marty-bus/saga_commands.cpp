@@ -181,7 +181,8 @@ void add_saga_commands(CLI::App& app, GlobalOptions& options) {
       const auto limit = duration_argument(*wait, "--wait");
       Orchestrator orchestrator(options);
       const std::string id = need(orchestrator.session.run(
-          orchestrator.manager->create_and_start_saga(*name, std::move(data)), "saga start"));
+          orchestrator.manager->create_and_start_saga(*name, std::move(data)),
+          "during saga start"));
       std::cerr << "started saga " << id << "\n";
       const saga::SagaRecord record = orchestrator.wait(id, limit);
       print_record(record, orchestrator.session.configuration(), options.json);

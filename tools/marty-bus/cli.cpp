@@ -87,7 +87,8 @@ void Session::stop() {
 
 namespace {
 
-std::atomic<bool> stop_signal{false};
+// How many SIGINT/SIGTERM the program has taken: a first one ends a command's wait, a later one
+// the operation or drain after it (wait_until_ready).
 std::atomic<int> signals_received{0};
 
 sigset_t stop_signals() {
@@ -98,6 +99,14 @@ sigset_t stop_signals() {
   return set;
 }
 
+// Takes a pending stop signal, waiting at most `patience` for one; true when it took one.
+bool take_signal(const timespec& patience) {
+  const sigset_t set = stop_signals();
+  if (sigtimedwait(&set, nullptr, &patience) <= 0) return false;
+  ++signals_received;
+  return true;
+}
+
 }  // namespace
 
 void block_stop_signals() {
@@ -106,17 +115,11 @@ void block_stop_signals() {
 }
 
 bool wait_until(const std::function<bool()>& done, std::optional<std::chrono::milliseconds> limit) {
-  const sigset_t set = stop_signals();
   const auto deadline = limit ? std::chrono::steady_clock::now() + *limit
                               : std::chrono::steady_clock::time_point::max();
   while (!done()) {
-    if (stop_signal.load() || std::chrono::steady_clock::now() >= deadline) return false;
-    const timespec tick{0, 50'000'000};  // 50 ms: how soon done() is noticed
-    if (sigtimedwait(&set, nullptr, &tick) > 0) {
-      stop_signal = true;
-      ++signals_received;
-      return done();
-    }
+    if (signals_received.load() > 0 || std::chrono::steady_clock::now() >= deadline) return false;
+    if (take_signal(timespec{0, 50'000'000})) return done();  // 50 ms: how soon done() is noticed
   }
   return true;
 }
@@ -124,7 +127,7 @@ bool wait_until(const std::function<bool()>& done, std::optional<std::chrono::mi
 bool wait_until_ready(const std::function<bool(std::chrono::milliseconds)>& ready) {
   const int before = signals_received.load();
   while (!ready(std::chrono::milliseconds(20))) {  // 20 ms: how soon a signal is noticed
-    (void)stop_requested();
+    (void)take_signal(timespec{0, 0});
     if (signals_received.load() != before) return false;
   }
   return true;
@@ -138,14 +141,8 @@ void exit_interrupted(const std::string& what) {
 }
 
 bool stop_requested() {
-  // Polled even when a signal came before: a second one is counted (wait_until_ready).
-  const sigset_t set = stop_signals();
-  const timespec now{0, 0};
-  if (sigtimedwait(&set, nullptr, &now) > 0) {
-    stop_signal = true;
-    ++signals_received;
-  }
-  return stop_signal.load();
+  (void)take_signal(timespec{0, 0});
+  return signals_received.load() > 0;
 }
 
 Json json_argument(const std::string& text, const std::string& what) {

@@ -74,8 +74,8 @@ std::optional<Error> failure_argument(const std::string& text, const char* defau
 }
 
 // Keeps the bus alive while it unsubscribes.
-asio::awaitable<void> unsubscribe(std::shared_ptr<UnifiedEventBus> bus, SubscriptionId id) {
-  (void)co_await bus->unsubscribe(id);
+asio::awaitable<Result<void>> unsubscribe(std::shared_ptr<UnifiedEventBus> bus, SubscriptionId id) {
+  co_return co_await bus->unsubscribe(id);
 }
 
 // Stops a subscription from its own handler, which must not await the unsubscribe (it waits
@@ -95,14 +95,15 @@ class Intake {
     if (id_) spawn();
   }
   /// Waits for a spawned unsubscribe: it lets the last handler's acknowledgement through,
-  /// which the bus's stop() would not wait for once the subscription is gone.
-  void wait() {
-    std::future<void> done;
+  /// which the bus's stop() would not wait for once the subscription is gone. Its error (the
+  /// drain ran out: what the handlers held was released for redelivery), if any.
+  Result<void> wait() {
+    std::future<Result<void>> done;
     {
       std::lock_guard lock(mutex_);
       done = std::move(done_);
     }
-    if (done.valid()) done.wait();
+    return done.valid() ? done.get() : ok();
   }
 
  private:
@@ -115,7 +116,7 @@ class Intake {
   std::mutex mutex_;
   std::optional<SubscriptionId> id_;
   bool stop_ = false;
-  std::future<void> done_;
+  std::future<Result<void>> done_;
 };
 
 std::optional<std::chrono::milliseconds> optional_duration(const std::string& text,
@@ -244,7 +245,9 @@ void add_messaging_commands(CLI::App& app, GlobalOptions& options) {
       // is in place, and standard output stays one JSON object per line.
       std::cerr << "listening on " << types->size() << " event type(s)\n";
       wait_until([&] { return wanted != 0 && received->load() >= wanted; }, limit);
-      intake->wait();
+      if (auto stopped = intake->wait(); !stopped) {
+        std::cerr << "marty-bus: " << stopped.error().describe() << "\n";
+      }
       session.stop();
       // Ctrl-C is how a tail ends: not a failure, even short of --count.
       if (wanted != 0 && received->load() < wanted && !stop_requested()) {

@@ -365,32 +365,52 @@ struct Core {
 };
 using CorePtr = std::shared_ptr<Core>;
 
+// What one produce attempt came to: the cluster's answer, or librdkafka's refusal to queue it.
+struct ProduceAttempt {
+  Result<void> outcome = ok();
+  bool queue_full = false;  // refused for a full producer queue: worth another try
+};
+
 // Produces `record` and waits for the cluster's acknowledgement (or the deadline). A full
 // producer queue is waited out until the deadline.
+//
+// The start lambda hands its completion to librdkafka, whose delivery report (or the deadline
+// timer) may resume this coroutine on another bus thread, freeing its frame, before `produce`
+// has even returned. So the lambda owns what it reads (`job`, shared across attempts) rather
+// than pointing into this frame, and what the attempt came to travels inside the completion.
 asio::awaitable<Result<void>> produce_and_wait(CorePtr core, std::string topic, Record record,
                                                std::int32_t partition,
                                                SteadyClock::time_point deadline, bool wait) {
+  struct Job {
+    CorePtr core;
+    std::string topic;
+    Record record;
+    std::int32_t partition;
+    bool wait;
+  };
+  auto job = std::make_shared<const Job>(
+      Job{std::move(core), std::move(topic), std::move(record), partition, wait});
   while (true) {
-    rd_kafka_resp_err_t refused = RD_KAFKA_RESP_ERR_NO_ERROR;
-    Core* c = core.get();
-    const std::string* topic_name = &topic;
-    const Record* to_send = &record;
-    auto start = [c, topic_name, to_send, partition, wait,
-                  &refused](detail::Complete<Result<void>> complete) {
-      Produced done = wait ? Produced(complete) : Produced([](Result<void>) {});
-      refused = c->produce(*topic_name, *to_send, std::move(done), partition);
+    auto start = [job](detail::Complete<ProduceAttempt> complete) {
+      Produced done = job->wait ? Produced([complete](Result<void> acknowledged) {
+        complete(ProduceAttempt{std::move(acknowledged)});
+      })
+                                : Produced([](Result<void>) {});
+      const rd_kafka_resp_err_t refused =
+          job->core->produce(job->topic, job->record, std::move(done), job->partition);
       if (refused != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        complete(kafka_error(refused, "publishing to topic '" + *topic_name + "'"));
-      } else if (!wait) {
-        complete(ok());
+        complete(ProduceAttempt{kafka_error(refused, "publishing to topic '" + job->topic + "'"),
+                                refused == RD_KAFKA_RESP_ERR__QUEUE_FULL});
+      } else if (!job->wait) {
+        complete(ProduceAttempt{});
       }
     };
-    Result<void> late = kafka_error(errc::deadline_exceeded,
+    ProduceAttempt late{kafka_error(errc::deadline_exceeded,
                                     "the cluster did not acknowledge the message by the deadline "
-                                    "(it may still be written)");
-    Result<void> outcome = co_await detail::await_completion<Result<void>>(
+                                    "(it may still be written)")};
+    ProduceAttempt attempt = co_await detail::await_completion<ProduceAttempt>(
         std::move(start), deadline, std::move(late));
-    if (refused == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+    if (attempt.queue_full) {
       if (SteadyClock::now() >= deadline) {
         co_return kafka_error(errc::resource_exhausted,
                               "the producer's queue stayed full until the deadline");
@@ -398,7 +418,7 @@ asio::awaitable<Result<void>> produce_and_wait(CorePtr core, std::string topic, 
       co_await detail::sleep_for(milliseconds(2));
       continue;
     }
-    co_return outcome;
+    co_return std::move(attempt.outcome);
   }
 }
 

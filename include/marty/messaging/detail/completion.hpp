@@ -48,6 +48,12 @@ struct State {
 /// completion is dropped). This is how the broker backends await their client libraries'
 /// callbacks.
 ///
+/// Lifetime: once `start` has handed `complete` to anything that may call it, the awaiting
+/// coroutine may already have resumed on another thread and its frame may be gone. `start` is
+/// called as a copy on the calling thread's stack, so its own captures stay valid until it
+/// returns, but it must own what it touches after that point: a pointer or reference into the
+/// awaiting frame is a use after free (a captured `&local` written after the hand-off was one).
+///
 /// Not a coroutine itself. With GCC 12, name `start` before the `co_await` (docs/decisions/0001).
 template <class T, class Start>
 asio::awaitable<T> await_completion(Start start, std::chrono::steady_clock::time_point deadline,
@@ -64,7 +70,8 @@ asio::awaitable<T> await_completion(Start start, std::chrono::steady_clock::time
           });
     }
     Complete<T> complete = [state](T value) { State::complete(state, std::move(value)); };
-    start(std::move(complete));
+    Start on_this_stack = std::move(start);  // the initiation may be freed with the frame
+    on_this_stack(std::move(complete));
   };
   return asio::async_initiate<const asio::use_awaitable_t<>&, void(T)>(std::move(initiate),
                                                                        asio::use_awaitable);
@@ -77,7 +84,8 @@ asio::awaitable<T> await_completion(Start start) {
     using State = completion_detail::State<T, decltype(handler)>;
     auto state = std::make_shared<State>(std::move(handler));
     Complete<T> complete = [state](T value) { State::complete(state, std::move(value)); };
-    start(std::move(complete));
+    Start on_this_stack = std::move(start);  // the initiation may be freed with the frame
+    on_this_stack(std::move(complete));
   };
   return asio::async_initiate<const asio::use_awaitable_t<>&, void(T)>(std::move(initiate),
                                                                        asio::use_awaitable);

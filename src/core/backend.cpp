@@ -1,6 +1,18 @@
 #include "marty/messaging/backend.hpp"
 
+#include "marty/messaging/subject.hpp"
+
 namespace marty::messaging {
+
+Message undecodable_message(std::string_view subject, std::string raw) {
+  MessageMetadata metadata;
+  metadata.message_id = make_uuid_v7();
+  metadata.message_type = subject::type_of(subject);
+  metadata.time = Clock::now();
+  metadata.content_type = "application/octet-stream";
+  return Message(std::move(metadata), std::make_shared<const Payload>(std::move(raw)),
+                 std::string(subject));
+}
 
 asio::awaitable<Result<Message>> Backend::request(Message /*message*/,
                                                   std::chrono::milliseconds /*timeout*/) {

@@ -101,13 +101,7 @@ void mark_dead_letter(Message& message, std::string_view subject, std::string re
 }
 
 Message undecodable_dead_letter(std::string_view subject, std::string raw, std::string reason) {
-  MessageMetadata metadata;
-  metadata.message_id = make_uuid_v7();
-  metadata.message_type = subject::type_of(subject);
-  metadata.time = Clock::now();
-  metadata.content_type = "application/octet-stream";
-  Message dead(std::move(metadata), std::make_shared<const Payload>(std::move(raw)),
-               std::string(subject));
+  Message dead = undecodable_message(subject, std::move(raw));
   mark_dead_letter(dead, subject, std::move(reason), 1);
   return dead;
 }
@@ -435,10 +429,30 @@ asio::awaitable<void> settle_failure(WorkerPtr worker, Delivery& delivery, Error
 
 // Receives the next delivery; returns null when the subscription is closed. Transient errors
 // are logged and retried after a pause, so a flapping broker never ends a subscription.
+// A poison delivery (undecodable) never reaches a handler: it is dead-lettered here, the one
+// path for every backend. Returns null when it was one.
+asio::awaitable<std::unique_ptr<Delivery>> hold_or_dead_letter(WorkerPtr worker,
+                                                               std::unique_ptr<Delivery> received) {
+  std::unique_ptr<Delivery> delivery = worker->held->hold(std::move(received));
+  if (delivery->decode_error() == nullptr) co_return delivery;
+  worker->count_delivery(*delivery);
+  // The same reason text as a handler's failure would give; data_loss: never retried.
+  const Error& why = *delivery->decode_error();
+  Error poison = why.is(errc::data_loss) || why.is(errc::invalid_argument)
+                     ? why
+                     : Error(errc::data_loss, "undecodable message: " + why.describe());
+  co_await settle_failure(worker, *delivery, std::move(poison));
+  co_return nullptr;
+}
+
 asio::awaitable<std::unique_ptr<Delivery>> next_delivery(WorkerPtr worker) {
   while (true) {
     auto received = co_await worker->subscription->receive();
-    if (received) co_return worker->held->hold(std::move(*received));
+    if (received) {
+      auto delivery = co_await hold_or_dead_letter(worker, std::move(*received));
+      if (delivery) co_return delivery;
+      continue;
+    }
     if (received.error().is(errc::cancelled)) co_return nullptr;
     logger().warn("receive on {} failed, retrying: {}", worker->subject,
                   received.error().describe());
@@ -790,7 +804,8 @@ asio::awaitable<void> run_batch_worker(ImplPtr impl, WorkerPtr worker,
     while (batch.size() < options.batch_size) {
       auto next = co_await worker->subscription->receive(deadline);
       if (next) {
-        batch.push_back(worker->held->hold(std::move(*next)));
+        auto delivery = co_await hold_or_dead_letter(worker, std::move(*next));
+        if (delivery) batch.push_back(std::move(delivery));
         continue;
       }
       // Closed while collecting: hand over what we hold (that is the drain), then end.

@@ -14,6 +14,7 @@ class HeldDelivery final : public Delivery {
       : Delivery(inner->message(), inner->attempt(), inner->sequence()),
         owner_(std::move(owner)),
         inner_(std::move(inner)) {
+    if (const Error* poison = inner_->decode_error()) set_decode_error(*poison);
     owner_->link(this);
   }
   ~HeldDelivery() override { owner_->unlink(this); }

@@ -216,7 +216,7 @@ void publish_raw(int port, const std::string& subject, const std::string& body,
 }
 
 // Foreign publishers: a plain NATS message is taken as it is, typed by its subject; one with
-// broken CloudEvents headers is refused (terminated, logged) and the subscriber goes on.
+// broken CloudEvents headers is refused (dead-lettered, see below) and the subscriber goes on.
 TEST(NatsWire, ForeignMessagesAreTakenOrRefusedAndTheSubscriberGoesOn) {
   // Declared before the bus, so that they outlive its handler.
   std::mutex mutex;
@@ -250,6 +250,62 @@ TEST(NatsWire, ForeignMessagesAreTakenOrRefusedAndTheSubscriberGoesOn) {
   EXPECT_EQ(got[0].metadata().headers.at("x-tenant"), "acme");
   EXPECT_FALSE(got[0].id().empty());
   EXPECT_EQ(got[1].json(), (Json{{"ours", true}}));
+}
+
+// A poison message (broken CloudEvents headers) on a JetStream consumer is dead-lettered with
+// the decode error and the same provenance as a handler's failure, as on every other backend
+// (it was terminated with +TERM and so lost); it can be listed, and a requeue delivers its
+// bytes to the handler, now as an opaque payload in the bus's own envelope.
+TEST(NatsDeadLetters, AnUndecodableMessageIsDeadLetteredListedAndRequeued) {
+  std::mutex mutex;
+  std::vector<Message> got;
+  PrivateJetStream server;
+  ASSERT_TRUE(server.server().running());
+  auto bus_home = nats_bus(server.config());
+  BlockingEventBus& bus = *bus_home;
+  auto handler = sync_handler([&](const Message& m) -> Result<void> {
+    std::lock_guard lock(mutex);
+    got.push_back(m);
+    return ok();
+  });
+  ASSERT_TRUE(bus.subscribe_to_events({"order_shipped"}, handler, "shipping_readers"));
+  std::this_thread::sleep_for(100ms);
+  const std::string body = R"({"broken":true})";
+  publish_raw(server.server().port(), "events.order_shipped", body,
+              {{"ce-specversion", "1.0"}, {"ce-type", "order_shipped"}});  // no ce-id, ce-source
+
+  std::vector<DeadLetter> listed;
+  ASSERT_TRUE(eventually([&] {
+    auto dead = bus.list_dead_letters(DeadLetterFilter("events.order_shipped"));
+    if (dead) listed = std::move(*dead);
+    return listed.size() == 1;
+  }));
+  const DeadLetter& letter = listed.front();
+  EXPECT_EQ(letter.subject, "events.order_shipped");
+  EXPECT_EQ(letter.group, "shipping_readers");
+  EXPECT_EQ(letter.attempts, 1);
+  EXPECT_EQ(letter.pattern, MessagingPattern::pub_sub);
+  EXPECT_TRUE(letter.first_failure.has_value());
+  EXPECT_NE(letter.reason.find("ce-id"), std::string::npos) << letter.reason;
+  EXPECT_EQ(letter.message.payload()->bytes(), body);
+  EXPECT_EQ(letter.backend, "nats");
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_TRUE(got.empty()) << "the undecodable message reached the handler";
+  }
+
+  auto requeued = bus.requeue_dead_letters(DeadLetterFilter("events.order_shipped"));
+  ASSERT_TRUE(requeued) << requeued.error().describe();
+  EXPECT_EQ(*requeued, 1u);
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(mutex);
+    return got.size() == 1;
+  }));
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(got[0].payload()->bytes(), body);
+  auto left = bus.list_dead_letters(DeadLetterFilter("events.order_shipped"));
+  ASSERT_TRUE(left) << left.error().describe();
+  EXPECT_TRUE(left->empty());
 }
 
 // NATS answers a request nobody listens to with "no responders": the query fails with

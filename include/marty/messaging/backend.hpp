@@ -96,15 +96,29 @@ class Delivery {
   /// Give up: never deliver again (the bus dead-letters before it terms).
   virtual asio::awaitable<Result<void>> term() = 0;
 
+  /// Set on a poison delivery: bytes the backend received and cannot decode. message() then
+  /// holds them as an opaque payload on the subject they arrived on (undecodable_message()),
+  /// and the bus, not the backend, dead-letters it with this reason and terms it, the same way
+  /// for every backend; no handler sees it. A backend hands such deliveries up rather than
+  /// dropping or terminating them itself, so that a poison message is never lost silently.
+  const Error* decode_error() const noexcept { return decode_error_ ? &*decode_error_ : nullptr; }
+
  protected:
   Delivery(Message message, int attempt, std::uint64_t sequence)
       : message_(std::move(message)), attempt_(attempt), sequence_(sequence) {}
+  /// Makes this a poison delivery (see decode_error()); its message is then the raw bytes.
+  void set_decode_error(Error why) { decode_error_ = std::move(why); }
 
  private:
   Message message_;
   int attempt_;
   std::uint64_t sequence_;
+  std::optional<Error> decode_error_;
 };
+
+/// What a poison delivery carries (Delivery::decode_error()): the raw bytes received on
+/// `subject` as an opaque payload, with a new id, the subject's type and the time of receipt.
+Message undecodable_message(std::string_view subject, std::string raw);
 
 /// A pull subscription. Thread-safety: receive() is called by one coroutine at a time; close()
 /// may be called from any thread, at any time, more than once.

@@ -314,12 +314,15 @@ Result<void> send_ack(const ConnectionPtr& connection, natsMsg* msg, std::string
 
 class NatsDelivery final : public Delivery {
  public:
+  // With `decode_error`, a poison delivery: `message` holds the raw bytes (undecodable_message).
   NatsDelivery(Message message, JetStreamInfo info, ConnectionPtr connection, NatsMsgPtr msg,
-               bool jetstream)
+               bool jetstream, std::optional<Error> decode_error = std::nullopt)
       : Delivery(std::move(message), info.delivered, info.stream_sequence),
         connection_(std::move(connection)),
         msg_(std::move(msg)),
-        jetstream_(jetstream) {}
+        jetstream_(jetstream) {
+    if (decode_error) set_decode_error(std::move(*decode_error));
+  }
 
   ~NatsDelivery() override {
     // Unsettled: release it for redelivery now rather than after the ack wait.
@@ -415,8 +418,9 @@ class NatsSubscription final : public Subscription {
   }
 
  private:
-  // nullptr when the message cannot be decoded; it is then terminated (JetStream), so it is
-  // not redelivered forever, and the reason is logged.
+  // nullptr for a message that is not for the bus (no acknowledgement subject, or stored before
+  // the start asked for). One that cannot be decoded is handed up as a poison delivery, which
+  // the bus dead-letters.
   std::unique_ptr<Delivery> to_delivery(NatsMsgPtr msg) {
     JetStreamInfo info;
     if (jetstream_) {
@@ -435,10 +439,13 @@ class NatsSubscription final : public Subscription {
     }
     auto message = from_nats(msg.get(), jetstream_);
     if (!message) {
-      logger().error("undecodable message on {}, terminated: {}", description_,
-                     message.error().describe());
-      if (jetstream_) (void)send_ack(connection_, msg.get(), "+TERM");
-      return nullptr;
+      const char* data = natsMsg_GetData(msg.get());
+      Message raw = undecodable_message(
+          natsMsg_GetSubject(msg.get()),
+          std::string(data != nullptr ? data : "",
+                      static_cast<std::size_t>(natsMsg_GetDataLength(msg.get()))));
+      return std::make_unique<NatsDelivery>(std::move(raw), info, connection_, std::move(msg),
+                                            jetstream_, std::move(message).error());
     }
     return std::make_unique<NatsDelivery>(std::move(*message), info, connection_, std::move(msg),
                                           jetstream_);

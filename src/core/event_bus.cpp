@@ -27,6 +27,7 @@
 #include "marty/messaging/detail/backoff.hpp"
 #include "marty/messaging/detail/circuit_breaker.hpp"
 #include "marty/messaging/detail/log.hpp"
+#include "marty/messaging/detail/pending_replies.hpp"
 #include "marty/messaging/detail/sleep.hpp"
 #include "marty/messaging/memory_backend.hpp"
 #include "marty/messaging/subject.hpp"
@@ -56,6 +57,7 @@ Error not_running(std::string_view operation) {
 }
 
 using headers::kReplyToken;
+static_assert(kReplyToken == detail::PendingReplies<int>::kTokenHeader);
 
 // A reply waited for by query() over a backend without native request/reply.
 struct PendingReply {
@@ -68,16 +70,16 @@ struct PendingReply {
 struct ReplyInbox {
   std::string subject;
   std::mutex mutex;
-  std::unordered_map<std::string, std::shared_ptr<PendingReply>> pending;  // by reply token
+  detail::PendingReplies<PendingReply> pending;  // by reply token
   bool closed = false;
 
   void cancel_all() {
     std::lock_guard lock(mutex);
     closed = true;
-    for (auto& [id, waiter] : pending) {
-      waiter->cancelled = true;
-      waiter->signal->notify();
-    }
+    pending.for_each([](PendingReply& waiter) {
+      waiter.cancelled = true;
+      waiter.signal->notify();
+    });
   }
 };
 
@@ -841,16 +843,17 @@ asio::awaitable<void> run_reply_worker(ImplPtr impl, WorkerPtr worker,
                                        std::shared_ptr<ReplyInbox> inbox) {
   while (auto delivery = co_await next_delivery(worker)) {
     worker->count_delivery(*delivery);
-    const auto& reply_headers = delivery->message().metadata().headers;
-    const auto token = reply_headers.find(std::string(kReplyToken));
-    if (token != reply_headers.end()) {
+    {
       std::lock_guard lock(inbox->mutex);
-      auto it = inbox->pending.find(token->second);
-      if (it != inbox->pending.end() && !it->second->reply) {
-        it->second->reply = delivery->message();
-        it->second->signal->notify();
+      if (auto waiter = inbox->pending.find(delivery->message()); waiter && !waiter->reply) {
+        waiter->reply = delivery->message();
+        waiter->signal->notify();
+      } else if (!waiter) {
+        // Usually a late reply to a query that timed out; dropped, as on NATS.
+        logger().debug("reply {} on {} matches no waiting query (correlation id '{}')",
+                       delivery->message().id(), worker->subject,
+                       delivery->message().metadata().correlation_id);
       }
-      // No waiter: the query already timed out; the late reply is dropped, as on NATS.
     }
     auto acked = co_await delivery->ack();
     warn_if_failed(acked, "ack", worker->subject);
@@ -871,7 +874,7 @@ asio::awaitable<Result<Message>> request_via_inbox(std::shared_ptr<Backend> back
   {
     std::lock_guard lock(inbox->mutex);
     if (inbox->closed) co_return Error(errc::cancelled, "the bus is stopping");
-    inbox->pending.emplace(token, waiter);
+    inbox->pending.add(token, message, waiter);
   }
   message.mutable_metadata().reply_to = inbox->subject;
   message.mutable_metadata().headers[std::string(kReplyToken)] = token;

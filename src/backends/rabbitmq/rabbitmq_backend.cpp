@@ -38,6 +38,7 @@
 #include "marty/messaging/detail/dead_letter_log.hpp"
 #include "marty/messaging/detail/inbox.hpp"
 #include "marty/messaging/detail/log.hpp"
+#include "marty/messaging/detail/pending_replies.hpp"
 #include "marty/messaging/detail/sleep.hpp"
 #include "marty/messaging/detail/url.hpp"
 #include "marty/messaging/event_bus.hpp"
@@ -267,7 +268,7 @@ struct Core {
   std::set<std::string> declared;                 // streams and retry queues known to exist
 
   std::mutex requests_mutex;
-  std::unordered_map<std::string, std::shared_ptr<RequestWaiter>> requests;
+  detail::PendingReplies<RequestWaiter> requests;  // by reply token
 
   std::unique_ptr<AmqpConnection> publisher;  // last: stopped before the rest goes
 
@@ -395,17 +396,12 @@ bool Core::on_publisher_frame(amqp_connection_state_t conn, const amqp_frame_t& 
         logger().warn("dropped a malformed reply from RabbitMQ: {}", decoded.error().describe());
         return true;
       }
-      const auto& headers = decoded->message.metadata().headers;
-      auto token = headers.find(std::string(headers::kReplyToken));
-      if (token == headers.end()) return true;
       std::shared_ptr<RequestWaiter> waiter;
       {
         std::lock_guard lock(requests_mutex);
-        auto it = requests.find(token->second);
-        if (it == requests.end()) return true;  // it gave up already
-        waiter = std::move(it->second);
-        requests.erase(it);
+        waiter = requests.take(decoded->message);
       }
+      if (!waiter) return true;  // it gave up already, or the reply names no query of ours
       {
         std::lock_guard lock(waiter->mutex);
         waiter->reply = std::move(decoded->message);
@@ -1286,11 +1282,11 @@ class RabbitMqBackend final : public Backend {
     const std::string subject = message.subject();
     const std::string token = make_uuid_v7();
     auto waiter = std::make_shared<RequestWaiter>();
+    message.mutable_metadata().headers[std::string(headers::kReplyToken)] = token;
     {
       std::lock_guard lock(core_->requests_mutex);
-      core_->requests.emplace(token, waiter);
+      core_->requests.add(token, message, waiter);
     }
-    message.mutable_metadata().headers[std::string(headers::kReplyToken)] = token;
     OutgoingMessage::Extra extra;
     extra.reply_to = std::string(kReplyToQueue);
     extra.persistent = false;

@@ -154,6 +154,12 @@ Result<Incoming> decode_amqp(const amqp_message_t& amqp, const std::string& rout
       return decoded.error().with_context("message on '" + subject + "' from RabbitMQ");
     }
     decoded->set_subject(subject);
+    // AMQP's own correlation field counts where the CloudEvents attribute is missing: an RPC
+    // client (RabbitMQ's tutorials) sets and copies only the property.
+    if (decoded->metadata().correlation_id.empty() &&
+        (props._flags & AMQP_BASIC_CORRELATION_ID_FLAG) && props.correlation_id.len != 0) {
+      decoded->mutable_metadata().correlation_id = text_of(props.correlation_id);
+    }
   } else {
     decoded = codec::foreign_message(subject, std::move(body), headers);
     // An empty message id is none: the fresh one stays.

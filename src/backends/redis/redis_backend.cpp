@@ -90,19 +90,40 @@ end
 return append(KEYS[1], ARGV[1], 2)
 )lua";
 
-// A query: appended only when some consumer of some group read the Stream within the last
-// ARGV[2] ms (a live responder; readers block for at most block_timeout at a time). nil
-// otherwise. KEYS: stream. ARGV: maxlen, liveness ms, fields...
+// A query: appended only when a responder looks live, nil otherwise. A group is live when one
+// of its consumers touched the Stream within the last ARGV[2] ms (the bus's readers block for
+// at most block_timeout at a time and reclaim in between), or when it has read every entry and
+// holds none longer than that: a reader blocked in XREADGROUP, as Redis documents responders,
+// is otherwise invisible on Redis 7.0, which neither refreshes a consumer's idle time on a
+// blocking read that returns nothing nor makes the consumer before its first entry. The cost:
+// the first query after the last responder stopped waits for its deadline (it stays unread, so
+// the next one is refused at once). KEYS: stream. ARGV: maxlen, liveness ms, fields...
 constexpr std::string_view kSendQueryScript = R"lua(
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local live = false
 local limit = tonumber(ARGV[2])
+local last_id = nil
 for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], group[2])) do
+  local fields = {}
+  for i = 1, #group, 2 do fields[group[i]] = group[i + 1] end
+  for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], fields['name'])) do
     for i = 1, #consumer, 2 do
       if consumer[i] == 'idle' and consumer[i + 1] < limit then live = true end
     end
   end
+  if not live then
+    if last_id == nil then
+      local info = redis.call('XINFO', 'STREAM', KEYS[1])
+      for i = 1, #info, 2 do
+        if info[i] == 'last-generated-id' then last_id = info[i + 1] end
+      end
+    end
+    if fields['last-delivered-id'] == last_id and
+       #redis.call('XPENDING', KEYS[1], fields['name'], 'IDLE', limit, '-', '+', 1) == 0 then
+      live = true
+    end
+  end
+  if live then break end
 end
 if not live then return false end
 return append(KEYS[1], ARGV[1], 3)

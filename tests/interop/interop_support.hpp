@@ -1,0 +1,180 @@
+#pragma once
+
+// What the interop tests share: unique names, a handler that records what it is given, and the
+// check that the peers' packages are installed.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "../support/test_loop.hpp"
+#include "marty/messaging.hpp"
+#include "node_peer.hpp"
+
+namespace marty::messaging::testing {
+
+inline std::string unique_name(std::string_view base) {
+  const std::string id = make_uuid_v7();
+  return std::string(base) + "_" + id.substr(id.size() - 12);
+}
+
+inline std::string env_or_empty(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr ? value : "";
+}
+
+/// A started bus on `backend` alone.
+inline std::unique_ptr<BlockingEventBus> started_bus(MessageBackendType type,
+                                                     std::shared_ptr<Backend> backend) {
+  auto bus = std::make_unique<BlockingEventBus>();
+  EXPECT_TRUE(bus->bus().register_backend(type, std::move(backend)));
+  auto started = bus->start();
+  EXPECT_TRUE(started) << started.error().describe();
+  return bus;
+}
+
+/// Records the messages a handler is given.
+class Received {
+ public:
+  MessageHandler handler() {
+    return sync_handler([this](const Message& message) -> Result<void> {
+      std::lock_guard lock(mutex_);
+      messages_.push_back(message);
+      return ok();
+    });
+  }
+  bool wait_for(std::size_t count, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+    return eventually(
+        [&] {
+          std::lock_guard lock(mutex_);
+          return messages_.size() >= count;
+        },
+        limit);
+  }
+  std::vector<Message> messages() {
+    std::lock_guard lock(mutex_);
+    return messages_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<Message> messages_;
+};
+
+/// One broker as the interop tests see it: how to make a bus on it, and which peer script
+/// speaks for the broker's own client. Each check below is one direction of the contract of
+/// docs/wire-format.md ("Talking to the bus from another client"), driving the peer with the
+/// commands every peer takes (tests/interop/peer.mjs); each returns what the peer printed, for
+/// the broker's own further checks.
+struct InteropTarget {
+  std::string script;   // "nats_peer.mjs"
+  std::string address;  // the broker's URL or bootstrap list
+  std::function<std::unique_ptr<BlockingEventBus>()> make_bus;
+  bool listener_reads_from_start = false;  // may start after we publish (Kafka: it joins slowly)
+  std::chrono::milliseconds patience = std::chrono::seconds(20);
+};
+
+/// A foreign subscriber reads our event: id, type, correlation id and data, validated as a
+/// CloudEvent by the CloudEvents SDK.
+inline nlohmann::json check_they_read_our_events(const InteropTarget& target) {
+  const std::string type = unique_name("parcel_sent");
+  auto bus = target.make_bus();
+  MessageMetadata sent;
+  sent.message_id = make_uuid_v7();
+  sent.correlation_id = "order-7";
+  std::unique_ptr<NodePeer> peer;
+  auto listen = [&] {
+    peer = std::make_unique<NodePeer>(
+        target.script, std::vector<std::string>{"listen", target.address, "events." + type, "1"});
+  };
+  if (!target.listener_reads_from_start) {
+    listen();
+    EXPECT_TRUE(peer->wait_for("ready", target.patience)) << peer->transcript();
+  }
+  EXPECT_TRUE(bus->publish_event(type, {{"parcel", 7}}, sent));
+  if (target.listener_reads_from_start) listen();
+  auto got = peer->wait_for("received", target.patience);
+  EXPECT_TRUE(got) << peer->transcript();
+  if (!got) return {};
+  const auto& event = (*got)["cloudevent"];
+  EXPECT_EQ(event["id"], sent.message_id);
+  EXPECT_EQ(event["type"], type);
+  EXPECT_EQ(event["correlationid"], "order-7");
+  EXPECT_EQ(event["data"], (Json{{"parcel", 7}}));
+  return *got;
+}
+
+/// We read a foreign publisher's event: its id, type, correlation id and data.
+inline void check_we_read_their_events(const InteropTarget& target) {
+  const std::string type = unique_name("parcel_lost");
+  Received received;
+  auto bus = target.make_bus();
+  ASSERT_TRUE(bus->subscribe_to_events({type}, received.handler(), "claims"));
+  NodePeer peer(target.script,
+                {"publish", target.address, "events." + type, type, R"({"parcel":8})"});
+  auto published = peer.wait_for("published", target.patience);
+  ASSERT_TRUE(published) << peer.transcript();
+  ASSERT_TRUE(received.wait_for(1, target.patience));
+  const Message got = received.messages().front();
+  EXPECT_EQ(got.id(), (*published)["id"]);
+  EXPECT_EQ(got.type(), type);
+  EXPECT_EQ(got.metadata().correlation_id, "corr-" + type);
+  EXPECT_EQ(got.json(), (Json{{"parcel", 8}}));
+}
+
+/// A foreign responder answers our queries, copying what the contract says and nothing of the
+/// bus's own headers. `before_first` runs once it is ready (Redis: outwait the liveness window).
+inline void check_they_answer_our_queries(const InteropTarget& target, int queries = 1,
+                                          const std::function<void()>& before_first = {}) {
+  const std::string service = unique_name("stock");
+  auto bus = target.make_bus();
+  NodePeer responder(target.script, {"respond", target.address, "queries." + service + ".level",
+                                     service, std::to_string(queries)});
+  ASSERT_TRUE(responder.wait_for("ready", target.patience)) << responder.transcript();
+  if (before_first) before_first();
+  for (int sku = 1; sku <= queries; ++sku) {
+    auto reply = bus->query("level", {{"sku", sku}}, service, target.patience);
+    ASSERT_TRUE(reply) << reply.error().describe() << "\n" << responder.transcript();
+    EXPECT_EQ((*reply)["asked"], (Json{{"sku", sku}}));
+    EXPECT_TRUE(reply->contains("answered_by")) << reply->dump();
+  }
+  EXPECT_EQ(responder.wait(), 0) << responder.transcript();
+}
+
+/// Our responder answers a foreign asker: the answer, with the asker's correlation id.
+inline nlohmann::json check_we_answer_their_queries(const InteropTarget& target) {
+  const std::string service = unique_name("pricing");
+  auto bus = target.make_bus();
+  auto handler = sync_query_handler([](const Message& query) -> Result<Json> {
+    return Json{{"price", query.json()["sku"].get<int>() * 10}};
+  });
+  EXPECT_TRUE(bus->handle_queries({"price"}, handler, service));
+  NodePeer asker(target.script,
+                 {"ask", target.address, "queries." + service + ".price", "price", R"({"sku":4})"});
+  auto reply = asker.wait_for("reply", target.patience);
+  EXPECT_TRUE(reply) << asker.transcript();
+  if (!reply) return {};
+  EXPECT_EQ((*reply)["cloudevent"]["data"], (Json{{"price", 40}}));
+  EXPECT_EQ((*reply)["cloudevent"]["correlationid"], (*reply)["correlation"]);
+  return *reply;
+}
+
+/// The bus's own reply headers as a foreign client sees them: inside `martyheaders`.
+inline nlohmann::json marty_headers_of(const nlohmann::json& cloudevent) {
+  return nlohmann::json::parse(cloudevent.value("martyheaders", "{}"));
+}
+
+}  // namespace marty::messaging::testing
+
+/// Fails the test at once when the peers' npm packages or the broker's address are missing:
+/// under ./run test a missing peer is a failure, never a skip.
+#define REQUIRE_INTEROP(broker_env)                                                          \
+  do {                                                                                       \
+    ASSERT_FALSE(::marty::messaging::testing::interop_node_path().empty())                   \
+        << "MARTY_INTEROP_NODE_PATH is not set (source <(scripts/js-deps.sh))";              \
+    ASSERT_FALSE(::marty::messaging::testing::env_or_empty(broker_env).empty())              \
+        << broker_env << " is not set (scripts/brokers start; source build/brokers/env.sh)"; \
+  } while (false)

@@ -154,6 +154,35 @@ TEST(RedisConnect, NoServerIsUnavailableNotAHang) {
   EXPECT_LT(SteadyClock::now() - start, 5s);
 }
 
+// A server restarted with a data set to load answers the handshake's PING with "LOADING Redis
+// is loading the dataset in memory" for a while: that is a server coming up (unavailable, to
+// retry), not a refusal (failed_precondition, marty-bus exit 9) as it once was.
+TEST(RedisConnect, AServerLoadingItsDataIsUnavailableNotAPrecondition) {
+  testing::PrivateRedisOptions options;
+  // Loading takes 20,000 x 200 us, answering LOADING between every kilobyte read.
+  options.extra_args = {"--enable-debug-command",
+                        "yes",
+                        "--key-load-delay",
+                        "200",
+                        "--loading-process-events-interval-bytes",
+                        "1024"};
+  testing::PrivateRedis redis(options);
+  {
+    RawClient client(redis.port());
+    ASSERT_TRUE(client.ok());
+    ASSERT_TRUE(client.run({"DEBUG", "POPULATE", "20000"}));
+    ASSERT_TRUE(client.run({"SAVE"}));
+  }
+  redis.stop();
+  ASSERT_TRUE(redis.server().start()) << redis.log();  // port open; the data still loading
+  const auto result = connect_with(config_for(redis.url()));
+  ASSERT_FALSE(result) << "connected while the server loaded its data; make loading slower";
+  EXPECT_TRUE(result.error().is(errc::unavailable)) << result.error().describe();
+  EXPECT_TRUE(result.error().retryable()) << result.error().describe();
+  EXPECT_NE(result.error().message().find("LOADING"), std::string::npos)
+      << result.error().describe();
+}
+
 TEST(RedisAuth, AclUserWithPassword) {
   PrivateRedisOptions options;
   options.extra_args = {"--user", "default",   "off", "--user", "alice",

@@ -1,5 +1,7 @@
 #include "redis_connection.hpp"
 
+#include "redis_setup.hpp"
+
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
@@ -273,8 +275,14 @@ void Connection::connect_now() {
                  const std::string_view code = result->error_code();
                  const bool auth = code == "WRONGPASS" || code == "NOAUTH" || code == "NOPERM" ||
                                    (step == "AUTH" && code == "ERR");
-                 Error error = redis_error(auth ? errc::unauthenticated : errc::failed_precondition,
-                                           where() + " refused " + step + ": " + result->text);
+                 // A server loading its data set (LOADING), busy or a read-only replica for
+                 // now is there and will serve: retryable, like a refused connection.
+                 const errc kind = auth ? errc::unauthenticated
+                                   : code_for_error_reply(code) == errc::unavailable
+                                       ? errc::unavailable
+                                       : errc::failed_precondition;
+                 Error error =
+                     redis_error(kind, where() + " refused " + step + ": " + result->text);
                  redisAsyncContext* c = ctx_;
                  ctx_ = nullptr;
                  c->data = nullptr;

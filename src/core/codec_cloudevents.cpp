@@ -697,11 +697,14 @@ Message foreign_message(std::string_view subject, std::shared_ptr<const Payload>
   if (metadata.message_type.empty()) metadata.message_type = kUntypedMessageType;
   metadata.time = Clock::now();
   for (const auto& [name, value] : headers) {
+    // The content type is the message's own, not a header beside it (which would travel twice
+    // when the message is sent again, and differ when a handler changes the content type).
     if (name.size() == 12 &&
         std::equal(name.begin(), name.end(), "content-type", [](char a, char b) {
           return std::tolower(static_cast<unsigned char>(a)) == b;
         })) {
       metadata.content_type = value;
+      continue;
     }
     metadata.headers.emplace(name, value);
   }

@@ -719,12 +719,13 @@ asio::awaitable<void> run_delivery_worker(ImplPtr impl, WorkerPtr worker,
   }
 }
 
-Message make_reply(const Message& request, Result<Json> outcome) {
+// The reply of this service (`source`: the responder, not the asker) to `request`.
+Message make_reply(const Message& request, Result<Json> outcome, const std::string& source) {
   MessageMetadata metadata;
   metadata.message_id = make_uuid_v7();
   metadata.message_type = request.type();
   metadata.time = Clock::now();
-  metadata.source = request.metadata().source;
+  metadata.source = source;
   metadata.correlation_id =
       request.metadata().correlation_id.empty() ? request.id() : request.metadata().correlation_id;
   metadata.causation_id = request.id();
@@ -777,7 +778,7 @@ asio::awaitable<void> handle_query(ImplPtr impl, WorkerPtr worker,
   detail::end_span(worker->tracer, span, outcome ? nullptr : &outcome.error());
   record_for_circuit(*worker, outcome);
   // The reply joins the trace as a child of the handling span.
-  Message reply = make_reply(traced, std::move(outcome));
+  Message reply = make_reply(traced, std::move(outcome), impl->options.service_name);
   reply.set_subject(request.metadata().reply_to);
   PublishOptions options;
   options.pattern = MessagingPattern::request_response;

@@ -159,6 +159,8 @@ inline nlohmann::json check_we_answer_their_queries(const InteropTarget& target)
   if (!reply) return {};
   EXPECT_EQ((*reply)["cloudevent"]["data"], (Json{{"price", 40}}));
   EXPECT_EQ((*reply)["cloudevent"]["correlationid"], (*reply)["correlation"]);
+  // The responder's own name, not the asker's source copied back.
+  EXPECT_EQ((*reply)["cloudevent"]["source"], EventBusOptions().service_name);
   return *reply;
 }
 

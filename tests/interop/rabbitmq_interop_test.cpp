@@ -33,6 +33,32 @@ TEST(RabbitMqInterop, WeReadAmqplibEvents) {
   testing::check_we_read_their_events(rabbitmq_target());
 }
 
+// A plain AMQP message: its properties are its metadata, and its content type is only that
+// (it once also came as a header named content-type, sent again beside the property).
+TEST(RabbitMqInterop, WeReadPlainAmqplibMessagesByTheirProperties) {
+  REQUIRE_INTEROP("MARTY_RABBITMQ_URL");
+  const std::string type = testing::unique_name("note_taken");
+  testing::Received received;
+  auto bus = rabbitmq_target().make_bus();
+  ASSERT_TRUE(bus->subscribe_to_events({type}, received.handler(), "notes"));
+  testing::NodePeer peer("rabbitmq_peer.mjs",
+                         {"publish-plain", testing::env_or_empty("MARTY_RABBITMQ_URL"),
+                          "events." + type, type, "remember the milk"});
+  auto published = peer.wait_for("published");
+  ASSERT_TRUE(published) << peer.transcript();
+  ASSERT_TRUE(received.wait_for(1));
+  const Message got = received.messages().front();
+  EXPECT_EQ(got.id(), (*published)["id"]);
+  EXPECT_EQ(got.type(), type);
+  EXPECT_EQ(got.metadata().correlation_id, "corr-" + type);
+  EXPECT_EQ(got.metadata().content_type, "text/plain");
+  EXPECT_EQ(got.payload()->bytes(), "remember the milk");
+  EXPECT_EQ(got.metadata().headers.at("x-tenant"), "acme");
+  for (const auto& [name, value] : got.metadata().headers) {
+    EXPECT_NE(name, "content-type") << "the content type came as a header too: " << value;
+  }
+}
+
 TEST(RabbitMqInterop, AmqplibAnswersOurQueries) {
   REQUIRE_INTEROP("MARTY_RABBITMQ_URL");
   testing::check_they_answer_our_queries(rabbitmq_target());

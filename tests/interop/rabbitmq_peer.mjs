@@ -4,6 +4,7 @@
 // tests/interop/peer.mjs; the subject is the routing key, and a query queue's name)
 //   listen   a queue of its own bound to marty.events
 //   publish  one event to marty.events in binary mode
+//   publish-plain  the same as a plain AMQP message (properties and a header, no CloudEvents)
 //   respond  answer queries from the service's query queue, copying correlation_id (AMQP RPC)
 //   ask      a query by direct reply-to
 import { require, emit, fail, uuid, cloudEvent, limit } from "./peer.mjs";
@@ -51,6 +52,16 @@ if (command === "listen") {
   const confirm = await connection.createConfirmChannel();
   confirm.publish("marty.events", key, Buffer.from(data),
     { headers, contentType: "application/json", messageId: id, persistent: true });
+  await confirm.waitForConfirms();
+  emit("published", { id });
+  process.exit(0);
+} else if (command === "publish-plain") {
+  // A plain AMQP message, as any AMQP application sends one: no CloudEvents headers.
+  const [type, data] = args;
+  const id = uuid();
+  const confirm = await connection.createConfirmChannel();
+  confirm.publish("marty.events", subject, Buffer.from(data), { contentType: "text/plain",
+    messageId: id, correlationId: "corr-" + type, headers: { "x-tenant": "acme" } });
   await confirm.waitForConfirms();
   emit("published", { id });
   process.exit(0);

@@ -698,5 +698,14 @@ TEST(CodecForeignTest, AMessageOnASubjectNamingNoTypeIsUntypedAndCanBeSentAgain)
   EXPECT_EQ(foreign_message("events.order_placed", body, {}).type(), "order_placed");
 }
 
+TEST(CodecForeignTest, TheContentTypeIsTheMessagesAndNotAlsoAHeader) {
+  auto body = std::make_shared<const Payload>(std::string("plain"));
+  Message message =
+      foreign_message("events.note", body, {{"Content-Type", "text/plain"}, {"x-tenant", "acme"}});
+  EXPECT_EQ(message.metadata().content_type, "text/plain");
+  EXPECT_EQ(message.metadata().headers.size(), 1u);
+  EXPECT_EQ(message.metadata().headers.at("x-tenant"), "acme");
+}
+
 }  // namespace
 }  // namespace marty::messaging::codec

@@ -255,6 +255,23 @@ EOF
     [ $(($(date +%s) - started)) -lt 5 ] || { echo "FAIL: request took long to end after SIGINT"; failures=$((failures + 1)); }
     in_file asking.out "cancelled: interrupted during request"
     kill "$(cat slow.pid)" 2> /dev/null; wait "$(cat slow.pid)" 2> /dev/null
+    # Ctrl-C during pub -n on a healthy broker ends it at once (1), saying how far it got (each
+    # publish was once too quick for the wait to look for the signal: all were published).
+    background many "$bus" "${cfg[@]}" pub "cli$$.many" '{}' -n 1000000
+    sleep 1
+    kill -INT "$(cat many.pid)"
+    started=$(date +%s)
+    rc=0; finish_background many || rc=$?
+    [ "$rc" = 1 ] || { echo "FAIL: pub -n ended by SIGINT exited $rc"; failures=$((failures + 1)); }
+    [ $(($(date +%s) - started)) -lt 5 ] || { echo "FAIL: pub -n took long to end after SIGINT"; failures=$((failures + 1)); }
+    in_file many.out "cancelled: interrupted during pub, after"
+    in_file many.out " of 1000000 event(s) cli$$.many"
+    grep -q "^published 1000000 " many.out && { echo "FAIL: pub -n published all after SIGINT"; failures=$((failures + 1)); }
+    # pub -n --json says which it published, on success and on failure alike.
+    expect 0 "$bus" "${cfg[@]}" --json pub "cli$$.ids" '{}' -n 3
+    ids=$(grep -o '"ids":\[[^]]*\]' <<< "$out" | grep -o '"[0-9a-f-]\{36\}"' | sort -u | wc -l)
+    [ "$ids" = 3 ] || { echo "FAIL: pub --json lists $ids ids, not 3: $out"; failures=$((failures + 1)); }
+    contains '"published":3'
     background cmd "$bus" "${cfg[@]}" sub ">" -n 1 --for 20s
     for pattern in events queries; do
       expect 0 "$bus" "${cfg[@]}" bench -p $pattern -n 1000 --in-flight 8
@@ -265,6 +282,8 @@ EOF
     printf 'backends:\n  nats:\n    servers: ["nats://127.0.0.1:1"]\n    connect_timeout: 500ms\n' > down.yaml
     expect 14 "$bus" -c down.yaml backends --connect
     contains "FAILED"
+    expect 14 "$bus" -c down.yaml pub "cli$$.down" '{}' -n 5
+    contains "published 0 of 5 event(s)"
     ;;
 
   nats_sagas)

@@ -133,7 +133,16 @@ bool wait_until_ready(const std::function<bool(std::chrono::milliseconds)>& read
   return true;
 }
 
+namespace {
+std::function<void()> interruption_report;
+}  // namespace
+
+void on_interruption(std::function<void()> report) {
+  interruption_report = std::move(report);
+}
+
 void exit_interrupted(const std::string& what) {
+  if (interruption_report) interruption_report();
   std::cout.flush();
   std::fflush(stdout);
   std::cerr << "marty-bus: " << to_string(errc::cancelled) << ": interrupted " << what << std::endl;

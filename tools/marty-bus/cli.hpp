@@ -91,8 +91,12 @@ class Session {
 /// false when a SIGINT or SIGTERM arrives meanwhile (one that arrived before does not count).
 bool wait_until_ready(const std::function<bool(std::chrono::milliseconds)>& ready);
 /// Flushes standard output, says "interrupted <what>" ("while connecting", "during send") and
-/// ends the process with `cancelled` without running destructors.
+/// ends the process with `cancelled` without running destructors; the report set with
+/// on_interruption() runs first.
 [[noreturn]] void exit_interrupted(const std::string& what);
+/// What exit_interrupted() prints before it ends the program (pub: how many it published).
+/// Called on the thread that waited; it must not wait for the bus.
+void on_interruption(std::function<void()> report);
 
 template <class T>
 Result<T> Session::run(asio::awaitable<Result<T>> operation, const std::string& what) {

@@ -140,17 +140,45 @@ void add_messaging_commands(CLI::App& app, GlobalOptions& options) {
       Json data = json_argument(outgoing->data, "data");
       const MessageMetadata metadata = outgoing->metadata();
       Session session(options);
-      session.start();
-      for (std::size_t i = 0; i < *count; ++i) {
-        need(session.run(session.bus().bus().publish_event(outgoing->type, data, metadata),
-                         "during pub, after " + std::to_string(i) + " of " +
-                             std::to_string(*count) +
-                             " event(s) were published (the one in flight may be too)"));
+      std::vector<std::string> published;  // the ids of the events the broker acknowledged
+      // Says how far pub got on every exit (done, failed, interrupted): how many, and with
+      // --json which. The one in flight at a failure or interruption may be published too.
+      auto report = [&options, outgoing, count, &published] {
+        if (options.json) {
+          std::cout << Json{{"type", outgoing->type},
+                            {"published", published.size()},
+                            {"of", *count},
+                            {"ids", published}}
+                           .dump()
+                    << std::endl;
+        } else if (published.size() == *count) {
+          std::cout << "published " << *count << " event(s) " << outgoing->type << std::endl;
+        } else {
+          std::cout << "published " << published.size() << " of " << *count << " event(s) "
+                    << outgoing->type << std::endl;
+        }
+      };
+      on_interruption(report);
+      try {
+        session.start();
+        for (std::size_t i = 0; i < *count; ++i) {
+          const std::string progress = "during pub, after " + std::to_string(i) + " of " +
+                                       std::to_string(*count) + " event(s) were published";
+          // Between publishes too: a healthy broker answers each too quickly for the wait.
+          if (stop_requested()) exit_interrupted(progress);
+          MessageMetadata one = metadata;
+          one.message_id = make_uuid_v7();  // ours, so that it can be reported
+          auto sent = session.run(session.bus().bus().publish_event(outgoing->type, data, one),
+                                  progress + " (the one in flight may be too)");
+          if (!sent) throw CommandFailed{std::move(sent).error().with_context(progress)};
+          published.push_back(std::move(one.message_id));
+        }
+      } catch (const CommandFailed&) {
+        report();
+        throw;
       }
       session.stop();
-      if (!options.json) {
-        std::cout << "published " << *count << " event(s) " << outgoing->type << "\n";
-      }
+      report();
     });
   }
   {

@@ -373,8 +373,12 @@ namespace {
 using Impl = detail::EventBusState;
 using ImplPtr = std::shared_ptr<Impl>;
 
-// What to do with a message whose handling failed: retry later, or dead-letter it.
-asio::awaitable<void> settle_failure(WorkerPtr worker, Delivery& delivery, Error error) {
+// What to do with a message whose handling failed: retry later, or dead-letter it. A message
+// no handler could take at all (undecodable, a query without a reply address) is
+// `unhandleable`: dead-lettered even where the pattern's dead letters are off, since dropping it
+// would lose it silently.
+asio::awaitable<void> settle_failure(WorkerPtr worker, Delivery& delivery, Error error,
+                                     bool unhandleable = false) {
   const MessagingPatternConfig& config = worker->config;
   const bool bad_message = error.is(errc::invalid_argument) || error.is(errc::data_loss);
   const int attempt = delivery.attempt();
@@ -391,7 +395,7 @@ asio::awaitable<void> settle_failure(WorkerPtr worker, Delivery& delivery, Error
     worker->count(&MessagingMetrics::SubscriptionCounters::nacked);
     co_return;
   }
-  if (config.dead_letter_enabled) {
+  if (config.dead_letter_enabled || unhandleable) {
     Message dead = delivery.message();
     mark_dead_letter(dead, delivery.message().subject(), error.describe(), attempt);
     auto& headers = dead.mutable_metadata().headers;
@@ -443,7 +447,7 @@ asio::awaitable<std::unique_ptr<Delivery>> hold_or_dead_letter(WorkerPtr worker,
   Error poison = why.is(errc::data_loss) || why.is(errc::invalid_argument)
                      ? why
                      : Error(errc::data_loss, "undecodable message: " + why.describe());
-  co_await settle_failure(worker, *delivery, std::move(poison));
+  co_await settle_failure(worker, *delivery, std::move(poison), true);
   co_return nullptr;
 }
 
@@ -761,7 +765,7 @@ asio::awaitable<void> handle_query(ImplPtr impl, WorkerPtr worker,
   const Message& request = delivery->message();
   if (request.metadata().reply_to.empty()) {
     co_await settle_failure(worker, *delivery,
-                            Error(errc::invalid_argument, "query has no reply_to address"));
+                            Error(errc::invalid_argument, "query has no reply_to address"), true);
     co_return;
   }
   Message traced = request;

@@ -13,6 +13,7 @@ namespace marty::messaging::aws {
 namespace {
 
 constexpr std::string_view kExtensions = "ce_extensions";
+constexpr std::string_view kAttributePrefix = "ce_";  // of the binary-mode attribute names
 constexpr std::string_view kBodyEncoding = "marty-body-encoding";
 
 const codec::BinaryModeOptions& aws_binding() {
@@ -129,6 +130,9 @@ AwsMessage to_aws(const Message& message) {
   for (auto& [name, value] : binary.headers) {
     if (own_attribute(name)) {
       out.attributes.emplace_back(std::move(name), std::move(value));
+    } else if (name.starts_with(kAttributePrefix)) {
+      // Under its CloudEvents name (`correlationid`), as docs/aws-backends.md says.
+      extensions[name.substr(kAttributePrefix.size())] = std::move(value);
     } else {
       extensions[name] = std::move(value);
     }
@@ -166,7 +170,12 @@ Result<Message> from_aws(std::string_view subject, std::string body, const Attri
           return Error(errc::invalid_argument,
                        "message attribute 'ce_extensions': '" + key + "' is not a string");
         }
-        headers.emplace_back(key, item.get<std::string>());
+        // Both forms are read: the CloudEvents name (`correlationid`, written since) and the
+        // binary-mode header name (`ce_correlationid`, written before).
+        headers.emplace_back(key.starts_with(kAttributePrefix) || key == "content-type"
+                                 ? key
+                                 : std::string(kAttributePrefix) + key,
+                             item.get<std::string>());
       }
     } else {
       if (name == "ce_specversion") cloud_event = true;

@@ -268,6 +268,10 @@ asio::awaitable<Result<std::size_t>> DistributedSagaManager::resume_unfinished()
   std::size_t resumed = 0;
   for (SagaRecord& record : *unfinished) {
     const std::string id = record.id;
+    {
+      std::lock_guard lock(mutex_);
+      if (running_.contains(id)) continue;  // driven here already: not counted again
+    }
     if (auto launched = launch(std::move(record), false); !launched) {
       // aborted: another orchestrator drives it; failed_precondition: it ended meanwhile.
       if (!launched.error().is(errc::aborted) && !launched.error().is(errc::failed_precondition)) {

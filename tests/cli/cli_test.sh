@@ -340,6 +340,33 @@ EOF
     in_file interrupted.out "stays in the store, unfinished"
     expect 0 "$bus" "${cfg[@]}" saga list --unfinished
     contains "1 saga(s)"
+    # An operator finishes it: resume takes it over and drives it to its end.
+    id=$("$bus" "${cfg[@]}" --json saga list --unfinished | head -1 | sed 's/.*"id":"\([^"]*\)".*/\1/')
+    expect 0 "$bus" "${cfg[@]}" saga resume "$id" --wait 30s
+    contains "saga $id (order_flow)"
+    contains "state     completed"
+    expect 9 "$bus" "${cfg[@]}" saga resume "$id"
+    contains "has ended"
+    expect 3 "$bus" "${cfg[@]}" saga resume
+    contains "give an id or --all"
+    # Two left unfinished, resumed together.
+    expect 4 "$bus" "${cfg[@]}" saga start order_flow '{"order":5}' --wait 300ms
+    expect 4 "$bus" "${cfg[@]}" saga start order_flow '{"order":6}' --wait 300ms
+    expect 0 "$bus" "${cfg[@]}" saga resume --all --wait 30s
+    contains "resumed 2 saga(s)"
+    [ "$(grep -c "state     completed" <<< "$out")" = 2 ] || { echo "FAIL: resume --all did not complete both"; echo "$out"; failures=$((failures + 1)); }
+    # A long-running orchestrator takes over what another left unfinished, until Ctrl-C.
+    expect 4 "$bus" "${cfg[@]}" saga start order_flow '{"order":7}' --wait 300ms
+    background orchestrator "$bus" "${cfg[@]}" saga orchestrate --every 500ms
+    wait_for_line orchestrator "resumed 1 saga(s)"
+    for _ in $(seq 100); do
+      "$bus" "${cfg[@]}" saga list --unfinished | grep -q "^0 saga(s)" && break; sleep 0.2
+    done
+    expect 0 "$bus" "${cfg[@]}" saga list --unfinished
+    contains "0 saga(s)"
+    kill -INT "$(cat orchestrator.pid)"
+    rc=0; finish_background orchestrator || rc=$?
+    [ "$rc" = 0 ] || { echo "FAIL: saga orchestrate ended by SIGINT exited $rc"; failures=$((failures + 1)); }
     expect 5 "$bus" "${cfg[@]}" saga show no-such-id
     kill "$(cat slow.pid)" "$(cat billing.pid)"; wait 2> /dev/null
     ;;

@@ -1,6 +1,8 @@
-// saga list|show|start|cancel: the sagas of the configuration file's store and definitions.
+// saga list|show|start|resume|orchestrate|cancel: the sagas of the configuration file's store and
+// definitions.
 #include <algorithm>
 #include <iostream>
+#include <limits>
 
 #include "cli.hpp"
 
@@ -109,11 +111,22 @@ struct Orchestrator {
   std::shared_ptr<saga::DistributedSagaManager> manager;
 };
 
+// The ids of the store's unfinished sagas, oldest first (the order they are resumed in).
+std::vector<std::string> unfinished_ids(saga::SagaStore& store) {
+  saga::SagaFilter filter;
+  filter.unfinished_only = true;
+  filter.limit = std::numeric_limits<std::size_t>::max();
+  std::vector<std::string> ids;
+  for (const saga::SagaRecord& record : need(store.list(filter))) ids.push_back(record.id);
+  std::reverse(ids.begin(), ids.end());
+  return ids;
+}
+
 }  // namespace
 
 void add_saga_commands(CLI::App& app, GlobalOptions& options) {
-  auto* saga_command =
-      app.add_subcommand("saga", "sagas in the configured store: list, show, start, cancel");
+  auto* saga_command = app.add_subcommand(
+      "saga", "sagas in the configured store: list, show, start, resume, orchestrate, cancel");
   saga_command->require_subcommand(1);
   {
     auto* command = saga_command->add_subcommand("list", "sagas, newest first");
@@ -187,6 +200,73 @@ void add_saga_commands(CLI::App& app, GlobalOptions& options) {
       const saga::SagaRecord record = orchestrator.wait(id, limit);
       print_record(record, orchestrator.session.configuration(), options.json);
       finish_with(record);
+    });
+  }
+  {
+    auto* command = saga_command->add_subcommand(
+        "resume", "take over an unfinished saga (or all of them) and drive it to its end");
+    auto id = std::make_shared<std::string>();
+    auto all = std::make_shared<bool>(false);
+    auto wait = std::make_shared<std::string>("5m");
+    command->add_option("id", *id, "the saga's id");
+    command->add_flag("--all", *all, "every unfinished saga whose definition the file has");
+    command->add_option("--wait", *wait,
+                        "how long to drive them (default 5m); after that they stay in the "
+                        "store, unfinished");
+    command->callback([&options, id, all, wait] {
+      if (id->empty() == !*all) fail(errc::invalid_argument, "saga resume: give an id or --all");
+      const auto limit = duration_argument(*wait, "--wait");
+      const auto deadline = std::chrono::steady_clock::now() + limit;
+      Orchestrator orchestrator(options);
+      // Refused while another orchestrator's lease on it lasts (`aborted`), for an unknown id
+      // or definition (`not_found`) and for an ended saga (`failed_precondition`): with --all
+      // such a saga is said and left alone, given by id it is the command's error.
+      std::vector<std::string> ids;
+      for (const std::string& one :
+           *all ? unfinished_ids(*orchestrator.store) : std::vector<std::string>{*id}) {
+        auto taken = orchestrator.manager->resume_saga(one);
+        if (taken) {
+          ids.push_back(one);
+        } else if (*all) {
+          std::cerr << "left saga " << one << " alone: " << taken.error().describe() << "\n";
+        } else {
+          throw CommandFailed{std::move(taken).error()};
+        }
+      }
+      if (*all) std::cerr << "resumed " << ids.size() << " saga(s)\n";
+      std::optional<saga::SagaRecord> worst;
+      for (const std::string& one : ids) {
+        const auto left = std::max(std::chrono::milliseconds(1),
+                                   std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       deadline - std::chrono::steady_clock::now()));
+        const saga::SagaRecord record = orchestrator.wait(one, left);
+        print_record(record, orchestrator.session.configuration(), options.json);
+        if (record.state != saga::SagaState::completed && !worst) worst = record;
+      }
+      if (worst) finish_with(*worst);
+    });
+  }
+  {
+    auto* command = saga_command->add_subcommand(
+        "orchestrate",
+        "run as the sagas' orchestrator until Ctrl-C: resume every unfinished saga now and "
+        "again every --every (after a crash of the one that drove it)");
+    auto every = std::make_shared<std::string>("30s");
+    command->add_option("--every", *every, "how often to look for unfinished sagas (default 30s)");
+    command->callback([&options, every] {
+      const auto interval = duration_argument(*every, "--every");
+      Orchestrator orchestrator(options);
+      std::cerr << "orchestrating the sagas of " << orchestrator.session.configuration().source
+                << " (Ctrl-C to stop)\n";
+      while (!stop_requested()) {
+        const std::size_t taken = need(orchestrator.session.run(
+            orchestrator.manager->resume_unfinished(), "while resuming sagas"));
+        if (taken > 0) {
+          std::cout << "resumed " << taken << " saga(s)" << std::endl;
+        }
+        (void)wait_until([] { return false; }, interval);  // ends at once on Ctrl-C
+      }
+      std::cerr << "stopping: sagas in flight stay in the store after their current step\n";
     });
   }
   {

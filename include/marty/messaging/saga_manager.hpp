@@ -78,7 +78,9 @@ class DistributedSagaManager : public std::enable_shared_from_this<DistributedSa
   Result<std::vector<SagaRecord>> list_sagas();  ///< all, newest first (up to 1,000)
 
   /// Starts a runner for every unfinished saga in the store whose definition is registered
-  /// (after a restart); returns how many. Retry waits resume from their stored times.
+  /// (after a restart), but those another orchestrator's lease holds; returns how many it took
+  /// over (not counting those it drives already, so that an orchestrator may call it again and
+  /// again). Retry waits resume from their stored times.
   asio::awaitable<Result<std::size_t>> resume_unfinished();
 
   /// Starts a runner for one unfinished saga of the store (an operator's tool taking a saga

@@ -50,7 +50,8 @@ Result<void> configure_bus(UnifiedEventBus& bus, const BusConfig& config,
     if (auto set = bus.set_default_backend(*config.default_backend); !set) return set.error();
   }
   for (const Route& route : config.routes) {
-    if (auto routed = bus.route(route.type_glob, route.backend, route.patterns); !routed) {
+    if (auto routed = bus.route(route.type_glob, route.backend, route.patterns, route.format);
+        !routed) {
       return routed.error().with_context(config.source);
     }
   }

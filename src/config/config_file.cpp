@@ -402,6 +402,16 @@ void read_routes(Node& node, BusConfig& config) {
         }
       }
     }
+    if (Node format = entry.child("format"); !format.is_null()) {
+      std::string name;
+      if (format.get(name)) {
+        if (auto parsed = parse_wire_format(name); parsed) {
+          route.format = *parsed;
+        } else {
+          format.problem(parsed.error().message());
+        }
+      }
+    }
     entry.finish();
     config.routes.push_back(std::move(route));
   }
@@ -412,6 +422,7 @@ void read_root(Node& root, BusConfig& config, detail::Problems& problems) {
   root.read("service", config.options.service_name);
   root.read("drain_timeout", config.options.drain_timeout);
   root.read("consumer_lag_interval", config.options.consumer_lag_interval);
+  root.read("python_envelope_on_receipt", config.options.python_envelope_on_receipt);
   if (Node breaker = root.child("backend_circuit_breaker");
       breaker.expect_map() && !breaker.is_null()) {
     breaker.read("failure_threshold", config.options.backend_circuit_breaker.failure_threshold);

@@ -76,20 +76,6 @@ bool is_reserved(std::string_view name) {
   return std::find(kReservedNames.begin(), kReservedNames.end(), name) != kReservedNames.end();
 }
 
-// application/json, text/json and any structured-syntax `+json` type, parameters ignored.
-bool is_json_media_type(std::string_view content_type) {
-  content_type = content_type.substr(0, content_type.find(';'));
-  while (!content_type.empty() && (content_type.back() == ' ' || content_type.back() == '\t')) {
-    content_type.remove_suffix(1);
-  }
-  while (!content_type.empty() && (content_type.front() == ' ' || content_type.front() == '\t')) {
-    content_type.remove_prefix(1);
-  }
-  const std::string type = to_lower(content_type);
-  return type == "application/json" || type == "text/json" ||
-         (type.size() > 5 && type.ends_with("+json"));
-}
-
 // Never throws: strings the caller put in metadata are not guaranteed to be UTF-8.
 std::string dump(const auto& json) {
   return json.dump(-1, ' ', false, Json::error_handler_t::replace);
@@ -396,6 +382,19 @@ Result<MessageMetadata> decode_attributes(ReceivedAttributes attributes, Attribu
 }
 
 }  // namespace
+
+bool is_json_media_type(std::string_view content_type) {
+  content_type = content_type.substr(0, content_type.find(';'));
+  while (!content_type.empty() && (content_type.back() == ' ' || content_type.back() == '\t')) {
+    content_type.remove_suffix(1);
+  }
+  while (!content_type.empty() && (content_type.front() == ' ' || content_type.front() == '\t')) {
+    content_type.remove_prefix(1);
+  }
+  const std::string type = to_lower(content_type);
+  return type == "application/json" || type == "text/json" ||
+         (type.size() > 5 && type.ends_with("+json"));
+}
 
 BinaryMessage encode_binary(const Message& message, const BinaryModeOptions& options) {
   BinaryMessage out;

@@ -177,4 +177,53 @@ Result<Message> decode_envelope(std::string_view text) {
   return Message(std::move(metadata), std::move(payload));
 }
 
+std::optional<Result<Message>> unwrap_envelope(const Message& received) {
+  const std::string_view bytes = received.bytes();
+  const std::size_t first = bytes.find_first_not_of(" \t\r\n");
+  if (first == std::string_view::npos || bytes[first] != '{' ||
+      bytes.find("\"metadata\"") == std::string_view::npos) {
+    return std::nullopt;
+  }
+  const std::string& content_type = received.metadata().content_type;
+  if (!content_type.empty() && !is_json_media_type(content_type)) return std::nullopt;
+  auto parsed = received.try_json();
+  if (!parsed) return std::nullopt;
+  const Json& value = parsed->get();
+  if (!value.is_object() || value.size() != 2 || !value.contains("data") ||
+      !value.contains("metadata")) {
+    return std::nullopt;
+  }
+  const Json& metadata = value["metadata"];
+  auto names = [&metadata](const char* field) {
+    auto it = metadata.find(field);
+    return it != metadata.end() && it->is_string() && !it->get_ref<const std::string&>().empty();
+  };
+  if (!metadata.is_object() || (!names("message_type") && !names("message_id"))) {
+    return std::nullopt;
+  }
+  auto decoded = decode_envelope(bytes);
+  if (!decoded) {
+    return decoded.error().with_context("Python envelope on '" + received.subject() + "'");
+  }
+  Message message = std::move(*decoded);
+  MessageMetadata& out = message.mutable_metadata();
+  const MessageMetadata& in = received.metadata();
+  if (out.message_type.empty()) out.message_type = in.message_type;
+  if (out.source.empty()) out.source = in.source;
+  if (out.reply_to.empty()) out.reply_to = in.reply_to;
+  for (const auto& [name, header] : in.headers) out.headers.emplace(name, header);
+  message.set_subject(received.subject());
+  return message;
+}
+
+Result<Message> wrap_in_envelope(const Message& message) {
+  auto text = encode_envelope(message);
+  if (!text) return std::move(text).error();
+  MessageMetadata metadata = message.metadata();
+  metadata.content_type = "application/json";
+  Message wrapped(std::move(metadata), std::make_shared<const Payload>(std::move(*text)),
+                  message.subject());
+  return wrapped;
+}
+
 }  // namespace marty::messaging::codec

@@ -23,6 +23,7 @@
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include "marty/messaging/codec.hpp"
 #include "marty/messaging/detail/async_signal.hpp"
 #include "marty/messaging/detail/backoff.hpp"
 #include "marty/messaging/detail/circuit_breaker.hpp"
@@ -123,6 +124,7 @@ struct Worker {
   std::shared_ptr<Tracer> tracer;
   HandlerOptions handler_options;
   std::shared_ptr<detail::CircuitBreaker> breaker;  // null: none (shared by a registration)
+  bool unwrap_envelopes = true;                     // EventBusOptions::python_envelope_on_receipt
   std::atomic<bool> closing{false};
   SubscriptionSpec spec;  // what it subscribed to (for consumer_lag)
   // What its handlers hold, released at the drain deadline.
@@ -201,8 +203,12 @@ struct detail::EventBusState {
       return std::hash<std::string_view>{}(text);
     }
   };
-  mutable std::map<MessagingPattern, std::unordered_map<std::string, MessageBackendType,
-                                                        TransparentHash, std::equal_to<>>>
+  struct Selection {
+    MessageBackendType backend;
+    WireFormat format;
+  };
+  mutable std::map<MessagingPattern,
+                   std::unordered_map<std::string, Selection, TransparentHash, std::equal_to<>>>
       selections;
   std::map<SubscriptionId, std::shared_ptr<Registration>> registrations;
   SubscriptionId next_id = 1;
@@ -284,6 +290,7 @@ struct detail::EventBusState {
     worker->subscription = std::move(subscription);
     worker->subject = std::move(subject);
     worker->group = group;
+    worker->unwrap_envelopes = options.python_envelope_on_receipt;
     return worker;
   }
 
@@ -311,7 +318,14 @@ struct detail::EventBusState {
     // Points into `configs`, which does not change while the bus runs (configuration is
     // refused after start()); a target is used only during one operation.
     const MessagingPatternConfig* pattern_config;
+    WireFormat format = WireFormat::cloudevents;  // of the route that chose the backend
     const MessagingPatternConfig& config() const { return *pattern_config; }
+
+    // `message` as this route writes it (wrapped in the Python envelope, or as it is).
+    Result<Message> for_the_wire(Message message) const {
+      if (format != WireFormat::python_envelope) return message;
+      return codec::wrap_in_envelope(message);
+    }
   };
 
   enum class Use { send, subscribe };
@@ -328,18 +342,19 @@ struct detail::EventBusState {
     const MessagingPatternConfig& config = configs.at(pattern);
     auto& cache = selections[pattern];
     if (auto hit = cache.find(message_type); hit != cache.end()) {
-      return Target{find_backend(hit->second), &config};
+      return Target{find_backend(hit->second.backend), &config, hit->second.format};
     }
     if (use == Use::send) {
       if (auto valid = subject::validate_name(message_type, what); !valid) {
         return std::move(valid).error();
       }
     }
-    auto type = router.select(message_type, config, table(), default_backend);
+    WireFormat format = WireFormat::cloudevents;
+    auto type = router.select(message_type, config, table(), default_backend, &format);
     if (!type) return std::move(type).error();
     if (cache.size() >= 10'000) cache.clear();  // types are open-ended; keep the cache bounded
-    cache.emplace(std::string(message_type), *type);
-    return Target{find_backend(*type), &config};
+    cache.emplace(std::string(message_type), Selection{*type, format});
+    return Target{find_backend(*type), &config, format};
   }
 
   void fill_metadata(MessageMetadata& metadata, const std::string& type) const {
@@ -438,8 +453,30 @@ asio::awaitable<void> settle_failure(WorkerPtr worker, Delivery& delivery, Error
 // A poison delivery (undecodable) never reaches a handler: it is dead-lettered here, the one
 // path for every backend. Returns null when it was one.
 asio::awaitable<std::unique_ptr<Delivery>> hold_or_dead_letter(WorkerPtr worker,
-                                                               std::unique_ptr<Delivery> received) {
-  std::unique_ptr<Delivery> delivery = worker->held->hold(std::move(received));
+                                                               std::unique_ptr<Delivery> received,
+                                                               bool unwrap_envelopes) {
+  // The Python original's envelope is unwrapped here, once for every backend; a malformed one
+  // is a poison message like any undecodable one.
+  std::optional<Message> unwrapped;
+  std::optional<Error> malformed;
+  if (unwrap_envelopes && received->decode_error() == nullptr) {
+    if (auto envelope = codec::unwrap_envelope(received->message())) {
+      if (*envelope) {
+        unwrapped = std::move(**envelope);
+      } else {
+        malformed = std::move(*envelope).error();
+      }
+    }
+  }
+  std::unique_ptr<Delivery> delivery =
+      worker->held->hold(std::move(received), std::move(unwrapped));
+  if (malformed) {
+    worker->count_delivery(*delivery);
+    co_await settle_failure(worker, *delivery,
+                            Error(errc::data_loss, "undecodable message: " + malformed->describe()),
+                            true);
+    co_return nullptr;
+  }
   if (delivery->decode_error() == nullptr) co_return delivery;
   worker->count_delivery(*delivery);
   // The same reason text as a handler's failure would give; data_loss: never retried.
@@ -455,7 +492,8 @@ asio::awaitable<std::unique_ptr<Delivery>> next_delivery(WorkerPtr worker) {
   while (true) {
     auto received = co_await worker->subscription->receive();
     if (received) {
-      auto delivery = co_await hold_or_dead_letter(worker, std::move(*received));
+      auto delivery =
+          co_await hold_or_dead_letter(worker, std::move(*received), worker->unwrap_envelopes);
       if (delivery) co_return delivery;
       continue;
     }
@@ -784,6 +822,9 @@ asio::awaitable<void> handle_query(ImplPtr impl, WorkerPtr worker,
   // The reply joins the trace as a child of the handling span.
   Message reply = make_reply(traced, std::move(outcome), impl->options.service_name);
   reply.set_subject(request.metadata().reply_to);
+  if (delivery->wire_format() == WireFormat::python_envelope) {  // answered as it was asked
+    if (auto wrapped = codec::wrap_in_envelope(reply); wrapped) reply = std::move(*wrapped);
+  }
   PublishOptions options;
   options.pattern = MessagingPattern::request_response;
   options.deadline = SteadyClock::now() + worker->config.timeout;
@@ -811,7 +852,8 @@ asio::awaitable<void> run_batch_worker(ImplPtr impl, WorkerPtr worker,
     while (batch.size() < options.batch_size) {
       auto next = co_await worker->subscription->receive(deadline);
       if (next) {
-        auto delivery = co_await hold_or_dead_letter(worker, std::move(*next));
+        auto delivery =
+            co_await hold_or_dead_letter(worker, std::move(*next), worker->unwrap_envelopes);
         if (delivery) batch.push_back(std::move(delivery));
         continue;
       }
@@ -872,7 +914,8 @@ asio::awaitable<void> run_reply_worker(ImplPtr impl, WorkerPtr worker,
 // token is ours, never the caller's message id, which callers may reuse.)
 asio::awaitable<Result<Message>> request_via_inbox(std::shared_ptr<Backend> backend,
                                                    std::shared_ptr<ReplyInbox> inbox,
-                                                   Message message, milliseconds timeout) {
+                                                   Message message, milliseconds timeout,
+                                                   WireFormat format) {
   const auto deadline = SteadyClock::now() + timeout;
   auto waiter = std::make_shared<PendingReply>();
   const std::string token = make_uuid_v7();
@@ -883,6 +926,15 @@ asio::awaitable<Result<Message>> request_via_inbox(std::shared_ptr<Backend> back
   }
   message.mutable_metadata().reply_to = inbox->subject;
   message.mutable_metadata().headers[std::string(kReplyToken)] = token;
+  if (format == WireFormat::python_envelope) {
+    auto wrapped = codec::wrap_in_envelope(message);
+    if (!wrapped) {
+      std::lock_guard lock(inbox->mutex);
+      inbox->pending.erase(token);
+      co_return std::move(wrapped).error();
+    }
+    message = std::move(*wrapped);
+  }
   const std::string subject = message.subject();
   PublishOptions options;
   options.pattern = MessagingPattern::request_response;
@@ -999,13 +1051,13 @@ Result<void> UnifiedEventBus::update_pattern_config(MessagingPattern pattern,
 }
 
 Result<void> UnifiedEventBus::route(std::string type_glob, MessageBackendType backend,
-                                    std::set<MessagingPattern> patterns) {
+                                    std::set<MessagingPattern> patterns, WireFormat format) {
   if (type_glob.empty()) return Error(errc::invalid_argument, "route: type glob is empty");
   std::lock_guard lock(impl_->mutex);
   if (impl_->state != Impl::State::configuring) {
     return Error(errc::failed_precondition, "route: only before start()");
   }
-  impl_->router.add(Route{std::move(type_glob), backend, std::move(patterns)});
+  impl_->router.add(Route{std::move(type_glob), backend, std::move(patterns), format});
   return ok();
 }
 
@@ -1204,7 +1256,9 @@ asio::awaitable<Result<void>> UnifiedEventBus::publish_event(std::string event_t
   options.pattern = MessagingPattern::pub_sub;
   options.guarantee = target->config().delivery_guarantee;
   options.deadline = SteadyClock::now() + target->config().timeout;
-  auto published = co_await impl_->publish_traced(target->backend, std::move(message), options);
+  auto wire = target->for_the_wire(std::move(message));
+  if (!wire) co_return wire.error().with_context("publish_event " + event_type);
+  auto published = co_await impl_->publish_traced(target->backend, std::move(*wire), options);
   if (!published) co_return published.error().with_context("publish_event " + event_type);
   co_return ok();
 }
@@ -1226,11 +1280,11 @@ asio::awaitable<Result<void>> UnifiedEventBus::send_command(std::string command_
   options.guarantee = target->config().delivery_guarantee;
   options.require_receiver = true;
   options.deadline = SteadyClock::now() + target->config().timeout;
-  auto published = co_await impl_->publish_traced(target->backend, std::move(message), options);
-  if (!published) {
-    co_return published.error().with_context("send_command " + command_type + " to " +
-                                             target_service);
-  }
+  const std::string context = "send_command " + command_type + " to " + target_service;
+  auto wire = target->for_the_wire(std::move(message));
+  if (!wire) co_return wire.error().with_context(context);
+  auto published = co_await impl_->publish_traced(target->backend, std::move(*wire), options);
+  if (!published) co_return published.error().with_context(context);
   co_return ok();
 }
 
@@ -1262,17 +1316,26 @@ asio::awaitable<Result<Json>> UnifiedEventBus::query(std::string query_type, Jso
       detail::start_producer_span(message, target->backend->name(), impl_->options_tracer());
   Result<Message> reply = Error(errc::internal, "unreachable");
   if (target->backend->capabilities().native_request_reply) {
-    reply = co_await target->backend->request(std::move(message), wait);
+    auto wire = target->for_the_wire(std::move(message));
+    if (!wire) co_return wire.error().with_context(context);
+    reply = co_await target->backend->request(std::move(*wire), wait);
   } else {
     auto inbox = impl_->inbox_for(target->backend.get());
     if (!inbox) co_return Error(errc::failed_precondition, context + ": no reply subject");
-    reply = co_await request_via_inbox(target->backend, inbox, std::move(message), wait);
+    reply = co_await request_via_inbox(target->backend, inbox, std::move(message), wait,
+                                       target->format);
   }
   detail::end_span(impl_->options_tracer(), span, reply ? nullptr : &reply.error());
   // A query that went out and was not answered in time still counts as published.
   impl_->count_publish(*target->backend, subject,
                        reply.has_value() || reply.error().is(errc::deadline_exceeded));
   if (!reply) co_return reply.error().with_context(context);
+  if (impl_->options.python_envelope_on_receipt) {  // a Python responder's (the inbox unwraps)
+    if (auto envelope = codec::unwrap_envelope(*reply); envelope) {
+      if (!*envelope) co_return envelope->error().with_context(context + ": reply");
+      reply = std::move(**envelope);
+    }
+  }
   const auto& reply_headers = reply->metadata().headers;
   auto status = reply_headers.find(std::string(headers::kReplyStatus));
   if (status != reply_headers.end() && status->second == "error") {
@@ -1319,7 +1382,13 @@ asio::awaitable<Result<void>> UnifiedEventBus::stream_events(std::string stream,
     options.pattern = MessagingPattern::streaming;
     options.guarantee = target->config().delivery_guarantee;
     options.deadline = SteadyClock::now() + target->config().timeout;
-    auto published = co_await impl_->publish_traced(target->backend, std::move(message), options);
+    auto wire = target->for_the_wire(std::move(message));
+    Result<void> published = ok();
+    if (wire) {
+      published = co_await impl_->publish_traced(target->backend, std::move(*wire), options);
+    } else {
+      published = std::move(wire).error();
+    }
     if (!published) {
       co_return published.error().with_context(
           "stream_events " + stream + ": event " + std::to_string(appended + 1) + " of " +

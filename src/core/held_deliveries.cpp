@@ -10,11 +10,14 @@ namespace marty::messaging::detail {
 // the backend's delivery.
 class HeldDelivery final : public Delivery {
  public:
-  HeldDelivery(std::shared_ptr<HeldDeliveries> owner, std::unique_ptr<Delivery> inner)
-      : Delivery(inner->message(), inner->attempt(), inner->sequence()),
+  HeldDelivery(std::shared_ptr<HeldDeliveries> owner, std::unique_ptr<Delivery> inner,
+               std::optional<Message> unwrapped)
+      : Delivery(unwrapped ? std::move(*unwrapped) : inner->message(), inner->attempt(),
+                 inner->sequence()),
         owner_(std::move(owner)),
         inner_(std::move(inner)) {
     if (const Error* poison = inner_->decode_error()) set_decode_error(*poison);
+    set_wire_format(unwrapped ? WireFormat::python_envelope : inner_->wire_format());
     owner_->link(this);
   }
   ~HeldDelivery() override { owner_->unlink(this); }
@@ -52,8 +55,10 @@ class HeldDelivery final : public Delivery {
   HeldDelivery* next_ = nullptr;
 };
 
-std::unique_ptr<Delivery> HeldDeliveries::hold(std::unique_ptr<Delivery> delivery) {
-  return std::make_unique<HeldDelivery>(shared_from_this(), std::move(delivery));
+std::unique_ptr<Delivery> HeldDeliveries::hold(std::unique_ptr<Delivery> delivery,
+                                               std::optional<Message> unwrapped) {
+  return std::make_unique<HeldDelivery>(shared_from_this(), std::move(delivery),
+                                        std::move(unwrapped));
 }
 
 void HeldDeliveries::link(HeldDelivery* delivery) {

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include <asio/awaitable.hpp>
 
@@ -28,8 +29,10 @@ class HeldDeliveries : public std::enable_shared_from_this<HeldDeliveries> {
   HeldDeliveries(const HeldDeliveries&) = delete;
   HeldDeliveries& operator=(const HeldDeliveries&) = delete;
 
-  /// Wraps `delivery` so that it is held here until settled or destroyed.
-  std::unique_ptr<Delivery> hold(std::unique_ptr<Delivery> delivery);
+  /// Wraps `delivery` so that it is held here until settled or destroyed. With `unwrapped`, the
+  /// wrapper's message is that (the delivery's own, out of the Python original's envelope).
+  std::unique_ptr<Delivery> hold(std::unique_ptr<Delivery> delivery,
+                                 std::optional<Message> unwrapped = std::nullopt);
   /// Takes back, and nacks for redelivery without delay, each held delivery its handler is not
   /// settling already; the handler's later ack, nack or term then fails with `cancelled` and
   /// changes nothing. Returns how many it released.

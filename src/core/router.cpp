@@ -44,7 +44,9 @@ std::string registered_list(const BackendTable& backends) {
 Result<MessageBackendType> Router::select(std::string_view message_type,
                                           const MessagingPatternConfig& config,
                                           const BackendTable& backends,
-                                          std::optional<MessageBackendType> default_backend) const {
+                                          std::optional<MessageBackendType> default_backend,
+                                          WireFormat* format) const {
+  if (format != nullptr) *format = WireFormat::cloudevents;
   for (const Route& route : routes_) {
     if (!subject::glob_matches(route.type_glob, message_type)) continue;
     const Capabilities* caps = find(backends, route.backend);
@@ -60,6 +62,7 @@ Result<MessageBackendType> Router::select(std::string_view message_type,
       return Error(errc::failed_precondition,
                    "route '" + route.type_glob + "': " + why_not(route.backend, *caps, config));
     }
+    if (format != nullptr) *format = route.format;
     return route.backend;
   }
   if (default_backend) {

@@ -52,7 +52,19 @@ constexpr std::array<std::pair<DeliveryGuarantee, std::string_view>, 3> kGuarant
     {DeliveryGuarantee::exactly_once, "exactly_once"},
 }};
 
+constexpr std::array<std::pair<WireFormat, std::string_view>, 2> kWireFormatNames{{
+    {WireFormat::cloudevents, "cloudevents"},
+    {WireFormat::python_envelope, "python_envelope"},
+}};
+
 }  // namespace
+
+std::string_view to_string(WireFormat format) noexcept {
+  return name_of(format, kWireFormatNames);
+}
+Result<WireFormat> parse_wire_format(std::string_view name) {
+  return parse_named(name, "wire format", kWireFormatNames);
+}
 
 std::string_view to_string(MessageBackendType type) noexcept {
   return name_of(type, kBackendNames);

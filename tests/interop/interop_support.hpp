@@ -26,11 +26,13 @@ inline std::string env_or_empty(const char* name) {
   return value != nullptr ? value : "";
 }
 
-/// A started bus on `backend` alone.
+/// A started bus on `backend` alone, sending everything in `format`.
 inline std::unique_ptr<BlockingEventBus> started_bus(MessageBackendType type,
-                                                     std::shared_ptr<Backend> backend) {
+                                                     std::shared_ptr<Backend> backend,
+                                                     WireFormat format = WireFormat::cloudevents) {
   auto bus = std::make_unique<BlockingEventBus>();
   EXPECT_TRUE(bus->bus().register_backend(type, std::move(backend)));
+  EXPECT_TRUE(bus->bus().route("*", type, {}, format));
   auto started = bus->start();
   EXPECT_TRUE(started) << started.error().describe();
   return bus;
@@ -72,9 +74,15 @@ class Received {
 struct InteropTarget {
   std::string script;   // "nats_peer.mjs"
   std::string address;  // the broker's URL or bootstrap list
-  std::function<std::unique_ptr<BlockingEventBus>()> make_bus;
+  MessageBackendType type = MessageBackendType::memory;
+  std::function<std::shared_ptr<Backend>()> make_backend;
   bool listener_reads_from_start = false;  // may start after we publish (Kafka: it joins slowly)
   std::chrono::milliseconds patience = std::chrono::seconds(20);
+  bool commands_only = false;  // no events (SQS): the checks send commands instead
+
+  std::unique_ptr<BlockingEventBus> make_bus(WireFormat format = WireFormat::cloudevents) const {
+    return started_bus(type, make_backend(), format);
+  }
 };
 
 /// A foreign subscriber reads our event: id, type, correlation id and data, validated as a
@@ -162,6 +170,75 @@ inline nlohmann::json check_we_answer_their_queries(const InteropTarget& target)
   // The responder's own name, not the asker's source copied back.
   EXPECT_EQ((*reply)["cloudevent"]["source"], EventBusOptions().service_name);
   return *reply;
+}
+
+/// A service still running the Python original sends its `{"data", "metadata"}` envelope as
+/// the whole body: the handler sees the envelope's data and metadata, not the envelope.
+inline void check_we_read_python_envelopes(const InteropTarget& target) {
+  const std::string type = unique_name("py_order");
+  const std::string service = unique_name("py_shop");
+  Received received;
+  auto bus = target.make_bus();
+  std::string subject;
+  if (target.commands_only) {
+    ASSERT_TRUE(bus->handle_commands({type}, received.handler(), service));
+    subject = "commands." + service + "." + type;
+  } else {
+    ASSERT_TRUE(bus->subscribe_to_events({type}, received.handler(), "py_readers"));
+    subject = "events." + type;
+  }
+  NodePeer peer(target.script,
+                {"publish-envelope", target.address, subject, type, R"({"order":42})"});
+  auto published = peer.wait_for("published", target.patience);
+  ASSERT_TRUE(published) << peer.transcript();
+  ASSERT_TRUE(received.wait_for(1, target.patience));
+  const Message got = received.messages().front();
+  const MessageMetadata& m = got.metadata();
+  EXPECT_EQ(got.json(), (Json{{"order", 42}})) << got.bytes();
+  EXPECT_EQ(got.id(), (*published)["id"]);
+  EXPECT_EQ(got.type(), type);
+  EXPECT_EQ(m.correlation_id, "corr-py");
+  EXPECT_EQ(m.causation_id, "cause-py");
+  EXPECT_EQ(m.source, "python-service");
+  EXPECT_EQ(m.priority, 3);
+  EXPECT_EQ(m.ttl, std::chrono::milliseconds(30'000));
+  ASSERT_TRUE(m.time.has_value());
+  EXPECT_EQ(format_rfc3339(*m.time), "2026-12-07T10:00:00.123456Z");
+  EXPECT_EQ(m.headers.count("tenant") ? m.headers.at("tenant") : "", "acme");
+}
+
+/// A route in WireFormat::python_envelope sends what a Python service reads: the envelope as
+/// the body (the CloudEvents attributes travel beside it, which it ignores).
+inline void check_they_read_our_python_envelopes(const InteropTarget& target) {
+  const std::string type = unique_name("py_parcel");
+  const std::string service = unique_name("py_depot");
+  auto bus = target.make_bus(WireFormat::python_envelope);
+  const std::string subject =
+      target.commands_only ? "commands." + service + "." + type : "events." + type;
+  std::unique_ptr<NodePeer> peer;
+  auto listen = [&] {
+    peer = std::make_unique<NodePeer>(
+        target.script, std::vector<std::string>{"listen", target.address, subject, "1"});
+  };
+  if (!target.listener_reads_from_start) {
+    listen();
+    ASSERT_TRUE(peer->wait_for("ready", target.patience)) << peer->transcript();
+  }
+  MessageMetadata sent;
+  sent.message_id = make_uuid_v7();
+  sent.correlation_id = "order-9";
+  auto published = target.commands_only ? bus->send_command(type, {{"parcel", 9}}, service, sent)
+                                        : bus->publish_event(type, {{"parcel", 9}}, sent);
+  ASSERT_TRUE(published) << published.error().describe();
+  if (target.listener_reads_from_start) listen();
+  auto got = peer->wait_for("received", target.patience);
+  ASSERT_TRUE(got) << peer->transcript();
+  const nlohmann::json envelope = (*got)["cloudevent"].value("data", nlohmann::json());
+  ASSERT_TRUE(envelope.is_object() && envelope.contains("metadata")) << got->dump();
+  EXPECT_EQ(envelope["data"], (Json{{"parcel", 9}})) << envelope.dump();
+  EXPECT_EQ(envelope["metadata"]["message_id"], sent.message_id) << envelope.dump();
+  EXPECT_EQ(envelope["metadata"]["message_type"], type) << envelope.dump();
+  EXPECT_EQ(envelope["metadata"]["correlation_id"], "order-9") << envelope.dump();
 }
 
 /// The bus's own reply headers as a foreign client sees them: inside `martyheaders`.

@@ -19,13 +19,14 @@ testing::InteropTarget kafka_target() {
   target.address = testing::env_or_empty("MARTY_KAFKA_BOOTSTRAP");
   target.listener_reads_from_start = true;
   target.patience = 40s;  // kafkajs takes seconds to join a group
-  target.make_bus = [bootstrap = target.address] {
+  target.type = MessageBackendType::kafka;
+  target.make_backend = [bootstrap = target.address] {
     kafka::KafkaConfig config;
     config.bootstrap_servers = bootstrap;
     config.topic_creation = kafka::KafkaConfig::TopicCreation::broker_auto_create;
     config.session_timeout = 4s;
     config.consumer_properties["fetch.wait.max.ms"] = "10";
-    return testing::started_bus(MessageBackendType::kafka, kafka::make_backend(config));
+    return kafka::make_backend(config);
   };
   return target;
 }
@@ -49,6 +50,16 @@ TEST(KafkaInterop, OurRespondersAnswerKafkajs) {
   REQUIRE_INTEROP("MARTY_KAFKA_BOOTSTRAP");
   auto reply = testing::check_we_answer_their_queries(kafka_target());
   EXPECT_EQ(testing::marty_headers_of(reply["cloudevent"])["marty-reply-status"], "ok");
+}
+
+TEST(KafkaInterop, WeReadThePythonOriginalsEnvelope) {
+  REQUIRE_INTEROP("MARTY_KAFKA_BOOTSTRAP");
+  testing::check_we_read_python_envelopes(kafka_target());
+}
+
+TEST(KafkaInterop, KafkajsReadsOurPythonEnvelopeRoute) {
+  REQUIRE_INTEROP("MARTY_KAFKA_BOOTSTRAP");
+  testing::check_they_read_our_python_envelopes(kafka_target());
 }
 
 }  // namespace

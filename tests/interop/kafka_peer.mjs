@@ -6,7 +6,7 @@
 //   publish  one record in binary mode
 //   respond  answer queries as the service's group, SERVICE@SUBJECT, as the bus names it
 //   ask      a query naming a reply topic of its own
-import { require, emit, fail, uuid, cloudEvent, limit } from "./peer.mjs";
+import { require, emit, fail, uuid, cloudEvent, limit, pythonEnvelope } from "./peer.mjs";
 
 process.env.KAFKAJS_NO_PARTITIONER_WARNING = "1";
 const { Kafka, logLevel } = require("kafkajs");
@@ -61,6 +61,14 @@ if (command === "listen") {
   await producer.connect();
   const { id, headers } = ceHeaders(type, { ce_correlationid: "corr-" + type });
   await producer.send({ topic, messages: [{ value: data, headers }] });
+  emit("published", { id });
+  process.exit(0);
+} else if (command === "publish-envelope") {
+  const [type, data] = args;
+  const producer = kafka.producer({ allowAutoTopicCreation: true });
+  await producer.connect();
+  const { id, body } = pythonEnvelope(type, data);
+  await producer.send({ topic, messages: [{ value: body }] });
   emit("published", { id });
   process.exit(0);
 } else if (command === "respond") {

@@ -13,10 +13,11 @@ testing::InteropTarget nats_target() {
   testing::InteropTarget target;
   target.script = "nats_peer.mjs";
   target.address = testing::env_or_empty("MARTY_NATS_URL");
-  target.make_bus = [url = target.address] {
+  target.type = MessageBackendType::nats;
+  target.make_backend = [url = target.address] {
     nats::NatsConfig config;
     config.servers = {url};
-    return testing::started_bus(MessageBackendType::nats, nats::make_backend(config));
+    return nats::make_backend(config);
   };
   return target;
 }
@@ -40,6 +41,16 @@ TEST(NatsInterop, OurRespondersAnswerNatsJs) {
   REQUIRE_INTEROP("MARTY_NATS_URL");
   auto reply = testing::check_we_answer_their_queries(nats_target());
   EXPECT_EQ(testing::marty_headers_of(reply["cloudevent"])["marty-reply-status"], "ok");
+}
+
+TEST(NatsInterop, WeReadThePythonOriginalsEnvelope) {
+  REQUIRE_INTEROP("MARTY_NATS_URL");
+  testing::check_we_read_python_envelopes(nats_target());
+}
+
+TEST(NatsInterop, NatsJsReadsOurPythonEnvelopeRoute) {
+  REQUIRE_INTEROP("MARTY_NATS_URL");
+  testing::check_they_read_our_python_envelopes(nats_target());
 }
 
 }  // namespace

@@ -5,7 +5,7 @@
 //   publish  a JetStream publish in binary mode
 //   respond  answer queries as a member of the service's queue group
 //   ask      a NATS request
-import { require, emit, fail, uuid, cloudEvent, limit } from "./peer.mjs";
+import { require, emit, fail, uuid, cloudEvent, limit, pythonEnvelope } from "./peer.mjs";
 
 const { connect, headers: makeHeaders, StringCodec } = require("nats");
 const codec = StringCodec();
@@ -53,6 +53,12 @@ if (command === "listen") {
   const [type, data] = args;
   const { h, id } = ceHeaders(type, { "ce-correlationid": "corr-" + type });
   await nc.jetstream().publish(subject, codec.encode(data), { headers: h, msgID: id });
+  emit("published", { id });
+  await nc.drain();
+} else if (command === "publish-envelope") {
+  const [type, data] = args;
+  const { id, body } = pythonEnvelope(type, data);
+  await nc.jetstream().publish(subject, codec.encode(body));
   emit("published", { id });
   await nc.drain();
 } else if (command === "respond") {

@@ -10,6 +10,9 @@
 //                                        then "answered" {query} each
 //   ask     ADDRESS SUBJECT TYPE JSON    one query with a correlation id of its own:
 //                                        "reply" {cloudevent, correlation, ...}
+//   publish-envelope ADDRESS SUBJECT TYPE JSON   what a service running the Python original
+//                                        sends: pythonEnvelope() as the whole body, no
+//                                        CloudEvents attributes: "published" {id}
 import { createRequire } from "module";
 import { randomUUID } from "crypto";
 
@@ -42,4 +45,16 @@ export function cloudEvent(attributes) {
 // Ends the process after `ms` with a failure, so that a peer never outlives its test.
 export function limit(ms) {
   setTimeout(() => fail(`gave up after ${ms} ms`), ms).unref();
+}
+
+// The Python original's wire format, `{"data", "metadata"}`, as its services write it (naive
+// UTC timestamp, ttl in float seconds).
+export function pythonEnvelope(type, data) {
+  const id = uuid();
+  const body = JSON.stringify({ data: JSON.parse(data), metadata: {
+    message_id: id, correlation_id: "corr-py", causation_id: "cause-py",
+    timestamp: "2026-12-07T10:00:00.123456", ttl: 30.0, priority: 3,
+    content_type: "application/json", headers: { tenant: "acme" }, routing_key: null,
+    reply_to: null, message_type: type, source: "python-service" } });
+  return { id, body };
 }

@@ -14,10 +14,11 @@ testing::InteropTarget rabbitmq_target() {
   testing::InteropTarget target;
   target.script = "rabbitmq_peer.mjs";
   target.address = testing::env_or_empty("MARTY_RABBITMQ_URL");
-  target.make_bus = [url = target.address] {
+  target.type = MessageBackendType::rabbitmq;
+  target.make_backend = [url = target.address] {
     rabbitmq::RabbitMqConfig config;
     config.url = url;
-    return testing::started_bus(MessageBackendType::rabbitmq, rabbitmq::make_backend(config));
+    return rabbitmq::make_backend(config);
   };
   return target;
 }
@@ -68,6 +69,16 @@ TEST(RabbitMqInterop, OurRespondersAnswerAmqplib) {
   REQUIRE_INTEROP("MARTY_RABBITMQ_URL");
   auto reply = testing::check_we_answer_their_queries(rabbitmq_target());
   EXPECT_EQ(reply["properties"]["correlationId"], reply["correlation"]);
+}
+
+TEST(RabbitMqInterop, WeReadThePythonOriginalsEnvelope) {
+  REQUIRE_INTEROP("MARTY_RABBITMQ_URL");
+  testing::check_we_read_python_envelopes(rabbitmq_target());
+}
+
+TEST(RabbitMqInterop, AmqplibReadsOurPythonEnvelopeRoute) {
+  REQUIRE_INTEROP("MARTY_RABBITMQ_URL");
+  testing::check_they_read_our_python_envelopes(rabbitmq_target());
 }
 
 }  // namespace

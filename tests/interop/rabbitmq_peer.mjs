@@ -7,7 +7,7 @@
 //   publish-plain  the same as a plain AMQP message (properties and a header, no CloudEvents)
 //   respond  answer queries from the service's query queue, copying correlation_id (AMQP RPC)
 //   ask      a query by direct reply-to
-import { require, emit, fail, uuid, cloudEvent, limit } from "./peer.mjs";
+import { require, emit, fail, uuid, cloudEvent, limit, pythonEnvelope } from "./peer.mjs";
 
 const amqp = require("amqplib");
 const [command, url, subject, ...args] = process.argv.slice(2);
@@ -52,6 +52,15 @@ if (command === "listen") {
   const confirm = await connection.createConfirmChannel();
   confirm.publish("marty.events", key, Buffer.from(data),
     { headers, contentType: "application/json", messageId: id, persistent: true });
+  await confirm.waitForConfirms();
+  emit("published", { id });
+  process.exit(0);
+} else if (command === "publish-envelope") {
+  const [type, data] = args;
+  const { id, body } = pythonEnvelope(type, data);
+  const confirm = await connection.createConfirmChannel();
+  confirm.publish("marty.events", subject, Buffer.from(body), { contentType: "application/json",
+    persistent: true });
   await confirm.waitForConfirms();
   emit("published", { id });
   process.exit(0);

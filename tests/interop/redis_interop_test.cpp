@@ -18,11 +18,12 @@ testing::InteropTarget redis_target() {
   testing::InteropTarget target;
   target.script = "redis_peer.mjs";
   target.address = testing::env_or_empty("MARTY_REDIS_URL");
-  target.make_bus = [url = target.address] {
+  target.type = MessageBackendType::redis;
+  target.make_backend = [url = target.address] {
     redis::RedisConfig config;
     config.url = url;
     config.block_timeout = 100ms;
-    return testing::started_bus(MessageBackendType::redis, redis::make_backend(config));
+    return redis::make_backend(config);
   };
   return target;
 }
@@ -50,6 +51,16 @@ TEST(RedisInterop, IoredisAnswersOurQueries) {
 TEST(RedisInterop, OurRespondersAnswerIoredis) {
   REQUIRE_INTEROP("MARTY_REDIS_URL");
   testing::check_we_answer_their_queries(redis_target());
+}
+
+TEST(RedisInterop, WeReadThePythonOriginalsEnvelope) {
+  REQUIRE_INTEROP("MARTY_REDIS_URL");
+  testing::check_we_read_python_envelopes(redis_target());
+}
+
+TEST(RedisInterop, IoredisReadsOurPythonEnvelopeRoute) {
+  REQUIRE_INTEROP("MARTY_REDIS_URL");
+  testing::check_they_read_our_python_envelopes(redis_target());
 }
 
 }  // namespace

@@ -6,7 +6,7 @@
 //   publish  XADD one event in binary mode to its Stream
 //   respond  answer queries read with XREADGROUP ... BLOCK ... > as the service's group
 //   ask      XADD a query naming a reply channel of its own; the reply
-import { require, emit, fail, uuid, cloudEvent, limit } from "./peer.mjs";
+import { require, emit, fail, uuid, cloudEvent, limit, pythonEnvelope } from "./peer.mjs";
 
 const Redis = require("ioredis");
 const [command, url, subject, ...args] = process.argv.slice(2);
@@ -38,6 +38,13 @@ if (command === "listen") {
   await redis.xadd(key, "*", "ce-specversion", "1.0", "ce-id", id, "ce-source",
     "urn:ioredis-peer", "ce-type", type, "content-type", "application/json",
     "ce-correlationid", "corr-" + type, "data", data);
+  emit("published", { id });
+  process.exit(0);
+} else if (command === "publish-envelope") {
+  const [type, data] = args;
+  const redis = new Redis(url);
+  const { id, body } = pythonEnvelope(type, data);
+  await redis.xadd(key, "*", "data", body);
   emit("published", { id });
   process.exit(0);
 } else if (command === "respond") {

@@ -19,14 +19,16 @@ testing::InteropTarget sqs_target() {
   testing::InteropTarget target;
   target.script = "sqs_peer.mjs";
   target.address = testing::env_or_empty("MARTY_SQS_ENDPOINT");
-  target.make_bus = [endpoint = target.address] {
+  target.type = MessageBackendType::aws_sqs;
+  target.commands_only = true;
+  target.make_backend = [endpoint = target.address] {
     aws::AwsSqsConfig config;
     config.endpoint = endpoint;
     config.access_key_id = "test";
     config.secret_access_key = "test";
     config.wait_time = 1s;
     config.max_messages = 1;  // the emulator gives one receipt handle to a whole batch
-    return testing::started_bus(MessageBackendType::aws_sqs, aws::make_sqs_backend(config));
+    return aws::make_sqs_backend(config);
   };
   return target;
 }
@@ -98,6 +100,16 @@ TEST(SqsInterop, AQueryWithoutAReplyAddressIsDeadLetteredNotDropped) {
       20s));
   EXPECT_EQ(listed[0].message.id(), (*asked)["id"]);
   EXPECT_NE(listed[0].reason.find("reply_to"), std::string::npos) << listed[0].reason;
+}
+
+TEST(SqsInterop, WeReadThePythonOriginalsEnvelope) {
+  REQUIRE_INTEROP("MARTY_SQS_ENDPOINT");
+  testing::check_we_read_python_envelopes(sqs_target());
+}
+
+TEST(SqsInterop, TheAwsSdkReadsOurPythonEnvelopeRoute) {
+  REQUIRE_INTEROP("MARTY_SQS_ENDPOINT");
+  testing::check_they_read_our_python_envelopes(sqs_target());
 }
 
 }  // namespace

@@ -6,7 +6,7 @@
 //   publish  one message with CloudEvents attributes, the extensions under their plain names
 //   ask      a query naming a reply queue of its own; the reply
 //   ask-without-reply  a query that names no reply address: "published"
-import { require, emit, fail, uuid, cloudEvent, limit } from "./peer.mjs";
+import { require, emit, fail, uuid, cloudEvent, limit, pythonEnvelope } from "./peer.mjs";
 
 const { SQSClient, CreateQueueCommand, GetQueueUrlCommand, SendMessageCommand,
         ReceiveMessageCommand, DeleteMessageCommand } = require("@aws-sdk/client-sqs");
@@ -64,6 +64,12 @@ if (command === "listen") {
   const { id, attributes } = attributesFor(type, { correlationid: "corr-" + type });
   await sqs.send(new SendMessageCommand({ QueueUrl: await queueUrl(subject, false),
                                           MessageBody: data, MessageAttributes: attributes }));
+  emit("published", { id });
+} else if (command === "publish-envelope") {
+  const [type, data] = args;
+  const { id, body } = pythonEnvelope(type, data);
+  await sqs.send(new SendMessageCommand({ QueueUrl: await queueUrl(subject, false),
+                                          MessageBody: body }));
   emit("published", { id });
 } else if (command === "ask" || command === "ask-without-reply") {
   const [type, data] = args;

@@ -515,6 +515,82 @@ TEST(CodecStructuredTest, FastPathRejectsWhatTheGeneralPathRejects) {
 
 // --- Envelope ------------------------------------------------------------------------------
 
+// What a service running the Python original sends arrives as its data and metadata.
+TEST(CodecEnvelopeTest, AReceivedEnvelopeIsUnwrapped) {
+  const std::string body =
+      R"({"data":{"order":42},"metadata":{"message_id":"py-1","correlation_id":"c-1",)"
+      R"("causation_id":"k-1","timestamp":"2026-12-07T10:00:00.5","ttl":2.5,"priority":4,)"
+      R"("content_type":"application/json","headers":{"tenant":"acme"},"routing_key":null,)"
+      R"("reply_to":null,"message_type":"order_placed","source":"py"}})";
+  MessageMetadata transport;
+  transport.headers["traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  transport.reply_to = "_inbox.1";
+  Message received = Message::from_bytes(body, transport);
+  received.set_subject("events.order_placed");
+  auto unwrapped = unwrap_envelope(received);
+  ASSERT_TRUE(unwrapped.has_value());
+  ASSERT_TRUE(*unwrapped) << unwrapped->error().describe();
+  const Message& m = **unwrapped;
+  EXPECT_EQ(m.json(), (Json{{"order", 42}}));
+  EXPECT_EQ(m.id(), "py-1");
+  EXPECT_EQ(m.type(), "order_placed");
+  EXPECT_EQ(m.subject(), "events.order_placed");
+  EXPECT_EQ(m.metadata().correlation_id, "c-1");
+  EXPECT_EQ(m.metadata().causation_id, "k-1");
+  EXPECT_EQ(m.metadata().priority, 4);
+  EXPECT_EQ(m.metadata().ttl, std::chrono::milliseconds(2'500));
+  EXPECT_EQ(format_rfc3339(*m.metadata().time), "2026-12-07T10:00:00.500000Z");
+  EXPECT_EQ(m.metadata().headers.at("tenant"), "acme");
+  EXPECT_EQ(m.metadata().headers.count("traceparent"), 1u);  // the transport's, kept
+  EXPECT_EQ(m.metadata().reply_to, "_inbox.1");              // the envelope named none
+}
+
+TEST(CodecEnvelopeTest, OnlyAnExactEnvelopeIsTakenForOne) {
+  auto received = [](std::string body, std::string content_type = "application/json") {
+    MessageMetadata metadata;
+    metadata.content_type = std::move(content_type);
+    return Message::from_bytes(std::move(body), std::move(metadata));
+  };
+  // A payload that merely has data and metadata members among others is the user's own.
+  EXPECT_FALSE(
+      unwrap_envelope(received(R"({"data":1,"metadata":{"message_type":"t"},"more":true})")));
+  // Metadata naming neither a type nor an id.
+  EXPECT_FALSE(unwrap_envelope(received(R"({"data":1,"metadata":{"priority":1}})")));
+  EXPECT_FALSE(unwrap_envelope(received(R"({"data":1,"metadata":{"message_type":""}})")));
+  // Not JSON, not an object, or said not to be JSON.
+  EXPECT_FALSE(unwrap_envelope(received("metadata")));
+  EXPECT_FALSE(unwrap_envelope(received(R"([{"data":1,"metadata":{"message_id":"x"}}])")));
+  EXPECT_FALSE(unwrap_envelope(
+      received(R"({"data":1,"metadata":{"message_id":"x"}})", "application/octet-stream")));
+  // Without a content type it is looked at; a malformed field is an error naming it.
+  auto malformed =
+      unwrap_envelope(received(R"({"data":1,"metadata":{"message_id":"x","ttl":"a"}})", ""));
+  ASSERT_TRUE(malformed.has_value());
+  ASSERT_FALSE(*malformed);
+  EXPECT_NE(malformed->error().message().find("ttl"), std::string::npos)
+      << malformed->error().describe();
+}
+
+TEST(CodecEnvelopeTest, WrappingKeepsTheMetadataAndUnwrapsToTheSameMessage) {
+  MessageMetadata metadata;
+  metadata.message_id = "m-1";
+  metadata.message_type = "order_placed";
+  metadata.correlation_id = "c-9";
+  Message message = Message::from_json({{"order", 1}}, metadata);
+  message.set_subject("events.order_placed");
+  auto wrapped = wrap_in_envelope(message);
+  ASSERT_TRUE(wrapped) << wrapped.error().describe();
+  EXPECT_EQ(wrapped->id(), "m-1");
+  EXPECT_EQ(wrapped->subject(), "events.order_placed");
+  EXPECT_EQ(wrapped->json()["data"], (Json{{"order", 1}}));
+  auto again = unwrap_envelope(*wrapped);
+  ASSERT_TRUE(again && *again);
+  EXPECT_EQ((*again)->id(), "m-1");
+  EXPECT_EQ((*again)->metadata().correlation_id, "c-9");
+  EXPECT_EQ((*again)->json(), (Json{{"order", 1}}));
+  EXPECT_FALSE(wrap_in_envelope(Message::from_bytes("\x01")));  // the envelope needs JSON
+}
+
 TEST(CodecEnvelopeTest, RoundTripsEveryField) {
   MessageMetadata metadata = full_metadata();
   metadata.time = at("2026-11-26T21:23:31.123456Z");

@@ -237,6 +237,25 @@ sagas:
   }
 }
 
+TEST(ConfigFile, RoutesMaySendThePythonEnvelopeAndReceiptMayLeaveItAlone) {
+  BusConfig c = parse_ok(R"(
+python_envelope_on_receipt: false
+routes:
+  - {match: "legacy.*", backend: memory, format: python_envelope}
+  - {match: "*", backend: memory}
+)");
+  EXPECT_FALSE(c.options.python_envelope_on_receipt);
+  ASSERT_EQ(c.routes.size(), 2u);
+  EXPECT_EQ(c.routes[0].format, WireFormat::python_envelope);
+  EXPECT_EQ(c.routes[1].format, WireFormat::cloudevents);
+  EXPECT_TRUE(parse_ok("routes: []").options.python_envelope_on_receipt);
+  EXPECT_TRUE(mentions(parse_error(R"(routes:
+  - {match: "*", backend: memory, format: pickle}
+)"),
+                       "test.yaml:2:43: routes[0].format: unknown wire format 'pickle' (valid: "
+                       "cloudevents, python_envelope)"));
+}
+
 TEST(ConfigFile, RejectsWrongShapes) {
   EXPECT_TRUE(
       mentions(parse_error("backends: [nats]"), "test.yaml:1:11: backends: expected a mapping"));

@@ -94,6 +94,52 @@ TEST(EventBusTest, RunsOnTheMemoryBackendByDefault) {
   ASSERT_NE(bus.bus().backend(MessageBackendType::memory), nullptr);
 }
 
+// A route in the Python envelope: the wire carries the envelope, and a receiving bus unwraps
+// it (unless told not to), so a query is answered in the form it was asked in.
+TEST(EventBusTest, APythonEnvelopeRouteIsUnwrappedOnReceiptUnlessTurnedOff) {
+  auto seen = [](bool unwrap) {
+    EventBusOptions options;
+    options.python_envelope_on_receipt = unwrap;
+    BlockingEventBus bus(options);
+    EXPECT_TRUE(bus.bus().register_backend(MessageBackendType::memory, make_memory_backend()));
+    EXPECT_TRUE(
+        bus.bus().route("py.*", MessageBackendType::memory, {}, WireFormat::python_envelope));
+    EXPECT_TRUE(bus.start());
+    std::mutex mutex;
+    std::vector<Message> got;
+    EXPECT_TRUE(bus.subscribe_to_events({"py.ordered"}, sync_handler([&](const Message& m) {
+                                          std::lock_guard lock(mutex);
+                                          got.push_back(m);
+                                          return ok();
+                                        })));
+    auto answers = sync_query_handler([](const Message& q) -> Result<Json> {
+      return Json{{"echo", q.json()}};
+    });
+    EXPECT_TRUE(bus.handle_queries({"py.price"}, answers, "pricing"));
+    MessageMetadata metadata;
+    metadata.message_id = "py-7";
+    EXPECT_TRUE(bus.publish_event("py.ordered", {{"n", 7}}, metadata));
+    EXPECT_TRUE(eventually([&] {
+      std::lock_guard lock(mutex);
+      return got.size() == 1;
+    }));
+    auto reply = bus.query("py.price", {{"sku", 1}}, "pricing", 5s);
+    EXPECT_TRUE(reply) << reply.error().describe();
+    if (unwrap && reply) {
+      EXPECT_EQ(*reply, (Json{{"echo", {{"sku", 1}}}}));
+    }
+    (void)bus.stop();
+    std::lock_guard lock(mutex);
+    return got.empty() ? Message() : got.front();
+  };
+  const Message unwrapped = seen(true);
+  EXPECT_EQ(unwrapped.json(), (Json{{"n", 7}}));
+  EXPECT_EQ(unwrapped.id(), "py-7");
+  const Message as_sent = seen(false);
+  EXPECT_EQ(as_sent.json()["data"], (Json{{"n", 7}}));
+  EXPECT_EQ(as_sent.json()["metadata"]["message_id"], "py-7");
+}
+
 TEST(EventBusTest, BadHandlerOptionsAreRefusedNamingTheField) {
   BlockingEventBus bus;
   ASSERT_TRUE(bus.start());

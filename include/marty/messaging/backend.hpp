@@ -102,18 +102,23 @@ class Delivery {
   /// for every backend; no handler sees it. A backend hands such deliveries up rather than
   /// dropping or terminating them itself, so that a poison message is never lost silently.
   const Error* decode_error() const noexcept { return decode_error_ ? &*decode_error_ : nullptr; }
+  /// The form the message arrived in: the bus unwraps the Python original's envelope on receipt
+  /// (EventBusOptions::python_envelope_on_receipt), and answers a query in the form it came in.
+  WireFormat wire_format() const noexcept { return wire_format_; }
 
  protected:
   Delivery(Message message, int attempt, std::uint64_t sequence)
       : message_(std::move(message)), attempt_(attempt), sequence_(sequence) {}
   /// Makes this a poison delivery (see decode_error()); its message is then the raw bytes.
   void set_decode_error(Error why) { decode_error_ = std::move(why); }
+  void set_wire_format(WireFormat format) noexcept { wire_format_ = format; }
 
  private:
   Message message_;
   int attempt_;
   std::uint64_t sequence_;
   std::optional<Error> decode_error_;
+  WireFormat wire_format_ = WireFormat::cloudevents;
 };
 
 /// What a poison delivery carries (Delivery::decode_error()): the raw bytes received on

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -64,6 +65,22 @@ Result<Message> decode_structured(std::string_view text);
 /// leaves message_type empty when absent; the bus sets it from the subject.
 Result<std::string> encode_envelope(const Message& message);
 Result<Message> decode_envelope(std::string_view text);
+
+/// A received message whose payload is the Python original's envelope, decoded: nullopt when it
+/// is not one (the payload is not a JSON object whose members are exactly `data` and `metadata`,
+/// with a non-empty `metadata.message_type` or `metadata.message_id`, or its content type is
+/// not JSON); an error when it is one with a malformed field. The envelope's id, type,
+/// correlation and causation ids, timestamp, ttl, priority, reply_to and headers win; the
+/// received subject stays, and what the envelope leaves out (type, source, reply address,
+/// transport headers such as trace context) is kept from `received`. Cheap for anything else:
+/// a payload is parsed only when it starts with `{` and mentions "metadata".
+std::optional<Result<Message>> unwrap_envelope(const Message& received);
+/// `message` with the envelope as its payload (content type application/json), for a consumer
+/// that is a Python service; `invalid_argument` when its payload is not JSON.
+Result<Message> wrap_in_envelope(const Message& message);
+
+/// application/json, text/json and any structured-syntax `+json` type, parameters ignored.
+bool is_json_media_type(std::string_view content_type);
 
 /// The media type of structured CloudEvents.
 inline constexpr std::string_view kStructuredContentType = "application/cloudevents+json";

@@ -64,6 +64,12 @@ struct EventBusOptions {
   /// (Backend::consumer_lag) into the `marty_consumer_lag_messages` gauge, on backends with
   /// capabilities().consumer_lag. Each sample is one small request to the broker. 0: never.
   std::chrono::milliseconds consumer_lag_interval{10'000};
+  /// Received messages whose payload is the Python original's `{"data", "metadata"}` envelope
+  /// (a JSON object with exactly those members, naming a message_type or message_id) are
+  /// unwrapped: the handler sees the envelope's data, id, type, correlation and causation ids,
+  /// time, ttl, priority and headers, and a query is answered in the envelope. Off: such
+  /// payloads reach handlers as they are. (Sending in the envelope is per route: route().)
+  bool python_envelope_on_receipt = true;
 };
 
 /// Not an aggregate on purpose (GCC 12 coroutine bug; see MessageMetadata).
@@ -138,9 +144,12 @@ class UnifiedEventBus : public std::enable_shared_from_this<UnifiedEventBus> {
   Result<void> set_default_backend(MessageBackendType type);
   /// Replaces a pattern's config; start() refuses a config no registered backend can serve.
   Result<void> update_pattern_config(MessagingPattern pattern, MessagingPatternConfig config);
-  /// Routes message types matching `type_glob` ("orders.*") to `backend`.
+  /// Routes message types matching `type_glob` ("orders.*") to `backend`; with
+  /// WireFormat::python_envelope, what this route sends is wrapped in the Python original's
+  /// envelope, for consumers that are Python services.
   Result<void> route(std::string type_glob, MessageBackendType backend,
-                     std::set<MessagingPattern> patterns = {});
+                     std::set<MessagingPattern> patterns = {},
+                     WireFormat format = WireFormat::cloudevents);
 
   MessagingPatternConfig pattern_config(MessagingPattern pattern) const;
   /// The backend a message of this type and pattern goes to (after start()).

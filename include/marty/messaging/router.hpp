@@ -20,6 +20,8 @@ struct Route {
   /// The patterns the rule covers. Empty: every pattern the backend supports (other patterns
   /// of matching types fall through to the next rule or the defaults).
   std::set<MessagingPattern> patterns;
+  /// How messages sent by this rule are written.
+  WireFormat format = WireFormat::cloudevents;
 };
 
 /// The registered backends, in registration order, with what each can do.
@@ -36,10 +38,13 @@ class Router {
   void add(Route route) { routes_.push_back(std::move(route)); }
   const std::vector<Route>& routes() const noexcept { return routes_; }
 
+  /// `format`, when given, gets the wire format of the rule that chose (cloudevents when no
+  /// rule did).
   Result<MessageBackendType> select(std::string_view message_type,
                                     const MessagingPatternConfig& config,
                                     const BackendTable& backends,
-                                    std::optional<MessageBackendType> default_backend) const;
+                                    std::optional<MessageBackendType> default_backend,
+                                    WireFormat* format = nullptr) const;
 
   /// Checks at start() that every route names a registered backend able to serve each pattern
   /// it lists (with the pattern's guarantee), and that every pattern in `required` has some

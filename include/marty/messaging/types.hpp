@@ -20,6 +20,15 @@ enum class MessagingPattern { pub_sub, point_to_point, request_response, streami
 /// "effectively once": at-least-once delivery plus an idempotent consumer.
 enum class DeliveryGuarantee { at_most_once, at_least_once, exactly_once };
 
+/// How the bus writes a message's payload on the wire.
+enum class WireFormat {
+  /// The payload as it is, its metadata in the broker's CloudEvents binding (the default).
+  cloudevents,
+  /// The payload wrapped in the Python original's `{"data", "metadata"}` envelope (the
+  /// CloudEvents attributes still travel beside it), for consumers that are Python services.
+  python_envelope,
+};
+
 inline constexpr std::array kAllBackendTypes{
     MessageBackendType::memory,   MessageBackendType::nats,  MessageBackendType::kafka,
     MessageBackendType::rabbitmq, MessageBackendType::redis, MessageBackendType::aws_sns,
@@ -31,11 +40,13 @@ inline constexpr std::array kAllPatterns{
 std::string_view to_string(MessageBackendType type) noexcept;
 std::string_view to_string(MessagingPattern pattern) noexcept;
 std::string_view to_string(DeliveryGuarantee guarantee) noexcept;
+std::string_view to_string(WireFormat format) noexcept;
 
 /// Parse the string forms above; an unknown name is `invalid_argument` listing the valid ones.
 Result<MessageBackendType> parse_backend_type(std::string_view name);
 Result<MessagingPattern> parse_pattern(std::string_view name);
 Result<DeliveryGuarantee> parse_delivery_guarantee(std::string_view name);
+Result<WireFormat> parse_wire_format(std::string_view name);
 
 /// True when `offered` satisfies `required` (exactly_once > at_least_once > at_most_once).
 constexpr bool satisfies(DeliveryGuarantee offered, DeliveryGuarantee required) noexcept {

@@ -423,6 +423,7 @@ void read_root(Node& root, BusConfig& config, detail::Problems& problems) {
   root.read("drain_timeout", config.options.drain_timeout);
   root.read("consumer_lag_interval", config.options.consumer_lag_interval);
   root.read("python_envelope_on_receipt", config.options.python_envelope_on_receipt);
+  root.read("connect_wait", config.options.connect_wait);
   if (Node breaker = root.child("backend_circuit_breaker");
       breaker.expect_map() && !breaker.is_null()) {
     breaker.read("failure_threshold", config.options.backend_circuit_breaker.failure_threshold);

@@ -1119,7 +1119,18 @@ asio::awaitable<Result<void>> UnifiedEventBus::start() {
   for (std::size_t i = 0; i < backends.size(); ++i) {
     const MessageBackendType type = backends[i].first;
     std::shared_ptr<Backend> backend = backends[i].second;
+    // A broker that is down or still starting may come within connect_wait: tried again with
+    // backoff while the failure says it may pass (retryable), never past the wait.
+    const auto give_up = SteadyClock::now() + impl->options.connect_wait;
+    milliseconds pause{100};
     auto result = co_await backend->connect();
+    while (!result && result.error().retryable() && SteadyClock::now() + pause < give_up) {
+      logger().info("start: backend {} is not there yet ({}); trying again in {} ms",
+                    to_string(type), result.error().describe(), pause.count());
+      co_await sleep_for(pause);
+      pause = std::min(pause * 2, milliseconds(2'000));
+      result = co_await backend->connect();
+    }
     if (!result) {
       outcome = std::move(result).error().with_context(
           "start: backend " + std::string(to_string(type)) + " failed to connect");

@@ -183,6 +183,29 @@ TEST(RedisConnect, AServerLoadingItsDataIsUnavailableNotAPrecondition) {
       << result.error().describe();
 }
 
+// A bus started while its broker is still coming up waits for it within connect_wait instead
+// of failing on the first refused connection (and without it, fails at once).
+TEST(RedisConnect, StartWaitsForABrokerComingUpWithinConnectWait) {
+  testing::PrivateRedis redis;
+  redis.stop(SIGKILL);
+  EventBusOptions options;
+  options.connect_wait = 15s;
+  BlockingEventBus bus(options);
+  ASSERT_TRUE(bus.bus().register_backend(MessageBackendType::redis,
+                                         redis::make_backend(config_for(redis.url()))));
+  std::thread later([&redis] {
+    std::this_thread::sleep_for(1500ms);
+    EXPECT_TRUE(redis.start()) << redis.log();
+  });
+  const auto began = SteadyClock::now();
+  auto started = bus.start();
+  later.join();
+  ASSERT_TRUE(started) << started.error().describe();
+  EXPECT_GE(SteadyClock::now() - began, 1s);
+  ASSERT_TRUE(bus.stream_events("came_up", {{{"n", 1}}}));
+  ASSERT_TRUE(bus.stop());
+}
+
 TEST(RedisAuth, AclUserWithPassword) {
   PrivateRedisOptions options;
   options.extra_args = {"--user", "default",   "off", "--user", "alice",

@@ -237,14 +237,16 @@ sagas:
   }
 }
 
-TEST(ConfigFile, RoutesMaySendThePythonEnvelopeAndReceiptMayLeaveItAlone) {
+TEST(ConfigFile, RoutesMaySendThePythonEnvelopeReceiptMayLeaveItAloneAndStartMayWait) {
   BusConfig c = parse_ok(R"(
 python_envelope_on_receipt: false
+connect_wait: 20s
 routes:
   - {match: "legacy.*", backend: memory, format: python_envelope}
   - {match: "*", backend: memory}
 )");
   EXPECT_FALSE(c.options.python_envelope_on_receipt);
+  EXPECT_EQ(c.options.connect_wait, std::chrono::seconds(20));
   ASSERT_EQ(c.routes.size(), 2u);
   EXPECT_EQ(c.routes[0].format, WireFormat::python_envelope);
   EXPECT_EQ(c.routes[1].format, WireFormat::cloudevents);

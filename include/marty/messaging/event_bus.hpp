@@ -64,6 +64,10 @@ struct EventBusOptions {
   /// (Backend::consumer_lag) into the `marty_consumer_lag_messages` gauge, on backends with
   /// capabilities().consumer_lag. Each sample is one small request to the broker. 0: never.
   std::chrono::milliseconds consumer_lag_interval{10'000};
+  /// How long start() keeps trying a backend whose connection fails for a reason that may pass
+  /// (a retryable error: the broker is down, restarting or still loading), with backoff from
+  /// 100 ms to 2 s, before it gives up. 0 (the default): the first failure fails start().
+  std::chrono::milliseconds connect_wait{0};
   /// Received messages whose payload is the Python original's `{"data", "metadata"}` envelope
   /// (a JSON object with exactly those members, naming a message_type or message_id) are
   /// unwrapped: the handler sees the envelope's data, id, type, correlation and causation ids,

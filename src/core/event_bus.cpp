@@ -247,7 +247,26 @@ struct detail::EventBusState {
       }
     }
     auto span = detail::start_producer_span(message, backend->name(), options_tracer());
+    // An at-least-once send refused for want of the broker (`unavailable`: the broker is down
+    // or restarting) rides through the outage: it is sent again, the same message with the
+    // same id, with backoff until its deadline, so that a broker or consumer de-duplicating by
+    // id keeps one copy. Not at most once, without a deadline, or with a send circuit (whose
+    // point is to fail at once instead).
+    std::optional<Message> again;
+    if (circuit == nullptr && publish_options.guarantee != DeliveryGuarantee::at_most_once &&
+        publish_options.deadline != SteadyClock::time_point::max()) {
+      again = message;
+    }
     auto published = co_await backend->publish(std::move(message), publish_options);
+    milliseconds pause{100};
+    while (again && !published && published.error().is(errc::unavailable) &&
+           SteadyClock::now() + pause < publish_options.deadline) {
+      logger().debug("send on {} refused ({}); again in {} ms", subject,
+                     published.error().describe(), pause.count());
+      co_await sleep_for(pause);
+      pause = std::min(pause * 2, milliseconds(2'000));
+      published = co_await backend->publish(*again, publish_options);
+    }
     detail::end_span(options_tracer(), span, published ? nullptr : &published.error());
     count_publish(*backend, subject, published.has_value());
     if (circuit != nullptr) record_send(*circuit, *backend, published);

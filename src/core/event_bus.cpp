@@ -250,8 +250,9 @@ struct detail::EventBusState {
     // An at-least-once send refused for want of the broker (`unavailable`: the broker is down
     // or restarting) rides through the outage: it is sent again, the same message with the
     // same id, with backoff until its deadline, so that a broker or consumer de-duplicating by
-    // id keeps one copy. Not at most once, without a deadline, or with a send circuit (whose
-    // point is to fail at once instead).
+    // id keeps one copy. So is one whose acknowledgement did not come in time (it may have been
+    // lost with the connection) on a broker that drops a repeated id itself (JetStream). Not
+    // at most once, without a deadline, or with a send circuit (whose point is to fail at once).
     std::optional<Message> again;
     if (circuit == nullptr && publish_options.guarantee != DeliveryGuarantee::at_most_once &&
         publish_options.deadline != SteadyClock::time_point::max()) {
@@ -259,7 +260,11 @@ struct detail::EventBusState {
     }
     auto published = co_await backend->publish(std::move(message), publish_options);
     milliseconds pause{100};
-    while (again && !published && published.error().is(errc::unavailable) &&
+    const bool deduplicates = backend->capabilities().deduplicates_by_id;
+    auto worth_again = [deduplicates](const Error& error) {
+      return error.is(errc::unavailable) || (deduplicates && error.is(errc::deadline_exceeded));
+    };
+    while (again && !published && worth_again(published.error()) &&
            SteadyClock::now() + pause < publish_options.deadline) {
       logger().debug("send on {} refused ({}); again in {} ms", subject,
                      published.error().describe(), pause.count());

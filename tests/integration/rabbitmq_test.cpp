@@ -294,5 +294,59 @@ TEST(RabbitMqRestart, NothingConfirmedIsLostAndTheBusRecovers) {
       << "after the second restart " << seen.distinct() << " of 30 were handled";
 }
 
+// A broker SIGKILLed and restarted under a running sender: every send rides through (a send
+// in flight when the connection dropped, or made while it was down, failed with `unavailable`
+// at once), and every one confirmed reaches the service.
+TEST(RabbitMqRestart, SendersRideThroughABrokerRestart) {
+  testing::PrivateRabbitMq broker;
+  ASSERT_TRUE(broker.running());
+  auto config = config_for(broker.url());
+  config.outage_wait = 2s;
+  const std::string service = "ride_" + unique("svc");
+  Seen seen;
+  auto sender = rabbit_bus(config, "orders");
+  {
+    auto first = rabbit_bus(config, service);  // the service's durable queue, from now on
+    ASSERT_TRUE(first->handle_commands({"pack"}, seen.handler(), service));
+    ASSERT_TRUE(first->stop());
+  }
+  std::atomic<bool> stop{false};
+  std::mutex mutex;
+  std::set<int> confirmed;
+  std::vector<std::string> failures;
+  std::thread sending([&] {
+    for (int n = 0; !stop; ++n) {
+      auto sent = sender->send_command("pack", {{"n", n}}, service);
+      std::lock_guard lock(mutex);
+      if (sent) {
+        confirmed.insert(n);
+      } else {
+        failures.push_back(sent.error().describe());
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+  });
+  std::this_thread::sleep_for(500ms);
+  ASSERT_TRUE(broker.restart(SIGKILL));
+  std::this_thread::sleep_for(1s);
+  stop = true;
+  sending.join();
+  auto consumer = rabbit_bus(config, service);
+  ASSERT_TRUE(consumer->handle_commands({"pack"}, seen.handler(), service));
+  std::lock_guard lock(mutex);
+  // The outage (a restart, some seconds) is far shorter than a send's deadline (60 s).
+  EXPECT_TRUE(failures.empty()) << failures.size() << " failed, first: " << failures.front();
+  ASSERT_GT(confirmed.size(), 20u);
+  EXPECT_TRUE(eventually(
+      [&] {
+        for (int n : confirmed) {
+          if (!seen.numbers().contains(n)) return false;
+        }
+        return true;
+      },
+      30s))
+      << seen.distinct() << " of the " << confirmed.size() << " confirmed were handled";
+}
+
 }  // namespace
 }  // namespace marty::messaging

@@ -688,6 +688,13 @@ Result<Message> decode_structured(std::string_view text) {
   return Message(std::move(*metadata), std::move(payload));
 }
 
+const std::string* find_header(const Headers& headers, std::string_view name) {
+  for (const auto& [key, value] : headers) {
+    if (iequals(key, name)) return &value;
+  }
+  return nullptr;
+}
+
 Message foreign_message(std::string_view subject, std::shared_ptr<const Payload> body,
                         const Headers& headers) {
   MessageMetadata metadata;
@@ -698,10 +705,7 @@ Message foreign_message(std::string_view subject, std::shared_ptr<const Payload>
   for (const auto& [name, value] : headers) {
     // The content type is the message's own, not a header beside it (which would travel twice
     // when the message is sent again, and differ when a handler changes the content type).
-    if (name.size() == 12 &&
-        std::equal(name.begin(), name.end(), "content-type", [](char a, char b) {
-          return std::tolower(static_cast<unsigned char>(a)) == b;
-        })) {
+    if (iequals(name, "content-type")) {
       metadata.content_type = value;
       continue;
     }

@@ -480,34 +480,28 @@ asio::awaitable<std::unique_ptr<Delivery>> hold_or_dead_letter(WorkerPtr worker,
                                                                std::unique_ptr<Delivery> received,
                                                                bool unwrap_envelopes) {
   // The Python original's envelope is unwrapped here, once for every backend; a malformed one
-  // is a poison message like any undecodable one.
+  // is a poison message like any the backend could not decode.
   std::optional<Message> unwrapped;
-  std::optional<Error> malformed;
-  if (unwrap_envelopes && received->decode_error() == nullptr) {
+  std::optional<Error> why;
+  if (const Error* undecodable = received->decode_error()) {
+    why = *undecodable;
+  } else if (unwrap_envelopes) {
     if (auto envelope = codec::unwrap_envelope(received->message())) {
       if (*envelope) {
         unwrapped = std::move(**envelope);
       } else {
-        malformed = std::move(*envelope).error();
+        why = std::move(*envelope).error();
       }
     }
   }
   std::unique_ptr<Delivery> delivery =
       worker->held->hold(std::move(received), std::move(unwrapped));
-  if (malformed) {
-    worker->count_delivery(*delivery);
-    co_await settle_failure(worker, *delivery,
-                            Error(errc::data_loss, "undecodable message: " + malformed->describe()),
-                            true);
-    co_return nullptr;
-  }
-  if (delivery->decode_error() == nullptr) co_return delivery;
+  if (!why) co_return delivery;
   worker->count_delivery(*delivery);
   // The same reason text as a handler's failure would give; data_loss: never retried.
-  const Error& why = *delivery->decode_error();
-  Error poison = why.is(errc::data_loss) || why.is(errc::invalid_argument)
-                     ? why
-                     : Error(errc::data_loss, "undecodable message: " + why.describe());
+  Error poison = why->is(errc::data_loss) || why->is(errc::invalid_argument)
+                     ? *why
+                     : Error(errc::data_loss, "undecodable message: " + why->describe());
   co_await settle_failure(worker, *delivery, std::move(poison), true);
   co_return nullptr;
 }

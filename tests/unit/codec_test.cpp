@@ -57,7 +57,7 @@ void expect_same_metadata(const MessageMetadata& actual, const MessageMetadata& 
   EXPECT_EQ(actual.headers, expected.headers);
 }
 
-std::optional<std::string> find_header(const Headers& headers, std::string_view name) {
+std::optional<std::string> header_value(const Headers& headers, std::string_view name) {
   for (const auto& [key, value] : headers) {
     if (key == name) return value;
   }
@@ -118,31 +118,31 @@ TEST(CodecBinaryTest, RoundTripsEveryField) {
 TEST(CodecBinaryTest, WritesAttributesAsPrefixedHeaders) {
   const Message message = Message::from_json({{"order_id", 42}}, full_metadata());
   const Headers headers = encode_binary(message).headers;
-  EXPECT_EQ(find_header(headers, "ce-specversion"), "1.0");
-  EXPECT_EQ(find_header(headers, "ce-id"), "0191f3c4-8d2a-7b3e-9c4d-5e6f7a8b9c0d");
-  EXPECT_EQ(find_header(headers, "ce-source"), "urn:service:orders");
-  EXPECT_EQ(find_header(headers, "ce-type"), "order_placed");
-  EXPECT_EQ(find_header(headers, "ce-time"), "2026-11-26T21:23:31.123456Z");
-  EXPECT_EQ(find_header(headers, "content-type"), "application/json");
-  EXPECT_EQ(find_header(headers, "ce-datacontenttype"), std::nullopt);
-  EXPECT_EQ(find_header(headers, "ce-correlationid"), "corr-1");
-  EXPECT_EQ(find_header(headers, "ce-causationid"), "cause-1");
-  EXPECT_EQ(find_header(headers, "ce-replyto"), "replies.client-7");
-  EXPECT_EQ(find_header(headers, "ce-ttl"), "30000");
-  EXPECT_EQ(find_header(headers, "ce-priority"), "7");
-  EXPECT_EQ(find_header(headers, "ce-partitionkey"), "customer-42");
+  EXPECT_EQ(header_value(headers, "ce-specversion"), "1.0");
+  EXPECT_EQ(header_value(headers, "ce-id"), "0191f3c4-8d2a-7b3e-9c4d-5e6f7a8b9c0d");
+  EXPECT_EQ(header_value(headers, "ce-source"), "urn:service:orders");
+  EXPECT_EQ(header_value(headers, "ce-type"), "order_placed");
+  EXPECT_EQ(header_value(headers, "ce-time"), "2026-11-26T21:23:31.123456Z");
+  EXPECT_EQ(header_value(headers, "content-type"), "application/json");
+  EXPECT_EQ(header_value(headers, "ce-datacontenttype"), std::nullopt);
+  EXPECT_EQ(header_value(headers, "ce-correlationid"), "corr-1");
+  EXPECT_EQ(header_value(headers, "ce-causationid"), "cause-1");
+  EXPECT_EQ(header_value(headers, "ce-replyto"), "replies.client-7");
+  EXPECT_EQ(header_value(headers, "ce-ttl"), "30000");
+  EXPECT_EQ(header_value(headers, "ce-priority"), "7");
+  EXPECT_EQ(header_value(headers, "ce-partitionkey"), "customer-42");
   // Valid attribute names travel as their own extensions (the distributed-tracing extension).
-  EXPECT_EQ(find_header(headers, "ce-traceparent"),
+  EXPECT_EQ(header_value(headers, "ce-traceparent"),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
-  EXPECT_EQ(find_header(headers, "ce-tracestate"), "vendor=value");
-  EXPECT_EQ(find_header(headers, "ce-empty"), "");
+  EXPECT_EQ(header_value(headers, "ce-tracestate"), "vendor=value");
+  EXPECT_EQ(header_value(headers, "ce-empty"), "");
   // The rest is packed, so names that are not attribute names or shadow mapped ones survive.
-  const auto packed = find_header(headers, "ce-martyheaders");
+  const auto packed = header_value(headers, "ce-martyheaders");
   ASSERT_TRUE(packed.has_value());
   EXPECT_EQ(Json::parse(*packed), (Json{{"X-Custom", "custom value"},
                                         {"Tenant_ID", "acme"},
                                         {"ttl", "a header that shadows a mapped name"}}));
-  EXPECT_EQ(find_header(headers, "ce-X-Custom"), std::nullopt);
+  EXPECT_EQ(header_value(headers, "ce-X-Custom"), std::nullopt);
 }
 
 TEST(CodecBinaryTest, OmitsUnsetOptionalAttributes) {
@@ -150,10 +150,10 @@ TEST(CodecBinaryTest, OmitsUnsetOptionalAttributes) {
   metadata.message_id = "id-1";
   metadata.message_type = "ping";
   const Headers headers = encode_binary(Message::from_bytes("x", metadata)).headers;
-  EXPECT_EQ(find_header(headers, "ce-source"), "urn:marty-messaging");
+  EXPECT_EQ(header_value(headers, "ce-source"), "urn:marty-messaging");
   for (const char* absent : {"ce-time", "ce-correlationid", "ce-causationid", "ce-replyto",
                              "ce-ttl", "ce-priority", "ce-partitionkey", "ce-martyheaders"}) {
-    EXPECT_EQ(find_header(headers, absent), std::nullopt) << absent;
+    EXPECT_EQ(header_value(headers, absent), std::nullopt) << absent;
   }
   EXPECT_EQ(headers.size(), 5u);  // specversion, id, source, type, content-type
 }
@@ -162,7 +162,7 @@ TEST(CodecBinaryTest, GeneratesAnIdWhenEmpty) {
   MessageMetadata metadata;
   metadata.message_type = "ping";
   const BinaryMessage wire = encode_binary(Message::from_bytes("x", metadata));
-  const auto id = find_header(wire.headers, "ce-id");
+  const auto id = header_value(wire.headers, "ce-id");
   ASSERT_TRUE(id.has_value());
   EXPECT_EQ(id->size(), 36u);
   EXPECT_TRUE(decode_binary(wire.headers, wire.body).has_value());
@@ -181,8 +181,8 @@ TEST(CodecBinaryTest, UsesTheBindingsHeaderNames) {
   const BinaryModeOptions kafka{.attribute_prefix = "ce_", .content_type_header = "content-type"};
   const Message message = Message::from_json({{"k", "v"}}, full_metadata());
   const BinaryMessage wire = encode_binary(message, kafka);
-  EXPECT_EQ(find_header(wire.headers, "ce_id"), "0191f3c4-8d2a-7b3e-9c4d-5e6f7a8b9c0d");
-  EXPECT_EQ(find_header(wire.headers, "ce-id"), std::nullopt);
+  EXPECT_EQ(header_value(wire.headers, "ce_id"), "0191f3c4-8d2a-7b3e-9c4d-5e6f7a8b9c0d");
+  EXPECT_EQ(header_value(wire.headers, "ce-id"), std::nullopt);
   auto decoded = decode_binary(wire.headers, wire.body, kafka);
   ASSERT_TRUE(decoded.has_value()) << decoded.error().describe();
   expect_same_metadata(decoded->metadata(), message.metadata());

@@ -16,6 +16,9 @@ namespace marty::messaging::codec {
 
 /// Transport headers in order (NATS and Kafka allow repeats; we write each name once).
 using Headers = std::vector<std::pair<std::string, std::string>>;
+/// The value of the first header named `name`, compared without regard to ASCII case (as
+/// binary mode matches them), or null.
+const std::string* find_header(const Headers& headers, std::string_view name);
 
 /// CloudEvents 1.0 binary content mode: attributes travel as transport headers, the payload is
 /// the body unchanged. Each protocol binding names headers its own way, hence the options.

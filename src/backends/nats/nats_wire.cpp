@@ -68,19 +68,6 @@ codec::Headers headers_of(natsMsg* msg) {
   return headers;
 }
 
-const std::string* find_header(const codec::Headers& headers, std::string_view name) {
-  for (const auto& [key, value] : headers) {
-    if (key.size() != name.size()) continue;
-    bool same = true;
-    for (std::size_t i = 0; i < key.size() && same; ++i) {
-      same = std::tolower(static_cast<unsigned char>(key[i])) ==
-             std::tolower(static_cast<unsigned char>(name[i]));
-    }
-    if (same) return &value;
-  }
-  return nullptr;
-}
-
 errc code_for_jetstream(int code) {
   switch (code) {
     case JSStreamNotFoundErr:
@@ -144,7 +131,7 @@ Result<Message> from_nats(natsMsg* msg, bool jetstream) {
       data != nullptr ? data : "", static_cast<std::size_t>(natsMsg_GetDataLength(msg))));
   const codec::Headers headers = headers_of(msg);
   Result<Message> decoded = Error(errc::internal, "unset");
-  if (find_header(headers, "ce-specversion") != nullptr) {
+  if (codec::find_header(headers, "ce-specversion") != nullptr) {
     decoded = codec::decode_binary(headers, std::move(body));
     if (!decoded) {
       return decoded.error().with_context("message on '" + subject + "' from NATS");
@@ -152,7 +139,8 @@ Result<Message> from_nats(natsMsg* msg, bool jetstream) {
   } else {
     // A plain NATS publisher: keep its headers, type the message by its subject.
     decoded = codec::foreign_message(subject, std::move(body), headers);
-    if (const auto* id = find_header(headers, "Nats-Msg-Id"); id != nullptr && !id->empty()) {
+    if (const auto* id = codec::find_header(headers, "Nats-Msg-Id");
+        id != nullptr && !id->empty()) {
       decoded->mutable_metadata().message_id = *id;
     }
   }

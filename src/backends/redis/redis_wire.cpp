@@ -1,7 +1,5 @@
 #include "redis_wire.hpp"
 
-#include <algorithm>
-#include <cctype>
 #include <charconv>
 
 #include "marty/messaging/codec.hpp"
@@ -43,13 +41,7 @@ Result<Message> decode_entry(const std::vector<std::string>& fields, const std::
     }
   }
   if (data == nullptr) return Error(errc::invalid_argument, "entry has no 'data' field");
-  // Field names are matched without regard to case, as the binary-mode decoder matches them.
-  const bool cloud_event = std::any_of(headers.begin(), headers.end(), [](const auto& header) {
-    constexpr std::string_view kSpecVersion = "ce-specversion";
-    return std::equal(
-        header.first.begin(), header.first.end(), kSpecVersion.begin(), kSpecVersion.end(),
-        [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == b; });
-  });
+  const bool cloud_event = codec::find_header(headers, "ce-specversion") != nullptr;
   if (!cloud_event) {
     // A plain entry (another program's, a Python service's envelope): taken as it is, its
     // other fields as headers, typed by its Stream, as plain messages are on every backend.

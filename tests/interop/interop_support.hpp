@@ -85,6 +85,32 @@ struct InteropTarget {
   }
 };
 
+/// What a foreign subscriber of `subject` (the peer's `listen`) received of what `publish` sent.
+/// It listens before the publish, or after it where it reads from the start (Kafka: joining a
+/// group takes seconds, and the publish must not race it). nullopt, with a test failure, when
+/// nothing came.
+inline std::optional<nlohmann::json> peer_receives(const InteropTarget& target,
+                                                   const std::string& subject,
+                                                   const std::function<void()>& publish) {
+  std::unique_ptr<NodePeer> peer;
+  auto listen = [&] {
+    peer = std::make_unique<NodePeer>(
+        target.script, std::vector<std::string>{"listen", target.address, subject, "1"});
+  };
+  if (!target.listener_reads_from_start) {
+    listen();
+    if (!peer->wait_for("ready", target.patience)) {
+      ADD_FAILURE() << peer->transcript();
+      return std::nullopt;
+    }
+  }
+  publish();
+  if (target.listener_reads_from_start) listen();
+  auto got = peer->wait_for("received", target.patience);
+  if (!got) ADD_FAILURE() << peer->transcript();
+  return got;
+}
+
 /// A foreign subscriber reads our event: id, type, correlation id and data, validated as a
 /// CloudEvent by the CloudEvents SDK.
 inline nlohmann::json check_they_read_our_events(const InteropTarget& target) {
@@ -93,19 +119,9 @@ inline nlohmann::json check_they_read_our_events(const InteropTarget& target) {
   MessageMetadata sent;
   sent.message_id = make_uuid_v7();
   sent.correlation_id = "order-7";
-  std::unique_ptr<NodePeer> peer;
-  auto listen = [&] {
-    peer = std::make_unique<NodePeer>(
-        target.script, std::vector<std::string>{"listen", target.address, "events." + type, "1"});
-  };
-  if (!target.listener_reads_from_start) {
-    listen();
-    EXPECT_TRUE(peer->wait_for("ready", target.patience)) << peer->transcript();
-  }
-  EXPECT_TRUE(bus->publish_event(type, {{"parcel", 7}}, sent));
-  if (target.listener_reads_from_start) listen();
-  auto got = peer->wait_for("received", target.patience);
-  EXPECT_TRUE(got) << peer->transcript();
+  auto got = peer_receives(target, "events." + type, [&] {
+    EXPECT_TRUE(bus->publish_event(type, {{"parcel", 7}}, sent));
+  });
   if (!got) return {};
   const auto& event = (*got)["cloudevent"];
   EXPECT_EQ(event["id"], sent.message_id);
@@ -215,24 +231,15 @@ inline void check_they_read_our_python_envelopes(const InteropTarget& target) {
   auto bus = target.make_bus(WireFormat::python_envelope);
   const std::string subject =
       target.commands_only ? "commands." + service + "." + type : "events." + type;
-  std::unique_ptr<NodePeer> peer;
-  auto listen = [&] {
-    peer = std::make_unique<NodePeer>(
-        target.script, std::vector<std::string>{"listen", target.address, subject, "1"});
-  };
-  if (!target.listener_reads_from_start) {
-    listen();
-    ASSERT_TRUE(peer->wait_for("ready", target.patience)) << peer->transcript();
-  }
   MessageMetadata sent;
   sent.message_id = make_uuid_v7();
   sent.correlation_id = "order-9";
-  auto published = target.commands_only ? bus->send_command(type, {{"parcel", 9}}, service, sent)
-                                        : bus->publish_event(type, {{"parcel", 9}}, sent);
-  ASSERT_TRUE(published) << published.error().describe();
-  if (target.listener_reads_from_start) listen();
-  auto got = peer->wait_for("received", target.patience);
-  ASSERT_TRUE(got) << peer->transcript();
+  auto got = peer_receives(target, subject, [&] {
+    auto published = target.commands_only ? bus->send_command(type, {{"parcel", 9}}, service, sent)
+                                          : bus->publish_event(type, {{"parcel", 9}}, sent);
+    EXPECT_TRUE(published) << published.error().describe();
+  });
+  ASSERT_TRUE(got);
   const nlohmann::json envelope = (*got)["cloudevent"].value("data", nlohmann::json());
   ASSERT_TRUE(envelope.is_object() && envelope.contains("metadata")) << got->dump();
   EXPECT_EQ(envelope["data"], (Json{{"parcel", 9}})) << envelope.dump();

@@ -1,5 +1,8 @@
 #pragma once
-// What every benchmark program needs: failing loudly, timing, percentiles and medians.
+// What every benchmark program needs: failing loudly, timing, CPU time, percentiles, medians and
+// the RESULT lines that scripts/bench-report.sh collects.
+#include <time.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -42,8 +45,54 @@ inline Latency percentiles(std::vector<double> micros) {
   return {at(0.50), at(0.99), at(0.999)};
 }
 
+/// CPU seconds this process has used so far, on every thread (client library threads included):
+/// the difference over a run, divided by its messages, is the client CPU per message.
+inline double process_cpu_seconds() {
+  timespec now{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) * 1e-9;
+}
+
+/// A run's rate and its CPU cost: messages per second and CPU microseconds per message.
+struct Rate {
+  double per_second = 0;
+  double cpu_us = 0;
+};
+
+/// Times `count` messages from the moment it is made until stop(): wall clock and process CPU.
+class RateMeter {
+ public:
+  explicit RateMeter(std::size_t count)
+      : count_(count), wall_(Steady::now()), cpu_(process_cpu_seconds()) {}
+  /// `end`: when the last message arrived (a consumer's time stamp), or now.
+  Rate stop(Steady::time_point end = Steady::now()) const {
+    const double cpu = process_cpu_seconds() - cpu_;
+    const double wall = std::chrono::duration<double>(end - wall_).count();
+    return {static_cast<double>(count_) / wall, cpu * 1e6 / static_cast<double>(count_)};
+  }
+
+ private:
+  std::size_t count_;
+  Steady::time_point wall_;
+  double cpu_;
+};
+
+/// The headline line of a measure, collected into docs/benchmarks.md: the bus's value, the
+/// baseline's, and their ratio (for rates, above 1 is the bus faster; for times, below 1).
+inline void print_result(const char* id, double bus, double baseline) {
+  std::printf("RESULT %s bus=%.6g baseline=%.6g ratio=%.3f\n", id, bus, baseline,
+              baseline != 0 ? bus / baseline : 0.0);
+}
+
 inline double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+/// The median rate (by messages per second) with its own CPU figure.
+inline Rate median_rate(std::vector<Rate> values) {
+  std::sort(values.begin(), values.end(),
+            [](const Rate& a, const Rate& b) { return a.per_second < b.per_second; });
   return values[values.size() / 2];
 }
 

@@ -1,6 +1,9 @@
 // The embedded backend against in-process baselines, 128-byte messages, same run:
 //   throughput: publish -> handler through the bus, two threads (publisher, consumer), vs a
-//               ZeroMQ inproc PUSH/PULL pair and a moodycamel BlockingConcurrentQueue hand-off;
+//               ZeroMQ inproc PUSH/PULL pair carrying the same metadata (a header frame with a
+//               new time-ordered id, the time, type, source, subject and content type, made per
+//               message and read by the receiver, then the payload frame), the same pair moving
+//               the bare 128-byte blob, and a moodycamel BlockingConcurrentQueue hand-off;
 //   latency:    query round trips through the bus vs ZeroMQ inproc REQ/REP and a pair of
 //               BlockingConcurrentQueues, p50/p99/p99.9.
 // usage: marty_bench_memory [--messages N] [--queries N] [--runs N] [--only-bus]
@@ -12,6 +15,7 @@
 #include <cstring>
 #include <future>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -35,7 +39,7 @@ struct Options {
 
 // ---- throughput ----
 
-double bus_throughput(std::size_t count) {
+Rate bus_throughput(std::size_t count) {
   mm::MemoryBackendConfig config;
   auto broker = mm::make_memory_broker(config);
   mm::BlockingEventBus consumer, producer;
@@ -64,11 +68,10 @@ double bus_throughput(std::size_t count) {
     }
     co_return mm::ok();
   };
-  const auto start = Steady::now();
+  const RateMeter meter(count);
   auto published = producer.run(publish_all());
   check(published.has_value(), "publish");
-  const auto end = done.get_future().get();
-  return static_cast<double>(count) / std::chrono::duration<double>(end - start).count();
+  return meter.stop(done.get_future().get());
 }
 
 // Two connected inproc sockets in their own context, closed on destruction.
@@ -97,7 +100,7 @@ class ZmqPair {
   void* connected_;
 };
 
-double zmq_throughput(std::size_t count) {
+Rate zmq_throughput(std::size_t count) {
   ZmqPair sockets(ZMQ_PULL, ZMQ_PUSH, "inproc://bench");
   void* pull = sockets.bound();
   void* push = sockets.connected();
@@ -109,20 +112,118 @@ double zmq_throughput(std::size_t count) {
     done.set_value(Steady::now());
   });
   const std::string payload(kPayloadBytes, 'x');
-  const auto start = Steady::now();
+  const RateMeter meter(count);
   for (std::size_t i = 0; i < count; ++i) {
     check(zmq_send(push, payload.data(), payload.size(), 0) >= 0, "send");
   }
-  const auto end = done.get_future().get();
+  const auto rate = meter.stop(done.get_future().get());
   consumer.join();
-  return static_cast<double>(count) / std::chrono::duration<double>(end - start).count();
+  return rate;
+}
+
+// The metadata the bus gives every message, as the ZeroMQ baseline carries it: a header frame
+// written per message (a new UUIDv7 as 16 bytes, the time in nanoseconds, then type, source,
+// subject and content type, each length-prefixed), which the receiver reads back into views.
+class MetadataFrame {
+ public:
+  static constexpr std::string_view kType = "bench.tick";
+  static constexpr std::string_view kSource = "bench";
+  static constexpr std::string_view kSubject = "events.bench.tick";
+  static constexpr std::string_view kContentType = "application/octet-stream";
+
+  // Writes a new message's header into `out`; returns its size.
+  std::size_t write(char* out) {
+    const auto now = std::chrono::system_clock::now().time_since_epoch();
+    const auto nanos = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(now).count());
+    const std::uint64_t millis = nanos / 1'000'000;
+    // UUIDv7: 48 bits of milliseconds, version 7, 74 random bits with the variant.
+    const std::uint64_t high = (millis << 16) | 0x7000 | (next_random() & 0x0fff);
+    const std::uint64_t low = (next_random() & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
+    char* at = out;
+    std::memcpy(at, &high, 8);
+    std::memcpy(at + 8, &low, 8);
+    std::memcpy(at + 16, &nanos, 8);
+    at += 24;
+    for (std::string_view field : {kType, kSource, kSubject, kContentType}) {
+      *at++ = static_cast<char>(field.size());
+      std::memcpy(at, field.data(), field.size());
+      at += field.size();
+    }
+    return static_cast<std::size_t>(at - out);
+  }
+
+  struct Read {
+    std::uint64_t id_high = 0, id_low = 0, nanos = 0;
+    std::string_view type, source, subject, content_type;
+  };
+  static Read read(const char* in, std::size_t size) {
+    Read read;
+    check(size >= 24, "metadata frame");
+    std::memcpy(&read.id_high, in, 8);
+    std::memcpy(&read.id_low, in + 8, 8);
+    std::memcpy(&read.nanos, in + 16, 8);
+    const char* at = in + 24;
+    for (std::string_view* field : {&read.type, &read.source, &read.subject, &read.content_type}) {
+      const auto length = static_cast<unsigned char>(*at++);
+      *field = std::string_view(at, length);
+      at += length;
+    }
+    check(at <= in + size, "metadata frame size");
+    return read;
+  }
+
+  static constexpr std::size_t kMaxSize = 24 + 4 + 64 * 4;
+
+ private:
+  std::uint64_t next_random() {  // xorshift64*: what a fast id generator uses per message
+    state_ ^= state_ >> 12;
+    state_ ^= state_ << 25;
+    state_ ^= state_ >> 27;
+    return state_ * 0x2545F4914F6CDD1DULL;
+  }
+  std::uint64_t state_ = 0x9E3779B97F4A7C15ULL ^ static_cast<std::uint64_t>(
+                                                     Steady::now().time_since_epoch().count());
+};
+
+Rate zmq_throughput_with_metadata(std::size_t count) {
+  ZmqPair sockets(ZMQ_PULL, ZMQ_PUSH, "inproc://bench-metadata");
+  void* pull = sockets.bound();
+  void* push = sockets.connected();
+  std::promise<Steady::time_point> done;
+  std::thread consumer([&] {
+    char header[MetadataFrame::kMaxSize];
+    char payload[kPayloadBytes];
+    std::uint64_t seen = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      const int size = zmq_recv(pull, header, sizeof header, 0);
+      check(size >= 0, "recv header");
+      const auto read = MetadataFrame::read(header, static_cast<std::size_t>(size));
+      seen += read.type.size();
+      check(zmq_recv(pull, payload, sizeof payload, 0) >= 0, "recv payload");
+    }
+    check(seen == count * MetadataFrame::kType.size(), "metadata read");
+    done.set_value(Steady::now());
+  });
+  const std::string payload(kPayloadBytes, 'x');
+  MetadataFrame frame;
+  char header[MetadataFrame::kMaxSize];
+  const RateMeter meter(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::size_t size = frame.write(header);
+    check(zmq_send(push, header, size, ZMQ_SNDMORE) >= 0, "send header");
+    check(zmq_send(push, payload.data(), payload.size(), 0) >= 0, "send payload");
+  }
+  const auto rate = meter.stop(done.get_future().get());
+  consumer.join();
+  return rate;
 }
 
 struct Block {
   char bytes[kPayloadBytes];
 };
 
-double queue_throughput(std::size_t count) {
+Rate queue_throughput(std::size_t count) {
   moodycamel::BlockingConcurrentQueue<Block> queue;
   std::promise<Steady::time_point> done;
   std::thread consumer([&] {
@@ -132,11 +233,11 @@ double queue_throughput(std::size_t count) {
   });
   Block block;
   std::memset(block.bytes, 'x', sizeof block.bytes);
-  const auto start = Steady::now();
+  const RateMeter meter(count);
   for (std::size_t i = 0; i < count; ++i) queue.enqueue(block);
-  const auto end = done.get_future().get();
+  const auto rate = meter.stop(done.get_future().get());
   consumer.join();
-  return static_cast<double>(count) / std::chrono::duration<double>(end - start).count();
+  return rate;
 }
 
 // ---- round trips ----
@@ -280,27 +381,39 @@ int main(int argc, char** argv) {
       kPayloadBytes, options.messages, options.queries, options.runs,
       std::thread::hardware_concurrency());
 
-  // The three throughput runs alternate, so that a slow spell of this (virtual) machine does not
-  // fall on one of them only.
-  std::vector<double> buses, zmqs, queues;
+  // The throughput runs alternate, so that a slow spell of this (virtual) machine does not fall
+  // on one of them only.
+  std::vector<Rate> buses, zmqs_metadata, zmqs, queues;
   for (int run = 0; run < options.runs; ++run) {
     buses.push_back(bus_throughput(options.messages));
     if (options.only_bus) continue;
+    zmqs_metadata.push_back(zmq_throughput_with_metadata(options.messages));
     zmqs.push_back(zmq_throughput(options.messages));
     queues.push_back(queue_throughput(options.messages));
   }
-  const double bus = median(buses);
+  const Rate bus = median_rate(buses);
   if (options.only_bus) {
-    std::printf("bus (memory backend): %.0f msg/s\n", bus);
+    std::printf("bus (memory backend): %.0f msg/s\n", bus.per_second);
     return 0;
   }
-  const double zmq = median(zmqs);
-  const double queue = median(queues);
-  std::printf("| publish -> handler, 2 threads      | msg/s      | bus / baseline |\n");
-  std::printf("|------------------------------------|-----------:|---------------:|\n");
-  std::printf("| bus (memory backend)               | %10.0f |                |\n", bus);
-  std::printf("| ZeroMQ inproc PUSH/PULL            | %10.0f | %14.2f |\n", zmq, bus / zmq);
-  std::printf("| moodycamel BlockingConcurrentQueue | %10.0f | %14.2f |\n\n", queue, bus / queue);
+  const Rate zmq_metadata = median_rate(zmqs_metadata);
+  const Rate zmq = median_rate(zmqs);
+  const Rate queue = median_rate(queues);
+  std::printf("| publish -> handler, 2 threads         | msg/s      | CPU us/msg | bus / baseline |\n");
+  std::printf("|---------------------------------------|-----------:|-----------:|---------------:|\n");
+  auto rate_row = [&](const char* name, const Rate& rate, bool baseline) {
+    std::printf("| %-37s | %10.0f | %10.2f | ", name, rate.per_second, rate.cpu_us);
+    if (baseline) {
+      std::printf("%14.2f |\n", bus.per_second / rate.per_second);
+    } else {
+      std::printf("               |\n");
+    }
+  };
+  rate_row("bus, publish_event (memory backend)", bus, false);
+  rate_row("ZeroMQ inproc, same metadata frame", zmq_metadata, true);
+  rate_row("ZeroMQ inproc, bare 128 B", zmq, true);
+  rate_row("moodycamel BlockingConcurrentQueue", queue, true);
+  std::printf("\n");
 
   const Latency same =
       median_latency(options.runs, [&] { return bus_round_trips(options.queries, true); });
@@ -319,7 +432,9 @@ int main(int argc, char** argv) {
   row("bus, services on two threads", cross);
   row("ZeroMQ inproc REQ/REP, 2 threads", zrt);
   row("moodycamel queue pair, 2 threads", qrt);
-  std::printf("\nratios: throughput bus/zmq %.2f, bus/queue %.2f; p99 bus(2 threads)/zmq %.2f\n",
-              bus / zmq, bus / queue, cross.p99 / zrt.p99);
+  std::printf("\n");
+  print_result("memory.throughput.vs_zmq_same_metadata", bus.per_second, zmq_metadata.per_second);
+  print_result("memory.throughput.vs_zmq_bare", bus.per_second, zmq.per_second);
+  print_result("memory.query_p99_us", cross.p99, zrt.p99);
   return 0;
 }

@@ -178,5 +178,8 @@ int main(int argc, char** argv) {
               resume_s);
   std::printf("| recover %zu sagas: all completed, s    | %10.2f |   <= 10  |\n", options.recover,
               done_s);
+  // The baseline is the figure issue 4 asked for (5,000 sagas/s); the target is 3x it.
+  std::printf("\n");
+  print_result("saga.memory.per_second", median(memory_rates), 5'000);
   return 0;
 }

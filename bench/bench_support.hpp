@@ -96,6 +96,23 @@ inline Rate median_rate(std::vector<Rate> values) {
   return values[values.size() / 2];
 }
 
+/// A throughput measure of the raw client and the bus, a Rate per run of each.
+struct RateRow {
+  const char* name;
+  std::vector<Rate> raw, bus;
+};
+
+/// Prints each row as a markdown table line: median msg/s and CPU us/msg of each side, and the
+/// ratio; `name_width` is the first column's width.
+inline void print_rate_rows(const std::vector<RateRow*>& rows, int name_width) {
+  for (const RateRow* row : rows) {
+    const Rate raw = median_rate(row->raw), bus = median_rate(row->bus);
+    std::printf("| %-*s | %11.0f | %7.2f | %9.0f | %7.2f | %7.2f |\n", name_width, row->name,
+                raw.per_second, raw.cpu_us, bus.per_second, bus.cpu_us,
+                bus.per_second / raw.per_second);
+  }
+}
+
 /// The run whose `by` is the median.
 template <class By>
 Latency median_latency(std::vector<Latency> values, By by) {

@@ -6,7 +6,7 @@
 //               the bare 128-byte blob, and a moodycamel BlockingConcurrentQueue hand-off;
 //   latency:    query round trips through the bus vs ZeroMQ inproc REQ/REP and a pair of
 //               BlockingConcurrentQueues, p50/p99/p99.9.
-// usage: marty_bench_memory [--messages N] [--queries N] [--runs N] [--only-bus]
+// usage: marty_bench_memory [--messages N] [--queries N] [--runs N] [--only-bus [--windowed]]
 #include <zmq.h>
 
 #include <algorithm>
@@ -22,6 +22,7 @@
 #include <concurrentqueue/blockingconcurrentqueue.h>
 
 #include "bench_support.hpp"
+#include "bench_wire.hpp"
 #include "marty/messaging.hpp"
 
 namespace mm = marty::messaging;
@@ -35,11 +36,14 @@ struct Options {
   std::size_t queries = 20'000;
   int runs = 3;
   bool only_bus = false;
+  bool windowed = false;  // --only-bus measures Publisher::send instead of publish_event
 };
 
 // ---- throughput ----
 
-Rate bus_throughput(std::size_t count) {
+// publish -> handler through the bus: each message awaited with publish_event, or (windowed)
+// handed over with Publisher::send, waiting for room only when the window is full, then flush.
+Rate bus_throughput(std::size_t count, bool windowed = false) {
   mm::MemoryBackendConfig config;
   auto broker = mm::make_memory_broker(config);
   mm::BlockingEventBus consumer, producer;
@@ -60,12 +64,23 @@ Rate bus_throughput(std::size_t count) {
   });
   check(consumer.subscribe_to_events({"bench.tick"}, handler).has_value(), "subscribe");
   const mm::Message prototype = mm::Message::from_bytes(std::string(kPayloadBytes, 'x'));
+  auto publisher = producer.bus().publisher("bench.tick");
+  check(publisher.has_value(), "publisher");
   auto publish_all = [&]() -> asio::awaitable<mm::Result<void>> {
     for (std::size_t i = 0; i < count; ++i) {
       mm::Message message = prototype;
+      if (windowed) {
+        auto sent = (*publisher)->send(message);
+        if (!sent && sent.error().is(mm::errc::resource_exhausted)) {
+          sent = co_await (*publisher)->send_when_room(std::move(message));
+        }
+        if (!sent) co_return sent.error();
+        continue;
+      }
       auto published = co_await producer.bus().publish_event("bench.tick", std::move(message));
       if (!published) co_return published.error();
     }
+    if (windowed) co_return co_await (*publisher)->flush();
     co_return mm::ok();
   };
   const RateMeter meter(count);
@@ -182,8 +197,8 @@ class MetadataFrame {
     state_ ^= state_ >> 27;
     return state_ * 0x2545F4914F6CDD1DULL;
   }
-  std::uint64_t state_ = 0x9E3779B97F4A7C15ULL ^ static_cast<std::uint64_t>(
-                                                     Steady::now().time_since_epoch().count());
+  std::uint64_t state_ =
+      0x9E3779B97F4A7C15ULL ^ static_cast<std::uint64_t>(Steady::now().time_since_epoch().count());
 };
 
 Rate zmq_throughput_with_metadata(std::size_t count) {
@@ -271,18 +286,7 @@ Latency bus_round_trips(std::size_t count, bool shared_thread) {
   check(responder_home.handle_queries({"ping"}, echo, "echo").has_value(), "handle_queries");
   std::vector<double> micros;
   micros.reserve(count);
-  auto ask_all = [&]() -> asio::awaitable<mm::Result<void>> {
-    const std::string padding(kPayloadBytes - 16, 'x');
-    for (std::size_t i = 0; i < count + count / 10; ++i) {  // the first 10% warm up
-      mm::Json request{{"n", i}, {"p", padding}};
-      const auto start = Steady::now();
-      auto reply = co_await requester->query("ping", std::move(request), "echo", 2s);
-      if (!reply) co_return reply.error();
-      if (i >= count / 10) micros.push_back(seconds_since(start) * 1e6);
-    }
-    co_return mm::ok();
-  };
-  auto asked = driver.run(ask_all());
+  auto asked = driver.run(ask_round_trips(requester.get(), "echo", count, &micros));
   if (!asked) std::fprintf(stderr, "%s\n", asked.error().describe().c_str());
   check(asked.has_value(), "query");
   check(driver.run(requester->stop(1s)).has_value(), "stop");
@@ -358,6 +362,11 @@ int main(int argc, char** argv) {
       --i;
       continue;
     }
+    if (flag == "--windowed") {  // with --only-bus: through Publisher::send
+      options.windowed = true;
+      --i;
+      continue;
+    }
     if (i + 1 == argc) {
       std::fprintf(stderr, "flag %s needs a value\n", flag.c_str());
       return 2;
@@ -383,10 +392,11 @@ int main(int argc, char** argv) {
 
   // The throughput runs alternate, so that a slow spell of this (virtual) machine does not fall
   // on one of them only.
-  std::vector<Rate> buses, zmqs_metadata, zmqs, queues;
+  std::vector<Rate> buses, windowed, zmqs_metadata, zmqs, queues;
   for (int run = 0; run < options.runs; ++run) {
-    buses.push_back(bus_throughput(options.messages));
+    buses.push_back(bus_throughput(options.messages, options.windowed));
     if (options.only_bus) continue;
+    windowed.push_back(bus_throughput(options.messages, true));
     zmqs_metadata.push_back(zmq_throughput_with_metadata(options.messages));
     zmqs.push_back(zmq_throughput(options.messages));
     queues.push_back(queue_throughput(options.messages));
@@ -396,11 +406,14 @@ int main(int argc, char** argv) {
     std::printf("bus (memory backend): %.0f msg/s\n", bus.per_second);
     return 0;
   }
+  const Rate bus_windowed = median_rate(windowed);
   const Rate zmq_metadata = median_rate(zmqs_metadata);
   const Rate zmq = median_rate(zmqs);
   const Rate queue = median_rate(queues);
-  std::printf("| publish -> handler, 2 threads         | msg/s      | CPU us/msg | bus / baseline |\n");
-  std::printf("|---------------------------------------|-----------:|-----------:|---------------:|\n");
+  std::printf(
+      "| publish -> handler, 2 threads         | msg/s      | CPU us/msg | bus / baseline |\n");
+  std::printf(
+      "|---------------------------------------|-----------:|-----------:|---------------:|\n");
   auto rate_row = [&](const char* name, const Rate& rate, bool baseline) {
     std::printf("| %-37s | %10.0f | %10.2f | ", name, rate.per_second, rate.cpu_us);
     if (baseline) {
@@ -410,6 +423,7 @@ int main(int argc, char** argv) {
     }
   };
   rate_row("bus, publish_event (memory backend)", bus, false);
+  rate_row("bus, Publisher::send + flush", bus_windowed, false);
   rate_row("ZeroMQ inproc, same metadata frame", zmq_metadata, true);
   rate_row("ZeroMQ inproc, bare 128 B", zmq, true);
   rate_row("moodycamel BlockingConcurrentQueue", queue, true);
@@ -435,6 +449,8 @@ int main(int argc, char** argv) {
   std::printf("\n");
   print_result("memory.throughput.vs_zmq_same_metadata", bus.per_second, zmq_metadata.per_second);
   print_result("memory.throughput.vs_zmq_bare", bus.per_second, zmq.per_second);
+  print_result("memory.windowed_send.vs_zmq_same_metadata", bus_windowed.per_second,
+               zmq_metadata.per_second);
   print_result("memory.query_p99_us", cross.p99, zrt.p99);
   return 0;
 }

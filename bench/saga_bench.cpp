@@ -1,7 +1,7 @@
 // Sagas on the embedded backend: 3-step sagas completed per second with the in-memory store
 // and with the SQLite store, and the time to recover 10,000 unfinished sagas from SQLite (as a
 // successor orchestrator does after a crash), until they have all completed.
-// usage: marty_bench_saga [--sagas N] [--recover N] [--runs N]
+// usage: marty_bench_saga [--sagas N] [--recover N] [--runs N] [--sqlite 0|1]
 #include <unistd.h>
 
 #include <cstdio>
@@ -27,6 +27,7 @@ struct Options {
   std::size_t sagas = 5'000;
   std::size_t recover = 10'000;
   int runs = 3;
+  bool sqlite = true;  // --sqlite 0: the in-memory store only (for profiling)
 };
 
 saga::SagaDefinition three_steps() {
@@ -146,8 +147,9 @@ int main(int argc, char** argv) {
       parse_flags(argc, argv,
                   {{"--sagas", [&](std::uint64_t v) { options.sagas = v; }},
                    {"--recover", [&](std::uint64_t v) { options.recover = v; }},
-                   {"--runs", [&](std::uint64_t v) { options.runs = static_cast<int>(v); }}},
-                  "marty_bench_saga [--sagas N] [--recover N] [--runs N]");
+                   {"--runs", [&](std::uint64_t v) { options.runs = static_cast<int>(v); }},
+                   {"--sqlite", [&](std::uint64_t v) { options.sqlite = v != 0; }}},
+                  "marty_bench_saga [--sagas N] [--recover N] [--runs N] [--sqlite 0|1]");
   if (!parsed) return 2;
   spdlog::set_level(spdlog::level::warn);
   const auto dir =
@@ -161,10 +163,16 @@ int main(int argc, char** argv) {
   for (int run = 0; run < options.runs; ++run) {
     memory_rates.push_back(
         sagas_per_second(std::make_shared<saga::InMemorySagaStore>(), options.sagas));
+    if (!options.sqlite) continue;
     const auto path = (dir / ("rate-" + std::to_string(run) + ".db")).string();
     auto store = saga::SqliteSagaStore::open(path);
     check(store.has_value(), "open store");
     sqlite_rates.push_back(sagas_per_second(*store, options.sagas));
+  }
+  if (!options.sqlite) {
+    std::filesystem::remove_all(dir);
+    std::printf("sagas/s, in-memory store: %.0f\n", median(memory_rates));
+    return 0;
   }
   const auto [resume_s, done_s] = recovery_seconds((dir / "recover.db").string(), options.recover);
   std::filesystem::remove_all(dir);

@@ -1,11 +1,11 @@
 #include "marty/messaging/blocking_event_bus.hpp"
 
+#include "marty/messaging/detail/sync_handler.hpp"
+
 namespace marty::messaging {
 
 MessageHandler sync_handler(std::function<Result<void>(const Message&)> fn) {
-  return [fn = std::move(fn)](Message message) -> asio::awaitable<Result<void>> {
-    co_return fn(message);
-  };
+  return detail::SyncMessageCall{std::move(fn)};
 }
 
 QueryHandler sync_query_handler(std::function<Result<Json>(const Message&)> fn) {

@@ -1,7 +1,9 @@
 #include "marty/messaging/event_bus.hpp"
 
+#include "collected_completions.hpp"
 #include "dead_letter_admin.hpp"
 #include "held_deliveries.hpp"
+#include "publisher_state.hpp"
 #include "trace_spans.hpp"
 
 #include <algorithm>
@@ -9,6 +11,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <numeric>
 #include <unordered_map>
 
 #include <spdlog/spdlog.h>
@@ -30,6 +33,7 @@
 #include "marty/messaging/detail/log.hpp"
 #include "marty/messaging/detail/pending_replies.hpp"
 #include "marty/messaging/detail/sleep.hpp"
+#include "marty/messaging/detail/sync_handler.hpp"
 #include "marty/messaging/memory_backend.hpp"
 #include "marty/messaging/subject.hpp"
 
@@ -228,54 +232,145 @@ struct detail::EventBusState {
     return it == send_circuits.end() ? nullptr : it->second.get();
   }
 
+  // Why a send to `subject` fails at once: the backend's send circuit is open. Counted.
+  std::optional<Error> circuit_refusal(const Backend& backend, detail::CircuitBreaker* circuit,
+                                       const std::string& subject) const {
+    if (circuit == nullptr) return std::nullopt;
+    const auto wait = circuit->admit(SteadyClock::now());
+    if (wait <= SteadyClock::duration::zero()) return std::nullopt;
+    count_publish(backend, subject, false);
+    return Error(errc::unavailable,
+                 "not sent to " + subject + ": the circuit of backend " +
+                     std::string(backend.name()) + " is open after " +
+                     std::to_string(options.backend_circuit_breaker.failure_threshold) +
+                     " failed send(s) in a row; it is tried again in " +
+                     std::to_string(std::chrono::ceil<milliseconds>(wait).count()) + " ms",
+                 std::string(backend.name()));
+  }
+
+  // An at-least-once send refused for want of the broker (`unavailable`: the broker is down
+  // or restarting) rides through the outage: it is sent again, the same message with the
+  // same id, with backoff until its deadline, so that a broker or consumer de-duplicating by
+  // id keeps one copy. So is one whose acknowledgement did not come in time (it may have been
+  // lost with the connection) on a broker that drops a repeated id itself (JetStream). Not
+  // at most once, without a deadline, or with a send circuit (whose point is to fail at once).
+  static bool may_resend(const PublishOptions& publish_options,
+                         const detail::CircuitBreaker* circuit) {
+    return circuit == nullptr && publish_options.guarantee != DeliveryGuarantee::at_most_once &&
+           publish_options.deadline != SteadyClock::time_point::max();
+  }
+  static bool worth_resending(const Backend& backend, const Error& error) {
+    return error.is(errc::unavailable) ||
+           (backend.capabilities().deduplicates_by_id && error.is(errc::deadline_exceeded));
+  }
+  static constexpr milliseconds kFirstResendPause{100};
+  static constexpr milliseconds kLongestResendPause{2'000};
+
+  // A send has ended: its span, its count, its circuit.
+  void sent(const Backend& backend, const std::string& subject, std::optional<Span>& span,
+            detail::CircuitBreaker* circuit, const Result<void>& published) const {
+    detail::end_span(options_tracer(), span, published ? nullptr : &published.error());
+    count_publish(backend, subject, published.has_value());
+    if (circuit != nullptr) record_send(*circuit, backend, published);
+  }
+
   // Publishes `message` as the bus's producer span, counted, through the backend's circuit.
   asio::awaitable<Result<void>> publish_traced(std::shared_ptr<Backend> backend, Message message,
                                                PublishOptions publish_options) const {
-    const std::string subject = message.subject();
     detail::CircuitBreaker* circuit = send_circuit(*backend);
-    if (circuit != nullptr) {
-      const auto wait = circuit->admit(SteadyClock::now());
-      if (wait > SteadyClock::duration::zero()) {
-        count_publish(*backend, subject, false);
-        co_return Error(errc::unavailable,
-                        "not sent to " + subject + ": the circuit of backend " +
-                            std::string(backend->name()) + " is open after " +
-                            std::to_string(options.backend_circuit_breaker.failure_threshold) +
-                            " failed send(s) in a row; it is tried again in " +
-                            std::to_string(std::chrono::ceil<milliseconds>(wait).count()) + " ms",
-                        std::string(backend->name()));
-      }
-    }
+    if (auto refused = circuit_refusal(*backend, circuit, message.subject())) co_return *refused;
     auto span = detail::start_producer_span(message, backend->name(), options_tracer());
-    // An at-least-once send refused for want of the broker (`unavailable`: the broker is down
-    // or restarting) rides through the outage: it is sent again, the same message with the
-    // same id, with backoff until its deadline, so that a broker or consumer de-duplicating by
-    // id keeps one copy. So is one whose acknowledgement did not come in time (it may have been
-    // lost with the connection) on a broker that drops a repeated id itself (JetStream). Not
-    // at most once, without a deadline, or with a send circuit (whose point is to fail at once).
-    std::optional<Message> again;
-    if (circuit == nullptr && publish_options.guarantee != DeliveryGuarantee::at_most_once &&
-        publish_options.deadline != SteadyClock::time_point::max()) {
-      again = message;
+    // A backend that can take the message at once (the memory backend) does so through
+    // submit(), with no coroutine of its own; the others are awaited through publish().
+    OutboundRecord record{std::move(message), 0, std::nullopt};
+    const std::string& subject = record.message.subject();  // record.message is not changed
+    backend->submit(std::span<OutboundRecord>(&record, 1), publish_options, nullptr);
+    Result<void> published = ok();
+    if (record.outcome) {
+      published = std::move(*record.outcome);
+    } else {
+      published = co_await backend->publish(record.message, publish_options);
     }
-    auto published = co_await backend->publish(std::move(message), publish_options);
-    milliseconds pause{100};
-    const bool deduplicates = backend->capabilities().deduplicates_by_id;
-    auto worth_again = [deduplicates](const Error& error) {
-      return error.is(errc::unavailable) || (deduplicates && error.is(errc::deadline_exceeded));
-    };
-    while (again && !published && worth_again(published.error()) &&
+    const bool resend = may_resend(publish_options, circuit);
+    milliseconds pause = kFirstResendPause;
+    while (resend && !published && worth_resending(*backend, published.error()) &&
            SteadyClock::now() + pause < publish_options.deadline) {
       logger().debug("send on {} refused ({}); again in {} ms", subject,
                      published.error().describe(), pause.count());
       co_await sleep_for(pause);
-      pause = std::min(pause * 2, milliseconds(2'000));
-      published = co_await backend->publish(*again, publish_options);
+      pause = std::min(pause * 2, kLongestResendPause);
+      published = co_await backend->publish(record.message, publish_options);
     }
-    detail::end_span(options_tracer(), span, published ? nullptr : &published.error());
-    count_publish(*backend, subject, published.has_value());
-    if (circuit != nullptr) record_send(*circuit, *backend, published);
+    sent(*backend, subject, span, circuit, published);
     co_return published;
+  }
+
+  // publish_traced for many messages at once: one submit() of them all (the memory backend
+  // takes them under one lock), their confirmations awaited together, those refused for want
+  // of the broker sent again together. Returns each message's outcome, in order.
+  asio::awaitable<std::vector<Result<void>>> publish_batch_traced(
+      std::shared_ptr<Backend> backend, std::vector<Message> messages,
+      PublishOptions publish_options) const {
+    std::vector<Result<void>> outcomes(messages.size(), ok());
+    if (messages.empty()) co_return outcomes;
+    detail::CircuitBreaker* circuit = send_circuit(*backend);
+    if (auto refused = circuit_refusal(*backend, circuit, messages.front().subject())) {
+      for (std::size_t i = 1; i < messages.size(); ++i)
+        count_publish(*backend, messages[i].subject(), false);
+      std::fill(outcomes.begin(), outcomes.end(), Result<void>(*refused));
+      co_return outcomes;
+    }
+    std::vector<std::optional<Span>> spans;
+    spans.reserve(messages.size());
+    for (Message& message : messages) {
+      spans.push_back(detail::start_producer_span(message, backend->name(), options_tracer()));
+    }
+    std::vector<std::size_t> pending(messages.size());
+    std::iota(pending.begin(), pending.end(), std::size_t{0});
+    const bool resend = may_resend(publish_options, circuit);
+    milliseconds pause = kFirstResendPause;
+    while (true) {
+      std::vector<OutboundRecord> records;
+      records.reserve(pending.size());
+      for (const std::size_t index : pending) {
+        records.push_back(OutboundRecord{messages[index], index, std::nullopt});
+      }
+      backend->submit(records, publish_options, nullptr);
+      std::vector<OutboundRecord> waiting;
+      for (OutboundRecord& record : records) {
+        if (record.outcome) {
+          outcomes[record.sequence] = std::move(*record.outcome);
+        } else {
+          waiting.push_back(std::move(record));
+        }
+      }
+      if (!waiting.empty()) {
+        auto completions = std::make_shared<detail::CollectedCompletions>(executor, waiting.size());
+        backend->submit(waiting, publish_options, completions);
+        for (Completion& completion : co_await completions->all()) {
+          outcomes[completion.sequence] = std::move(completion.result);
+        }
+      }
+      std::vector<std::size_t> again;
+      for (const std::size_t index : pending) {
+        if (!outcomes[index] && worth_resending(*backend, outcomes[index].error())) {
+          again.push_back(index);
+        }
+      }
+      if (!resend || again.empty() || SteadyClock::now() + pause >= publish_options.deadline) {
+        break;
+      }
+      logger().debug("{} send(s) on {} refused ({}); again in {} ms", again.size(),
+                     messages.front().subject(), outcomes[again.front()].error().describe(),
+                     pause.count());
+      co_await sleep_for(pause);
+      pause = std::min(pause * 2, kLongestResendPause);
+      pending = std::move(again);
+    }
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+      sent(*backend, messages[i].subject(), spans[i], circuit, outcomes[i]);
+    }
+    co_return outcomes;
   }
 
   void record_send(detail::CircuitBreaker& circuit, const Backend& backend,
@@ -381,6 +476,13 @@ struct detail::EventBusState {
     return Target{find_backend(*type), &config, format};
   }
 
+  // A Publisher on the route `message_type` takes for `pattern`, sending on `subject`.
+  Result<std::shared_ptr<Publisher>> make_publisher(std::string_view operation,
+                                                    std::string_view message_type,
+                                                    MessagingPattern pattern, std::string_view what,
+                                                    std::string subject,
+                                                    PublisherOptions publisher_options) const;
+
   void fill_metadata(MessageMetadata& metadata, const std::string& type) const {
     metadata.message_type = type;
     if (metadata.message_id.empty()) metadata.message_id = make_uuid_v7();
@@ -476,43 +578,47 @@ asio::awaitable<void> settle_failure(WorkerPtr worker, Delivery& delivery, Error
 // are logged and retried after a pause, so a flapping broker never ends a subscription.
 // A poison delivery (undecodable) never reaches a handler: it is dead-lettered here, the one
 // path for every backend. Returns null when it was one.
-asio::awaitable<std::unique_ptr<Delivery>> hold_or_dead_letter(WorkerPtr worker,
-                                                               std::unique_ptr<Delivery> received,
-                                                               bool unwrap_envelopes) {
+// Wraps a received delivery for its handler (held until settled, see HeldDeliveries), out of
+// the Python original's envelope where it came in one. Sets `poison` when no handler can take
+// it: the backend could not decode it, or its envelope is malformed.
+std::unique_ptr<Delivery> hold_delivery(Worker& worker, std::unique_ptr<Delivery> received,
+                                        std::optional<Error>& poison) {
   // The Python original's envelope is unwrapped here, once for every backend; a malformed one
   // is a poison message like any the backend could not decode.
   std::optional<Message> unwrapped;
-  std::optional<Error> why;
   if (const Error* undecodable = received->decode_error()) {
-    why = *undecodable;
-  } else if (unwrap_envelopes) {
+    poison = *undecodable;
+  } else if (worker.unwrap_envelopes) {
     if (auto envelope = codec::unwrap_envelope(received->message())) {
       if (*envelope) {
         unwrapped = std::move(**envelope);
       } else {
-        why = std::move(*envelope).error();
+        poison = std::move(*envelope).error();
       }
     }
   }
-  std::unique_ptr<Delivery> delivery =
-      worker->held->hold(std::move(received), std::move(unwrapped));
-  if (!why) co_return delivery;
+  return worker.held->hold(std::move(received), std::move(unwrapped));
+}
+
+// Dead-letters a poison delivery (see hold_delivery), the same way for every backend.
+asio::awaitable<void> dead_letter_poison(WorkerPtr worker, std::unique_ptr<Delivery> delivery,
+                                         Error why) {
   worker->count_delivery(*delivery);
   // The same reason text as a handler's failure would give; data_loss: never retried.
-  Error poison = why->is(errc::data_loss) || why->is(errc::invalid_argument)
-                     ? *why
-                     : Error(errc::data_loss, "undecodable message: " + why->describe());
+  Error poison = why.is(errc::data_loss) || why.is(errc::invalid_argument)
+                     ? std::move(why)
+                     : Error(errc::data_loss, "undecodable message: " + why.describe());
   co_await settle_failure(worker, *delivery, std::move(poison), true);
-  co_return nullptr;
 }
 
 asio::awaitable<std::unique_ptr<Delivery>> next_delivery(WorkerPtr worker) {
   while (true) {
     auto received = co_await worker->subscription->receive();
     if (received) {
-      auto delivery =
-          co_await hold_or_dead_letter(worker, std::move(*received), worker->unwrap_envelopes);
-      if (delivery) co_return delivery;
+      std::optional<Error> poison;
+      auto delivery = hold_delivery(*worker, std::move(*received), poison);
+      if (!poison) co_return delivery;
+      co_await dead_letter_poison(worker, std::move(delivery), std::move(*poison));
       continue;
     }
     if (received.error().is(errc::cancelled)) co_return nullptr;
@@ -757,25 +863,93 @@ asio::awaitable<void> run_concurrent_worker(ImplPtr impl, WorkerPtr worker,
   impl->worker_ended(*worker);
 }
 
-// The hot path: receive, handle, settle, one at a time, with no timeout.
+// Deliveries a sequential worker takes at once: enough to spread the cost of a wake-up and a
+// lock over many messages, few enough that a batch is handled in well under a millisecond.
+constexpr std::size_t kReceiveBatch = 64;
+
+// Calls a synchronous handler (sync_handler) on one delivery, directly: no coroutine frame.
+// Traced, timed and counted as handle_delivery does.
+Result<void> call_synchronously(const Worker& worker, const detail::SyncMessageCall& call,
+                                const Delivery& delivery) {
+  worker.count_delivery(delivery);
+  // A span writes its context into the message's headers: a copy then (sharing the payload).
+  std::optional<Message> traced;
+  std::optional<Span> span;
+  if (worker.tracer) {
+    traced = delivery.message();
+    span = detail::start_consumer_span(*traced, worker.backend->name(), worker.tracer);
+  }
+  const auto started = SteadyClock::now();
+  Result<void> outcome;
+  try {
+    outcome = call.fn(traced ? *traced : delivery.message());
+  } catch (...) {
+    outcome = error_from_handler_exception();
+  }
+  worker.counters->observe_handler(SteadyClock::now() - started);
+  detail::end_span(worker.tracer, span, outcome ? nullptr : &outcome.error());
+  record_for_circuit(worker, outcome);
+  return outcome;
+}
+
+// The hot path: receive a batch, then handle and settle its deliveries one by one, in order,
+// with no timeout. A synchronous handler is called directly and its successes acked without a
+// coroutine where the backend settles synchronously. With a circuit breaker, one delivery at a
+// time, so that an opening circuit stops intake before the next message.
 asio::awaitable<void> run_sequential_worker(ImplPtr impl, WorkerPtr worker,
-                                            std::shared_ptr<DeliveryHandler> handle) {
+                                            std::shared_ptr<DeliveryHandler> handle,
+                                            const detail::SyncMessageCall* sync) {
+  const std::size_t batch_size = worker->breaker ? 1 : kReceiveBatch;
   while (true) {
     if (worker->breaker) co_await wait_for_circuit(worker);
-    std::unique_ptr<Delivery> delivery = co_await next_delivery(worker);
-    if (!delivery) break;
-    co_await (*handle)(worker, std::move(delivery));
+    auto received = co_await worker->subscription->receive_batch(batch_size);
+    if (!received) {
+      if (received.error().is(errc::cancelled)) break;
+      logger().warn("receive on {} failed, retrying: {}", worker->subject,
+                    received.error().describe());
+      co_await sleep_for(kReceiveErrorBackoff);
+      continue;
+    }
+    for (auto& raw : *received) {
+      std::optional<Error> poison;
+      std::unique_ptr<Delivery> delivery = hold_delivery(*worker, std::move(raw), poison);
+      if (poison) {
+        co_await dead_letter_poison(worker, std::move(delivery), std::move(*poison));
+        continue;
+      }
+      if (sync == nullptr) {
+        co_await (*handle)(worker, std::move(delivery));
+        continue;
+      }
+      Result<void> outcome = call_synchronously(*worker, *sync, *delivery);
+      if (!outcome) {
+        co_await settle_failure(worker, *delivery, std::move(outcome).error());
+        continue;
+      }
+      if (delivery->attempt() > 1) (void)worker->take_first_failure(delivery->message().id(), {});
+      Result<void> acked;
+      if (delivery->acks_synchronously()) {
+        acked = delivery->ack_now();
+      } else {
+        acked = co_await delivery->ack();
+      }
+      warn_if_failed(acked, "ack", worker->subject);
+      worker->count(&MessagingMetrics::SubscriptionCounters::acked);
+    }
   }
   impl->worker_ended(*worker);
 }
 
 // Runs a worker of events, commands or queries as its HandlerOptions say.
+// `sync`: the synchronous handler behind `handle`, if it is one (called directly on the
+// sequential path); it lives as long as `handle`.
 asio::awaitable<void> run_delivery_worker(ImplPtr impl, WorkerPtr worker,
-                                          std::shared_ptr<DeliveryHandler> handle) {
+                                          std::shared_ptr<DeliveryHandler> handle,
+                                          const detail::SyncMessageCall* sync) {
   if (worker->handler_options.concurrency > 1 || worker->handler_options.timeout.count() > 0) {
     co_await run_concurrent_worker(std::move(impl), std::move(worker), std::move(handle));
   } else {
-    co_await run_sequential_worker(std::move(impl), std::move(worker), std::move(handle));
+    co_await run_sequential_worker(std::move(impl), std::move(worker), std::move(handle), sync);
   }
 }
 
@@ -868,11 +1042,18 @@ asio::awaitable<void> run_batch_worker(ImplPtr impl, WorkerPtr worker,
     batch.push_back(std::move(first));
     const auto deadline = SteadyClock::now() + options.max_wait;
     while (batch.size() < options.batch_size) {
-      auto next = co_await worker->subscription->receive(deadline);
+      auto next =
+          co_await worker->subscription->receive_batch(options.batch_size - batch.size(), deadline);
       if (next) {
-        auto delivery =
-            co_await hold_or_dead_letter(worker, std::move(*next), worker->unwrap_envelopes);
-        if (delivery) batch.push_back(std::move(delivery));
+        for (auto& received : *next) {
+          std::optional<Error> poison;
+          auto delivery = hold_delivery(*worker, std::move(received), poison);
+          if (!poison) {
+            batch.push_back(std::move(delivery));
+          } else {
+            co_await dead_letter_poison(worker, std::move(delivery), std::move(*poison));
+          }
+        }
         continue;
       }
       // Closed while collecting: hand over what we hold (that is the drain), then end.
@@ -1400,32 +1581,98 @@ asio::awaitable<Result<void>> UnifiedEventBus::stream_events(std::string stream,
   auto target = impl_->target("stream_events", stream, MessagingPattern::streaming, Impl::Use::send,
                               "stream name");
   if (!target) co_return std::move(target).error();
-  std::size_t appended = 0;
-  for (auto& message : events) {
+  if (events.empty()) co_return ok();
+  const std::size_t count = events.size();
+  std::vector<Message> wire;
+  wire.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    Message& message = events[i];
     if (message.type().empty()) message.mutable_metadata().message_type = stream;
     const std::string type = message.type();
     impl_->fill_metadata(message.mutable_metadata(), type);
     message.set_subject(stream);
-    PublishOptions options;
-    options.kind = DestinationKind::stream;
-    options.pattern = MessagingPattern::streaming;
-    options.guarantee = target->config().delivery_guarantee;
-    options.deadline = SteadyClock::now() + target->config().timeout;
-    auto wire = target->for_the_wire(std::move(message));
-    Result<void> published = ok();
-    if (wire) {
-      published = co_await impl_->publish_traced(target->backend, std::move(*wire), options);
-    } else {
-      published = std::move(wire).error();
+    auto written = target->for_the_wire(std::move(message));
+    if (!written) {  // nothing sent: a batch goes whole or not at all
+      co_return written.error().with_context("stream_events " + stream + ": event " +
+                                             std::to_string(i + 1) + " of " +
+                                             std::to_string(count) + " (none appended)");
     }
-    if (!published) {
-      co_return published.error().with_context(
-          "stream_events " + stream + ": event " + std::to_string(appended + 1) + " of " +
-          std::to_string(events.size()) + " (" + std::to_string(appended) + " appended)");
-    }
-    ++appended;
+    wire.push_back(std::move(*written));
+  }
+  PublishOptions options;
+  options.kind = DestinationKind::stream;
+  options.pattern = MessagingPattern::streaming;
+  options.guarantee = target->config().delivery_guarantee;
+  options.deadline = SteadyClock::now() + target->config().timeout;
+  auto outcomes = co_await impl_->publish_batch_traced(target->backend, std::move(wire), options);
+  // Appended in order up to the first failure (later ones may have been appended too, where
+  // the backend pipelines: the error says which failed first).
+  for (std::size_t i = 0; i < outcomes.size(); ++i) {
+    if (outcomes[i]) continue;
+    co_return outcomes[i].error().with_context(
+        "stream_events " + stream + ": event " + std::to_string(i + 1) + " of " +
+        std::to_string(count) + " (" + std::to_string(i) + " appended before it)");
   }
   co_return ok();
+}
+
+Result<std::shared_ptr<Publisher>> detail::EventBusState::make_publisher(
+    std::string_view operation, std::string_view message_type, MessagingPattern pattern,
+    std::string_view what, std::string subject, PublisherOptions publisher_options) const {
+  if (publisher_options.max_in_flight == 0 || publisher_options.max_in_flight_bytes == 0) {
+    return Error(errc::invalid_argument,
+                 std::string(operation) +
+                     ": PublisherOptions.max_in_flight and max_in_flight_bytes must be positive");
+  }
+  if (publisher_options.timeout.count() < 0) {
+    return Error(errc::invalid_argument,
+                 std::string(operation) + ": PublisherOptions.timeout must not be negative");
+  }
+  auto target = this->target(operation, message_type, pattern, Use::send, what);
+  if (!target) return std::move(target).error();
+  detail::PublisherRoute route;
+  route.backend = target->backend;
+  route.executor = executor;
+  route.subject = std::move(subject);
+  route.message_type = std::string(message_type);
+  route.keep_own_type = pattern == MessagingPattern::streaming;
+  route.source = options.service_name;
+  route.options.pattern = pattern;
+  route.options.kind =
+      pattern == MessagingPattern::streaming ? DestinationKind::stream : DestinationKind::topic;
+  route.options.guarantee = target->config().delivery_guarantee;
+  route.options.require_receiver = pattern == MessagingPattern::point_to_point;
+  route.timeout =
+      publisher_options.timeout.count() > 0 ? publisher_options.timeout : target->config().timeout;
+  route.format = target->format;
+  route.tracer = options.tracer;
+  route.metrics = metrics;
+  route.counters = &metrics->publisher(target->backend->name(), route.subject);
+  return std::make_shared<Publisher>(
+      std::make_shared<detail::PublisherState>(std::move(route), publisher_options));
+}
+
+Result<std::shared_ptr<Publisher>> UnifiedEventBus::publisher(std::string event_type,
+                                                              PublisherOptions options) {
+  return impl_->make_publisher("publisher", event_type, MessagingPattern::pub_sub, "event type",
+                               subject::for_event(event_type), options);
+}
+
+Result<std::shared_ptr<Publisher>> UnifiedEventBus::command_publisher(std::string command_type,
+                                                                      std::string target_service,
+                                                                      PublisherOptions options) {
+  if (auto valid = subject::validate_name(target_service, "target service"); !valid) {
+    return std::move(valid).error();
+  }
+  return impl_->make_publisher("command_publisher", command_type, MessagingPattern::point_to_point,
+                               "command type", subject::for_command(target_service, command_type),
+                               options);
+}
+
+Result<std::shared_ptr<Publisher>> UnifiedEventBus::stream_publisher(std::string stream,
+                                                                     PublisherOptions options) {
+  return impl_->make_publisher("stream_publisher", stream, MessagingPattern::streaming,
+                               "stream name", stream, options);
 }
 
 namespace {
@@ -1603,26 +1850,29 @@ Result<void> check_handler_options(std::string_view operation, const HandlerOpti
 
 // Runs each worker of a registration with `handle`, as `options` say (one circuit breaker
 // shared by the registration's subjects).
-WorkerRunner delivery_runner(const ImplPtr& impl, DeliveryHandler handle, HandlerOptions options) {
+WorkerRunner delivery_runner(const ImplPtr& impl, DeliveryHandler handle, HandlerOptions options,
+                             const detail::SyncMessageCall* sync = nullptr) {
   auto shared = std::make_shared<DeliveryHandler>(std::move(handle));
   std::shared_ptr<detail::CircuitBreaker> breaker;
   if (options.circuit_breaker.failure_threshold > 0) {
     breaker = std::make_shared<detail::CircuitBreaker>(options.circuit_breaker.failure_threshold,
                                                        options.circuit_breaker.open_for);
   }
-  return [impl, shared, options, breaker](WorkerPtr worker) {
+  return [impl, shared, options, breaker, sync](WorkerPtr worker) {
     worker->handler_options = options;
     worker->breaker = breaker;
-    return run_delivery_worker(impl, std::move(worker), shared);
+    return run_delivery_worker(impl, std::move(worker), shared, sync);
   };
 }
 
 WorkerRunner message_runner(const ImplPtr& impl, MessageHandler handler, HandlerOptions options) {
   auto shared = std::make_shared<MessageHandler>(std::move(handler));
+  // Lives in *shared, which `handle` keeps alive as long as the workers run.
+  const detail::SyncMessageCall* sync = shared->target<detail::SyncMessageCall>();
   DeliveryHandler handle = [shared](WorkerPtr worker, std::unique_ptr<Delivery> delivery) {
     return handle_delivery(std::move(worker), shared, std::move(delivery));
   };
-  return delivery_runner(impl, std::move(handle), std::move(options));
+  return delivery_runner(impl, std::move(handle), std::move(options), sync);
 }
 
 }  // namespace

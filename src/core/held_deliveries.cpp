@@ -15,7 +15,8 @@ class HeldDelivery final : public Delivery {
       : Delivery(unwrapped ? std::move(*unwrapped) : inner->message(), inner->attempt(),
                  inner->sequence()),
         owner_(std::move(owner)),
-        inner_(std::move(inner)) {
+        inner_(std::move(inner)),
+        acks_synchronously_(inner_->acks_synchronously()) {
     if (const Error* poison = inner_->decode_error()) set_decode_error(*poison);
     set_wire_format(unwrapped ? WireFormat::python_envelope : inner_->wire_format());
     owner_->link(this);
@@ -34,6 +35,12 @@ class HeldDelivery final : public Delivery {
     if (!claim()) co_return released();
     co_return co_await inner_->term();
   }
+  // Asked of inner_ when it is wrapped: release_all() may take inner_ away at any time.
+  bool acks_synchronously() const noexcept override { return acks_synchronously_; }
+  Result<void> ack_now() override {
+    if (!claim()) return released();
+    return inner_->ack_now();
+  }
 
  private:
   friend class HeldDeliveries;
@@ -49,7 +56,8 @@ class HeldDelivery final : public Delivery {
 
   std::shared_ptr<HeldDeliveries> owner_;
   std::unique_ptr<Delivery> inner_;  // moved out by release_all() when it wins the claim
-  std::atomic<bool> held_{true};     // neither claimed by its handler nor released
+  const bool acks_synchronously_;
+  std::atomic<bool> held_{true};  // neither claimed by its handler nor released
   // Under owner_->mutex_:
   HeldDelivery* previous_ = nullptr;
   HeldDelivery* next_ = nullptr;

@@ -5,10 +5,12 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
 
 #include "marty/messaging/capabilities.hpp"
@@ -96,6 +98,14 @@ class Delivery {
   /// Give up: never deliver again (the bus dead-letters before it terms).
   virtual asio::awaitable<Result<void>> term() = 0;
 
+  /// True when ack_now() can settle this delivery at once, without waiting for the broker (it
+  /// settles in memory, or buffers the ack for one write per batch). The bus then acks the
+  /// messages of a batch in a plain loop, with no coroutine per ack.
+  virtual bool acks_synchronously() const noexcept { return false; }
+  /// ack(), done synchronously. Called only where acks_synchronously(); the default fails with
+  /// `unimplemented`.
+  virtual Result<void> ack_now();
+
   /// Set on a poison delivery: bytes the backend received and cannot decode. message() then
   /// holds them as an opaque payload on the subject they arrived on (undecodable_message()),
   /// and the bus, not the backend, dead-letters it with this reason and terms it, the same way
@@ -134,9 +144,43 @@ class Subscription {
   /// with nothing to deliver; other errors are the backend's (usually transient).
   virtual asio::awaitable<Result<std::unique_ptr<Delivery>>> receive(
       std::optional<SteadyClock::time_point> deadline = std::nullopt) = 0;
+  /// Up to `max` (at least 1) deliveries, in delivery order: waits for the first as receive()
+  /// does, then adds those ready at once, without waiting for more. Errors as receive()'s; an
+  /// error ends the batch only when it has no delivery yet. The default calls receive() once; a
+  /// backend that can take many messages under one lock or from one read overrides it.
+  virtual asio::awaitable<Result<std::vector<std::unique_ptr<Delivery>>>> receive_batch(
+      std::size_t max, std::optional<SteadyClock::time_point> deadline = std::nullopt);
   /// Stops intake at once and wakes a pending receive(). Deliveries already received stay
   /// valid and may still be settled: that is how the bus drains in-flight handlers.
   virtual void close() = 0;
+};
+
+/// One message handed to Backend::submit().
+struct OutboundRecord {
+  Message message;  // on message.subject()
+  /// The caller's number for it, reported with its completion.
+  std::uint64_t sequence = 0;
+  /// Set by submit() when the record ended at once (accepted with the guarantee asked for, or
+  /// refused); left empty when its outcome will reach the sink.
+  std::optional<Result<void>> outcome;
+};
+
+/// How a submitted record ended.
+struct Completion {
+  std::uint64_t sequence = 0;
+  Result<void> result;
+};
+
+/// Where a backend reports the records of submit() that did not end at once. Its owner keeps
+/// the backend alive until every record submitted with it has completed.
+/// Thread-safety: on_complete() may be called from any thread, several at once.
+class CompletionSink {
+ public:
+  virtual ~CompletionSink() = default;
+  /// Records that ended: one call for as many as the backend has at hand.
+  virtual void on_complete(std::span<Completion> completions) = 0;
+  /// Where a backend that completes by waiting may run its waits.
+  virtual asio::any_io_executor executor() const = 0;
 };
 
 /// A broker adapter. Thread-safety: every member may be called from any thread.
@@ -152,6 +196,16 @@ class Backend {
   /// Publishes `message` on `message.subject()`. Success means the backend accepted it with
   /// the requested guarantee (for at-least-once: the broker acknowledged it).
   virtual asio::awaitable<Result<void>> publish(Message message, PublishOptions options) = 0;
+  /// Hands `records` (all with `options`) to the broker without waiting for it: the batched,
+  /// synchronous form of publish(), with the same meaning of success. A record that ends at
+  /// once (the memory backend's usually do; a full buffer or a closed backend refuses at once)
+  /// gets its `outcome` here; the others complete later, through `sink`, on any thread.
+  /// With a null `sink` the caller cannot wait: a record that cannot end at once is left
+  /// without an outcome and not taken (the caller then uses publish()).
+  /// The default runs publish() for each record on sink->executor(), one completion each; a
+  /// backend whose client library batches overrides it.
+  virtual void submit(std::span<OutboundRecord> records, const PublishOptions& options,
+                      const std::shared_ptr<CompletionSink>& sink);
   virtual asio::awaitable<Result<std::shared_ptr<Subscription>>> subscribe(
       SubscriptionSpec spec) = 0;
   /// Native request/reply (only when capabilities().native_request_reply): publishes with a

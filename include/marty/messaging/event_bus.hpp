@@ -17,6 +17,7 @@
 #include "marty/messaging/message.hpp"
 #include "marty/messaging/metrics.hpp"
 #include "marty/messaging/pattern_config.hpp"
+#include "marty/messaging/publisher.hpp"
 #include "marty/messaging/router.hpp"
 #include "marty/messaging/tracing.hpp"
 #include "marty/messaging/types.hpp"
@@ -195,11 +196,29 @@ class UnifiedEventBus : public std::enable_shared_from_this<UnifiedEventBus> {
   asio::awaitable<Result<Json>> query(std::string query_type, Json data, std::string target_service,
                                       std::optional<std::chrono::milliseconds> timeout = {},
                                       MessageMetadata metadata = {});
-  /// Appends events to a stream, in order, each with `partition_key` (when non-empty). Stops
-  /// at the first failure; the error says how many were appended before it.
+  /// Appends events to a stream, in order, each with `partition_key` (when non-empty), as one
+  /// batch awaiting one confirmation. On failure, the error says how many of the batch were
+  /// confirmed appended and the first failure (events after a failed one may still have been
+  /// appended where the backend pipelines them).
   asio::awaitable<Result<void>> stream_events(std::string stream, std::vector<Json> events,
                                               std::string partition_key = {});
   asio::awaitable<Result<void>> stream_events(std::string stream, std::vector<Message> events);
+
+  // ---- sending many, without waiting for each (see Publisher) ----
+
+  /// A Publisher of events of `event_type` (on `events.<event_type>`), routed as publish_event
+  /// would route them. Only while the bus runs; `failed_precondition` before start().
+  Result<std::shared_ptr<Publisher>> publisher(std::string event_type,
+                                               PublisherOptions options = {});
+  /// A Publisher of commands of `command_type` to `target_service`, as send_command sends
+  /// them (`not_found` in a send's confirmation when no instance of the service listens).
+  Result<std::shared_ptr<Publisher>> command_publisher(std::string command_type,
+                                                       std::string target_service,
+                                                       PublisherOptions options = {});
+  /// A Publisher appending to `stream`, as stream_events appends (a message's own type is
+  /// kept; the stream's name is the type of one without).
+  Result<std::shared_ptr<Publisher>> stream_publisher(std::string stream,
+                                                      PublisherOptions options = {});
 
   // ---- receiving ----
 

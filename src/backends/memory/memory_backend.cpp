@@ -10,6 +10,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
 #include <asio/post.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
@@ -263,11 +265,13 @@ class MemoryBroker {
     return streams.emplace(name, std::move(created)).first->second;
   }
 
-  // Hands the first deliverable entry to `member` and returns its sequence, or 0. Keeps per-key
-  // order: an entry waits while an earlier entry of its key waits for redelivery, or while
-  // another member holds its key. Drops expired entries on the way. Reads the clocks only when
-  // an entry has a ttl or a redelivery time (clock reads are costly on virtual machines).
-  std::uint64_t take(Group& group, std::uint64_t member, SteadyClock::time_point& next_ready) {
+  // Hands up to `max` deliverable entries to `member`, in order, and appends their sequences to
+  // `taken`. Keeps per-key order: an entry waits while an earlier entry of its key waits for
+  // redelivery, or while another member holds its key. Drops expired entries on the way. Reads
+  // the clocks only when an entry has a ttl or a redelivery time (clock reads are costly on
+  // virtual machines). One scan for the whole batch.
+  void take(Group& group, std::uint64_t member, std::size_t max,
+            SteadyClock::time_point& next_ready, std::vector<std::uint64_t>& taken) {
     std::vector<const std::string*> blocked;
     auto is_blocked = [&](const std::string& key) {
       return std::any_of(blocked.begin(), blocked.end(),
@@ -316,9 +320,9 @@ class MemoryBroker {
         holder.first = member;
         ++holder.second;
       }
-      return entry.seq;
+      taken.push_back(entry.seq);
+      if (taken.size() >= max) return;
     }
-    return 0;
   }
 
   void enqueue(Group& group, std::uint64_t seq, const Message& message) {
@@ -367,6 +371,8 @@ class MemoryDelivery final : public Delivery {
   asio::awaitable<Result<void>> term() override {
     co_return settle(Action::ack, std::chrono::milliseconds(0));
   }
+  bool acks_synchronously() const noexcept override { return true; }
+  Result<void> ack_now() override { return settle(Action::ack, std::chrono::milliseconds(0)); }
 
  private:
   enum class Action { ack, release };
@@ -417,7 +423,16 @@ class MemorySubscription final : public Subscription {
 
   asio::awaitable<Result<std::unique_ptr<Delivery>>> receive(
       std::optional<SteadyClock::time_point> deadline) override {
+    auto batch = co_await receive_batch(1, deadline);
+    if (!batch) co_return std::move(batch).error();
+    co_return std::move(batch->front());
+  }
+
+  // Takes up to `max` deliverable messages under one lock.
+  asio::awaitable<Result<std::vector<std::unique_ptr<Delivery>>>> receive_batch(
+      std::size_t max, std::optional<SteadyClock::time_point> deadline) override {
     std::uint64_t seen_version = 0;
+    std::vector<std::unique_ptr<Delivery>> batch;
     while (true) {
       std::optional<SteadyClock::time_point> wake = deadline;
       {
@@ -428,9 +443,15 @@ class MemorySubscription final : public Subscription {
         }
         auto next_ready = SteadyClock::time_point::max();
         seen_version = group_->version.load(std::memory_order_relaxed);
-        if (const std::uint64_t seq = state_->take(*group_, member_, next_ready); seq != 0) {
-          co_return std::unique_ptr<Delivery>(
-              std::make_unique<MemoryDelivery>(state_, group_, seq, *group_->entries.find(seq)));
+        taken_.clear();
+        state_->take(*group_, member_, std::max<std::size_t>(max, 1), next_ready, taken_);
+        if (!taken_.empty()) {
+          batch.reserve(taken_.size());
+          for (const std::uint64_t seq : taken_) {
+            batch.push_back(
+                std::make_unique<MemoryDelivery>(state_, group_, seq, *group_->entries.find(seq)));
+          }
+          co_return batch;
         }
         if (next_ready != SteadyClock::time_point::max()) {
           wake = wake ? std::min(*wake, next_ready) : next_ready;
@@ -494,7 +515,8 @@ class MemorySubscription final : public Subscription {
   GroupPtr group_;
   std::uint64_t member_;
   SignalPtr signal_;
-  bool closed_ = false;  // guarded by state_->mutex
+  bool closed_ = false;               // guarded by state_->mutex
+  std::vector<std::uint64_t> taken_;  // receive_batch's scratch (one receive at a time)
 
   void close_locked() {
     if (closed_) return;
@@ -542,14 +564,8 @@ class MemoryBackend final : public Backend {
   }
 
   asio::awaitable<Result<void>> publish(Message message, PublishOptions options) override {
-    const std::size_t limit = state_->config.max_payload_bytes;
-    if (limit != 0 && message.bytes().size() > limit) {
-      co_return memory_error(errc::invalid_argument,
-                             "payload of " + std::to_string(message.bytes().size()) +
-                                 " bytes exceeds max_payload_bytes " + std::to_string(limit));
-    }
+    if (auto refused = refusal(message)) co_return std::move(*refused);
     if (message.subject().starts_with(kInboxPrefix)) co_return deliver_reply(std::move(message));
-
     SignalPtr space;
     while (true) {
       {
@@ -557,39 +573,9 @@ class MemoryBackend final : public Backend {
         // (declared first, so destroyed last): see Entries.
         std::vector<Message> released;
         std::lock_guard lock(state_->mutex);
-        if (connection_->closed) co_return memory_error(errc::unavailable, "backend is closed");
-        const bool is_stream = options.kind == DestinationKind::stream;
-        Stream* stream = is_stream ? &state_->stream(message.subject()) : nullptr;
-        const std::vector<GroupPtr>& targets =
-            is_stream ? stream->groups : state_->topic_targets(message.subject());
-        // A query must reach someone running now; a command may wait in a durable group for
-        // the next instance of its service.
-        const bool live_only = options.pattern == MessagingPattern::request_response;
-        const bool reachable = std::any_of(targets.begin(), targets.end(), [&](const GroupPtr& g) {
-          return !live_only || !g->members.empty();
-        });
-        if (!reachable && options.require_receiver) {
-          co_return memory_error(errc::not_found, "no consumer for '" + message.subject() + "'");
-        }
-        const auto full = std::find_if(targets.begin(), targets.end(), [&](const GroupPtr& g) {
-          return g->entries.size() >= state_->config.group_capacity;
-        });
-        if (full == targets.end()) {
-          if (is_stream) {
-            const auto now = Clock::now();
-            const std::uint64_t seq = stream->next_seq++;
-            stream->bytes += message.bytes().size();
-            stream->log.push_back(LogEntry{seq, now, message});
-            stream->trim(now);
-            for (const auto& group : targets) state_->enqueue(*group, seq, message);
-          } else {
-            for (const auto& group : targets) state_->enqueue(*group, group->next_seq++, message);
-          }
-          for (const auto& group : targets) group->entries.take_released(released);
-          co_return ok();
-        }
-        if (!space) space = AsyncSignal::create();
-        (*full)->space_waiters.push_back(space);
+        auto enqueued = enqueue_locked(message, options, released, &space);
+        if (!enqueued) co_return std::move(enqueued).error();
+        if (*enqueued) co_return ok();
       }
       if (!co_await space->wait(options.deadline)) {
         co_return memory_error(errc::resource_exhausted,
@@ -598,6 +584,47 @@ class MemoryBackend final : public Backend {
                                    " messages (group_capacity) and are not keeping up");
       }
     }
+  }
+
+  // Every record under one lock. A record whose targets are full waits for room, and so does
+  // every later record of the same sink (in order, through publish()), until none waits.
+  void submit(std::span<OutboundRecord> records, const PublishOptions& options,
+              const std::shared_ptr<CompletionSink>& sink) override {
+    std::shared_ptr<WaitingRecords> start_draining;
+    {
+      std::vector<Message> released;  // destroyed after the lock is released: see Entries
+      std::lock_guard lock(state_->mutex);
+      auto queued = sink ? waiting_.find(sink.get()) : waiting_.end();
+      for (OutboundRecord& record : records) {
+        if (queued != waiting_.end()) {  // behind one that waits: wait in line
+          queued->second->push_back({{record.message, record.sequence, std::nullopt}, options});
+          continue;
+        }
+        if (auto refused = refusal(record.message)) {
+          record.outcome = std::move(*refused);
+          continue;
+        }
+        if (record.message.subject().starts_with(kInboxPrefix)) {
+          record.outcome = deliver_reply_locked(record.message);
+          continue;
+        }
+        auto enqueued = enqueue_locked(record.message, options, released, nullptr);
+        if (enqueued && !*enqueued) {
+          if (!sink) return;  // the caller cannot wait: this record and the rest stay untaken
+          start_draining = std::make_shared<WaitingRecords>();
+          queued = waiting_.emplace(sink.get(), start_draining).first;
+          queued->second->push_back({{record.message, record.sequence, std::nullopt}, options});
+          continue;
+        }
+        record.outcome = enqueued ? ok() : Result<void>(std::move(enqueued).error());
+      }
+    }
+    if (!start_draining) return;
+    // Spawned as a function, so that the coroutine is made on the executor's thread.
+    asio::co_spawn(
+        sink->executor(),
+        [this, sink, queue = std::move(start_draining)]() { return drain(sink, queue); },
+        asio::detached);
   }
 
   asio::awaitable<Result<std::shared_ptr<Subscription>>> subscribe(SubscriptionSpec spec) override {
@@ -742,12 +769,102 @@ class MemoryBackend final : public Backend {
   }
 
  private:
+  // Records of one sink waiting for room, in order, with the options they were submitted with.
+  using WaitingRecords = std::deque<std::pair<OutboundRecord, PublishOptions>>;
+
+  // Publishes a sink's waiting records one by one, each once there is room (or failing at its
+  // deadline), until none is left. `this` outlives it: the sink's owner keeps the backend.
+  asio::awaitable<void> drain(std::shared_ptr<CompletionSink> sink,
+                              std::shared_ptr<WaitingRecords> queue) {
+    while (true) {
+      Message message;
+      PublishOptions options;
+      std::uint64_t sequence = 0;
+      {
+        std::lock_guard lock(state_->mutex);
+        if (queue->empty()) {
+          waiting_.erase(sink.get());
+          co_return;
+        }
+        message = queue->front().first.message;
+        options = queue->front().second;
+        sequence = queue->front().first.sequence;
+      }
+      Result<void> result = co_await publish(std::move(message), options);
+      {
+        std::lock_guard lock(state_->mutex);
+        queue->pop_front();
+      }
+      Completion completion{sequence, std::move(result)};
+      sink->on_complete(std::span<Completion>(&completion, 1));
+    }
+  }
+
+  // Why `message` cannot be published at all, if it cannot.
+  std::optional<Error> refusal(const Message& message) const {
+    const std::size_t limit = state_->config.max_payload_bytes;
+    if (limit != 0 && message.bytes().size() > limit) {
+      return memory_error(errc::invalid_argument,
+                          "payload of " + std::to_string(message.bytes().size()) +
+                              " bytes exceeds max_payload_bytes " + std::to_string(limit));
+    }
+    return std::nullopt;
+  }
+
+  // Under state_->mutex: appends `message` to every target. False when a target is full: then
+  // nothing was appended, and `space` (when given) is registered to be told when there is room.
+  // Errors: the backend is closed; nobody can receive a message that requires a receiver.
+  Result<bool> enqueue_locked(const Message& message, const PublishOptions& options,
+                              std::vector<Message>& released, SignalPtr* space) {
+    if (connection_->closed) return memory_error(errc::unavailable, "backend is closed");
+    const bool is_stream = options.kind == DestinationKind::stream;
+    Stream* stream = is_stream ? &state_->stream(message.subject()) : nullptr;
+    const std::vector<GroupPtr>& targets =
+        is_stream ? stream->groups : state_->topic_targets(message.subject());
+    // A query must reach someone running now; a command may wait in a durable group for the
+    // next instance of its service.
+    if (options.require_receiver) {
+      const bool live_only = options.pattern == MessagingPattern::request_response;
+      const bool reachable = std::any_of(targets.begin(), targets.end(), [&](const GroupPtr& g) {
+        return !live_only || !g->members.empty();
+      });
+      if (!reachable) {
+        return memory_error(errc::not_found, "no consumer for '" + message.subject() + "'");
+      }
+    }
+    const auto full = std::find_if(targets.begin(), targets.end(), [&](const GroupPtr& g) {
+      return g->entries.size() >= state_->config.group_capacity;
+    });
+    if (full != targets.end()) {
+      if (space != nullptr) {
+        if (!*space) *space = AsyncSignal::create();
+        (*full)->space_waiters.push_back(*space);
+      }
+      return false;
+    }
+    if (is_stream) {
+      const auto now = Clock::now();
+      const std::uint64_t seq = stream->next_seq++;
+      stream->bytes += message.bytes().size();
+      stream->log.push_back(LogEntry{seq, now, message});
+      stream->trim(now);
+      for (const auto& group : targets) state_->enqueue(*group, seq, message);
+    } else {
+      for (const auto& group : targets) state_->enqueue(*group, group->next_seq++, message);
+    }
+    for (const auto& group : targets) group->entries.take_released(released);
+    return true;
+  }
+
   Result<void> deliver_reply(Message message) {
     std::lock_guard lock(state_->mutex);
+    return deliver_reply_locked(message);
+  }
+  Result<void> deliver_reply_locked(const Message& message) {
     auto it = state_->inboxes.find(message.subject());
     // No inbox: the requester gave up (deadline); a late reply goes nowhere, as on NATS.
     if (it != state_->inboxes.end() && !it->second->reply) {
-      it->second->reply = std::move(message);
+      it->second->reply = message;
       it->second->signal->notify();
     }
     return ok();
@@ -825,6 +942,8 @@ class MemoryBackend final : public Backend {
   StatePtr state_;
   ConnectionPtr connection_;
   Capabilities capabilities_;
+  // Sinks with records waiting for room (see submit()). Guarded by state_->mutex.
+  std::unordered_map<const CompletionSink*, std::shared_ptr<WaitingRecords>> waiting_;
 };
 
 }  // namespace

@@ -1,9 +1,32 @@
 // The RabbitMQ backend against raw rabbitmq-c on the same broker, in the same run, 128-byte
-// messages:
-//   confirmed throughput, end to end: one publisher connection with publisher confirms sends
-//   persistent messages to a durable queue (default exchange) with at most a window of them
-//   unconfirmed; one consumer connection (prefetch = the window) acknowledges them manually, in
-//   batches. From the first publish until the last message was consumed and acknowledged.
+// JSON messages, median of alternating runs, with the client CPU per message (both sides in
+// this process, every thread).
+//
+// Confirmed throughput, end to end: a publisher with publisher confirms sends persistent
+// messages to a durable queue with at most kWindow of them unconfirmed; a consumer on its own
+// connection (prefetch kWindow) acknowledges them; from the first publish until the last message
+// was consumed and acknowledged.
+//
+// What the bus sends for a command (captured with the broker's firehose tracer, and in
+// rabbitmq_backend.cpp / rabbitmq_wire.cpp): basic.publish to the durable direct exchange
+// marty.commands, routing key commands.<service>.<type>, mandatory, with the properties
+// content_type application/json, message_id (the CloudEvents id), type, timestamp (seconds),
+// delivery_mode 2 and a header table of cloudEvents:specversion, cloudEvents:id (a fresh
+// UUIDv7), cloudEvents:source, cloudEvents:type, cloudEvents:time (fresh), x-marty-subject and
+// x-marty-publish-tag (the confirm's delivery tag, to match returns); the JSON body serialized
+// from the caller's value on each send. The queue its service declares is durable, with the
+// arguments x-dead-letter-exchange marty.dead-letters and x-max-priority 10 (a priority queue),
+// bound to marty.commands by the subject (and to marty.retry.back for delayed retries); its
+// consumer has prefetch 256 and acknowledges with basic.ack `multiple`.
+//
+// The baselines, with rabbitmq-c alone:
+//   same bytes: the same exchange, queue arguments and bindings, mandatory, the same properties
+//     and header table (fresh id, time and tag per message), the same JSON value serialized on
+//     each send; the same window of unconfirmed publishes (a count released by the broker's
+//     basic.ack), the same prefetch; the consumer reads every header and acknowledges every
+//     kAckEvery messages with `multiple` (and the last).
+//   bare: the default exchange, a plain durable queue, persistent messages with no properties
+//     beyond delivery_mode, not mandatory, a pre-serialized body (what the bus's wire costs).
 // usage: marty_bench_rabbitmq [--messages N] [--runs N]
 //        (MARTY_RABBITMQ_URL: the broker, amqp://user:password@host:port/vhost)
 #include <amqp.h>
@@ -23,6 +46,8 @@
 
 #include "bench_bus.hpp"
 #include "bench_support.hpp"
+#include "bench_wire.hpp"
+#include "marty/messaging/codec.hpp"
 #include "marty/messaging/rabbitmq_backend.hpp"
 
 using namespace marty::messaging::bench;
@@ -80,10 +105,6 @@ Endpoint parse_endpoint(const std::string& url) {
 Endpoint broker_endpoint() {
   const char* url = std::getenv("MARTY_RABBITMQ_URL");
   return parse_endpoint(url != nullptr ? url : "amqp://guest:guest@127.0.0.1:5672/");
-}
-
-double seconds(Steady::duration d) {
-  return std::chrono::duration<double>(d).count();
 }
 
 std::string unique(const char* base) {
@@ -218,6 +239,9 @@ void publisher_frame(const amqp_frame_t& frame, Confirms& confirms) {
     case AMQP_BASIC_NACK_METHOD:
       check(false, "the broker confirms every message (it sent basic.nack)");
       return;
+    case AMQP_BASIC_RETURN_METHOD:
+      check(false, "every mandatory message reaches the queue (the broker returned one)");
+      return;
     case AMQP_CHANNEL_CLOSE_METHOD: {
       amqp_rpc_reply_t reply{};
       reply.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION;
@@ -232,20 +256,73 @@ void publisher_frame(const amqp_frame_t& frame, Confirms& confirms) {
   }
 }
 
-/// Messages per second from the first publish until the consumer has received and acknowledged
-/// the last message: persistent messages, a durable queue, publisher confirms with at most
-/// kWindow unconfirmed, prefetch kWindow, acknowledgements every kAckEvery messages.
-double raw_confirmed(const Endpoint& endpoint, std::size_t count) {
+/// The payload of every measure: a 128-byte JSON value, which the bus serializes on each send.
+const mm::Json& payload() {
+  static const mm::Json value{{"p", std::string(kPayloadBytes - 8, 'x')}};
+  return value;
+}
+
+amqp_bytes_t bytes_of(const std::string& text) {
+  return amqp_bytes_t{text.size(), const_cast<char*>(text.data())};
+}
+
+enum class Wire { bare, same_bytes };
+
+/// Declares what the bus's command queue is: the durable direct exchange marty.commands and
+/// marty.retry.back (a topic exchange), a durable queue `queue` with the bus's arguments,
+/// bound to both as the bus binds a service's command queue.
+void declare_command_queue(amqp_connection_state_t conn, const std::string& queue) {
+  for (const auto& [name, type] :
+       {std::pair{"marty.commands", "direct"}, std::pair{"marty.retry.back", "topic"}}) {
+    amqp_exchange_declare(conn, kChannel, amqp_cstring_bytes(name), amqp_cstring_bytes(type), 0,
+                          1 /* durable */, 0, 0, amqp_empty_table);
+    check_reply(amqp_get_rpc_reply(conn), "declare an exchange");
+  }
+  amqp_table_entry_t arguments[2]{};
+  arguments[0].key = amqp_cstring_bytes("x-dead-letter-exchange");
+  arguments[0].value.kind = AMQP_FIELD_KIND_UTF8;
+  arguments[0].value.value.bytes = amqp_cstring_bytes("marty.dead-letters");
+  arguments[1].key = amqp_cstring_bytes("x-max-priority");
+  arguments[1].value.kind = AMQP_FIELD_KIND_I64;
+  arguments[1].value.value.i64 = 10;
+  amqp_queue_declare(conn, kChannel, bytes_of(queue), 0, 1 /* durable */, 0, 0,
+                     amqp_table_t{2, arguments});
+  check_reply(amqp_get_rpc_reply(conn), "declare the queue");
+  amqp_queue_bind(conn, kChannel, bytes_of(queue), amqp_cstring_bytes("marty.commands"),
+                  bytes_of(queue), amqp_empty_table);
+  check_reply(amqp_get_rpc_reply(conn), "bind the queue");
+  const std::string retry_key = "*." + queue;
+  amqp_queue_bind(conn, kChannel, bytes_of(queue), amqp_cstring_bytes("marty.retry.back"),
+                  bytes_of(retry_key), amqp_empty_table);
+  check_reply(amqp_get_rpc_reply(conn), "bind the queue for retries");
+}
+
+void delete_queue(const Endpoint& endpoint, const std::string& queue) {
+  Connection connection(endpoint);
+  amqp_queue_delete(connection.get(), kChannel, bytes_of(queue), 0, 0);
+  check_reply(amqp_get_rpc_reply(connection.get()), "delete the queue");
+}
+
+/// From the first publish until the consumer has received and acknowledged the last message:
+/// persistent messages, a durable queue, publisher confirms with at most kWindow unconfirmed,
+/// prefetch kWindow, acknowledgements every kAckEvery messages.
+Rate raw_confirmed(const Endpoint& endpoint, std::size_t count, Wire wire) {
   Connection publisher(endpoint);
-  const std::string queue = unique("raw_confirmed");
-  const amqp_bytes_t queue_name = amqp_cstring_bytes(queue.c_str());
-  amqp_queue_declare(publisher.get(), kChannel, queue_name, 0 /* passive */, 1 /* durable */,
-                     0 /* exclusive */, 0 /* auto-delete */, amqp_empty_table);
-  check_reply(amqp_get_rpc_reply(publisher.get()), "declare the queue");
+  const std::string service = unique("raw_bench");
+  const std::string queue = wire == Wire::bare ? service : "commands." + service + ".work";
+  const amqp_bytes_t queue_name = bytes_of(queue);
+  if (wire == Wire::bare) {
+    amqp_queue_declare(publisher.get(), kChannel, queue_name, 0 /* passive */, 1 /* durable */,
+                       0 /* exclusive */, 0 /* auto-delete */, amqp_empty_table);
+    check_reply(amqp_get_rpc_reply(publisher.get()), "declare the queue");
+  } else {
+    declare_command_queue(publisher.get(), queue);
+  }
   amqp_confirm_select(publisher.get(), kChannel);
   check_reply(amqp_get_rpc_reply(publisher.get()), "confirm.select");
 
-  Steady::time_point start{}, last{};
+  Steady::time_point last{};
+  Rate rate;
   {
     // The consumer is registered (consume-ok) before the first publish.
     Connection consumer(endpoint);
@@ -264,6 +341,16 @@ double raw_confirmed(const Endpoint& endpoint, std::size_t count) {
         timeval limit = kStuck;
         check_reply(amqp_consume_message(consumer.get(), &envelope, &limit, 0), "consume");
         check(envelope.message.body.len == kPayloadBytes, "a message of the benchmark's size");
+        // Every header read, as decoding the message does.
+        const amqp_basic_properties_t& properties = envelope.message.properties;
+        std::size_t header_bytes = 0;
+        if (properties._flags & AMQP_BASIC_HEADERS_FLAG) {
+          for (int i = 0; i < properties.headers.num_entries; ++i) {
+            const amqp_table_entry_t& entry = properties.headers.entries[i];
+            header_bytes += entry.key.len + entry.value.value.bytes.len;
+          }
+        }
+        check((header_bytes != 0) == (wire == Wire::same_bytes), "the headers sent");
         ++received;
         if (received % kAckEvery == 0 || received == count) {
           check_status(amqp_basic_ack(consumer.get(), kChannel, envelope.delivery_tag, 1),
@@ -274,19 +361,57 @@ double raw_confirmed(const Endpoint& endpoint, std::size_t count) {
       last = Steady::now();
     });
 
-    const std::string payload(kPayloadBytes, 'x');
-    const amqp_bytes_t body{payload.size(), const_cast<char*>(payload.data())};
-    amqp_basic_properties_t properties{};
-    properties._flags = AMQP_BASIC_DELIVERY_MODE_FLAG;
-    properties.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+    const std::string bare_body = payload().dump();
+    const std::string source = mm::EventBusOptions().service_name;  // the bus's default source
+    const std::string type = "work", content_type = "application/json", version = "1.0";
+    TimeText time;
     Confirms confirms;
     std::size_t published = 0;
-    start = Steady::now();
+    RateMeter meter(count);
     while (confirms.confirmed() < count) {
       while (published < count && published - confirms.confirmed() < kWindow) {
-        check_status(amqp_basic_publish(publisher.get(), kChannel, amqp_empty_bytes, queue_name,
-                                        0 /* mandatory */, 0 /* immediate */, &properties, body),
-                     "basic.publish");
+        amqp_basic_properties_t properties{};
+        properties._flags = AMQP_BASIC_DELIVERY_MODE_FLAG;
+        properties.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+        if (wire == Wire::bare) {
+          check_status(amqp_basic_publish(publisher.get(), kChannel, amqp_empty_bytes, queue_name,
+                                          0 /* mandatory */, 0 /* immediate */, &properties,
+                                          bytes_of(bare_body)),
+                       "basic.publish");
+          ++published;
+          continue;
+        }
+        const std::string body = payload().dump();
+        const std::string id = mm::make_uuid_v7();
+        const std::string& now = time.now();
+        const std::string tag = std::to_string(published + 1);  // the confirm's delivery tag
+        amqp_table_entry_t headers[7]{};
+        const std::pair<const char*, const std::string*> fields[7] = {
+            {"cloudEvents:specversion", &version},
+            {"cloudEvents:id", &id},
+            {"cloudEvents:source", &source},
+            {"cloudEvents:type", &type},
+            {"cloudEvents:time", &now},
+            {"x-marty-subject", &queue},
+            {"x-marty-publish-tag", &tag}};
+        for (int i = 0; i < 7; ++i) {
+          headers[i].key = amqp_cstring_bytes(fields[i].first);
+          headers[i].value.kind = AMQP_FIELD_KIND_UTF8;
+          headers[i].value.value.bytes = bytes_of(*fields[i].second);
+        }
+        properties._flags |= AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG |
+                             AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TYPE_FLAG |
+                             AMQP_BASIC_TIMESTAMP_FLAG;
+        properties.headers = amqp_table_t{7, headers};
+        properties.content_type = bytes_of(content_type);
+        properties.message_id = bytes_of(id);
+        properties.type = bytes_of(type);
+        properties.timestamp = static_cast<std::uint64_t>(time.seconds());
+        check_status(
+            amqp_basic_publish(publisher.get(), kChannel, amqp_cstring_bytes("marty.commands"),
+                               queue_name, 1 /* mandatory */, 0 /* immediate */, &properties,
+                               bytes_of(body)),
+            "basic.publish");
         ++published;
       }
       // The window is full (or everything is out): wait for a confirm, then take every other
@@ -301,8 +426,8 @@ double raw_confirmed(const Endpoint& endpoint, std::size_t count) {
       amqp_maybe_release_buffers(publisher.get());
     }
     reader.join();
+    rate = meter.stop(last);
   }  // the consumer's connection closes before its queue goes
-  const double rate = static_cast<double>(count) / seconds(last - start);
   amqp_queue_delete(publisher.get(), kChannel, queue_name, 0, 0);
   check_reply(amqp_get_rpc_reply(publisher.get()), "delete the queue");
   return rate;
@@ -312,7 +437,7 @@ double raw_confirmed(const Endpoint& endpoint, std::size_t count) {
 
 // The same measure through the bus: commands (a durable queue, persistent messages, publisher
 // confirms) sent with kWindow in flight, until the handler has seen the last one.
-double bus_confirmed(const Endpoint& endpoint, std::size_t count) {
+Rate bus_confirmed(const Endpoint& endpoint, std::size_t count) {
   mm::rabbitmq::RabbitMqConfig config;
   config.url = endpoint.url;
   const std::string service = unique("bus_bench");
@@ -327,16 +452,19 @@ double bus_confirmed(const Endpoint& endpoint, std::size_t count) {
     return mm::ok();
   });
   check(consumer->handle_commands({"work"}, handler, service).has_value(), "handle_commands");
-  const mm::Json prototype{{"p", std::string(kPayloadBytes - 8, 'x')}};
   auto finished = done.get_future();
-  const auto start = Steady::now();
+  RateMeter meter(count);
   publish_concurrently(*producer, count, kWindow, [&]() -> asio::awaitable<mm::Result<void>> {
-    mm::Json data = prototype;
+    mm::Json data = payload();
     co_return co_await producer->bus().send_command("work", std::move(data), service);
   });
   check(finished.wait_for(std::chrono::seconds(300)) == std::future_status::ready,
         "the handler received everything");
-  return static_cast<double>(count) / seconds(finished.get() - start);
+  const Rate rate = meter.stop(finished.get());
+  consumer.reset();  // stopped before its queue goes
+  producer.reset();
+  delete_queue(endpoint, "commands." + service + ".work");
+  return rate;
 }
 
 }  // namespace
@@ -351,21 +479,36 @@ int main(int argc, char** argv) {
   if (!parsed) return 2;
   check(options.messages > 0 && options.runs > 0, "counts above zero");
   const Endpoint endpoint = broker_endpoint();
-  std::printf("RabbitMQ benchmark against %s: %zu-byte messages, median of %d runs\n\n",
-              endpoint.address().c_str(), kPayloadBytes, options.runs);
-  std::vector<double> raw_rates, bus_rates, ratios;
+  std::printf(
+      "RabbitMQ benchmark against %s: %zu-byte messages, %zu unconfirmed at most, median of %d "
+      "alternating runs; CPU: client CPU microseconds per message (every thread of this "
+      "process)\n\n",
+      endpoint.address().c_str(), kPayloadBytes, kWindow, options.runs);
+  std::vector<Rate> raw_same, raw_bare, bus;
   for (int run = 0; run < options.runs; ++run) {
-    raw_rates.push_back(raw_confirmed(endpoint, options.messages));
-    bus_rates.push_back(bus_confirmed(endpoint, options.messages));
-    ratios.push_back(bus_rates.back() / raw_rates.back());
+    raw_bare.push_back(raw_confirmed(endpoint, options.messages, Wire::bare));
+    raw_same.push_back(raw_confirmed(endpoint, options.messages, Wire::same_bytes));
+    bus.push_back(bus_confirmed(endpoint, options.messages));
   }
+  const Rate same = median_rate(raw_same), bare = median_rate(raw_bare), b = median_rate(bus);
   std::printf(
-      "| measure (msg/s)                                  | raw rabbitmq-c |    bus | bus/raw |\n");
+      "| confirmed, persistent, durable queue, end to end | raw msg/s | raw CPU | bus msg/s | bus "
+      "CPU | bus/raw |\n");
   std::printf(
-      "|--------------------------------------------------|---------------:|-------:|--------:|\n");
-  std::printf("| confirmed, persistent, durable queue, end to end | %14.0f | %6.0f | %6.2fx |\n",
-              median(raw_rates), median(bus_rates), median(ratios));
+      "|--------------------------------------------------|----------:|--------:|----------:|----"
+      "----:|--------:|\n");
   std::printf(
-      "\nbus/raw is the median of the per-run ratios (each run measures both back to back).\n");
+      "| same bytes (the bus's exchange, queue, headers)  | %9.0f | %7.2f | %9.0f | %7.2f | "
+      "%7.2f |\n",
+      same.per_second, same.cpu_us, b.per_second, b.cpu_us, b.per_second / same.per_second);
+  std::printf(
+      "| raw bare (default exchange, plain queue)         | %9.0f | %7.2f | %9.0f | %7.2f | "
+      "%7.2f |\n",
+      bare.per_second, bare.cpu_us, b.per_second, b.cpu_us, b.per_second / bare.per_second);
+  std::printf(
+      "\nCPU: client CPU microseconds per message. bus/raw: the medians' ratio (above 1: the bus "
+      "is faster). The raw bare row leaves out what the bus's wire and queue cost; the same-bytes "
+      "row does the same work as the bus.\n\n");
+  print_result("rabbitmq.confirmed.end_to_end.vs_raw_same_bytes", b.per_second, same.per_second);
   return 0;
 }

@@ -120,6 +120,20 @@ EOF
 Reproduce one line: `marty-bus -c bench/marty-bus-bench.yaml -b nats bench -n 20000` (after
 `scripts/brokers start` and `source build/brokers/env.sh`).
 
+## Headline measures
+
+Every bench program ends with one `RESULT <id> bus=<value> baseline=<value> ratio=<bus/baseline>`
+line per headline measure: rates in messages (or sagas) per second, latencies in microseconds.
+The baseline is the broker's own client doing the same work (same wire bytes, acknowledgements
+and window), ZeroMQ for the embedded backend, or the target figure the program names.
+
+| measure | bus | baseline | bus / baseline |
+|---|--:|--:|--:|
+EOF
+  cat "$work"/*.txt |
+    sed -n 's/^RESULT \([^ ]*\) bus=\([^ ]*\) baseline=\([^ ]*\) ratio=\([^ ]*\)$/| `\1` | \2 | \3 | \4 |/p'
+  cat << 'EOF'
+
 ## The bus against each broker's own client
 
 Each program measures the broker's client library alone (the baseline) and the bus over it, in

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cassert>
+#include <memory>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -54,21 +55,32 @@ class [[nodiscard]] Result {
   std::variant<T, Error> state_;
 };
 
+/// A success or an `Error`. A success holds nothing but a null pointer: made, moved, returned
+/// and destroyed at the cost of a pointer, on the hot path of every send and ack. A failure
+/// keeps its Error on the heap (failures are rare).
 template <>
 class [[nodiscard]] Result<void> {
  public:
-  Result() = default;
-  Result(Error error) : error_(std::move(error)), failed_(true) {}  // NOLINT: implicit
+  Result() noexcept = default;
+  Result(Error error) : error_(std::make_unique<Error>(std::move(error))) {}  // NOLINT: implicit
+  Result(const Result& other)
+      : error_(other.error_ ? std::make_unique<Error>(*other.error_) : nullptr) {}
+  Result& operator=(const Result& other) {
+    if (this != &other) error_ = other.error_ ? std::make_unique<Error>(*other.error_) : nullptr;
+    return *this;
+  }
+  Result(Result&&) noexcept = default;
+  Result& operator=(Result&&) noexcept = default;
+  ~Result() = default;
 
-  bool has_value() const noexcept { return !failed_; }
+  bool has_value() const noexcept { return !error_; }
   explicit operator bool() const noexcept { return has_value(); }
   void value() const { assert(has_value()); }
-  const Error& error() const& { return assert(failed_), error_; }
-  Error&& error() && { return assert(failed_), std::move(error_); }
+  const Error& error() const& { return assert(error_), *error_; }
+  Error&& error() && { return assert(error_), std::move(*error_); }
 
  private:
-  Error error_;
-  bool failed_ = false;
+  std::unique_ptr<Error> error_;  // null: success
 };
 
 /// Success for `Result<void>`: `co_return ok();`.

@@ -104,7 +104,7 @@ class Entries {
     if (count_ - live_ > live_ + kCompactionSlack) {
       reshape(ring_.size());
       moved = true;
-    } else if (ring_.size() > kMinCapacity && count_ < ring_.size() / 4) {
+    } else if (ring_.size() > kKeptCapacity && count_ < ring_.size() / 8) {
       reshape(ring_.size() / 2);
       moved = true;
     }
@@ -129,6 +129,10 @@ class Entries {
  private:
   static constexpr std::size_t kCompactionSlack = 1024;
   static constexpr std::size_t kMinCapacity = 64;
+  // A ring shrinks only above this, and only when mostly empty: a consumer settling in batches
+  // empties it every batch, and shrinking and growing it again each time cost more than the
+  // rest of the hand-off (its entries are a few tens of bytes each).
+  static constexpr std::size_t kKeptCapacity = 1024;
   static constexpr std::size_t kReleaseBatch = 64;
 
   // Moves the held entries, in order, to the front of a new ring of `capacity` (a power of

@@ -892,14 +892,16 @@ Result<void> call_synchronously(const Worker& worker, const detail::SyncMessageC
   return outcome;
 }
 
-// The hot path: receive a batch, then handle and settle its deliveries one by one, in order,
-// with no timeout. A synchronous handler is called directly and its successes acked without a
-// coroutine where the backend settles synchronously. With a circuit breaker, one delivery at a
-// time, so that an opening circuit stops intake before the next message.
+// The hot path: receive, handle and settle in order, with no timeout. A synchronous handler
+// takes deliveries in batches: it is called directly in a loop (no coroutine frame per message)
+// and its successes are acked without a coroutine where the backend settles synchronously. A
+// coroutine handler, which may suspend for long, takes one delivery at a time, so that it never
+// holds back messages other members of its group could handle; so does any handler behind a
+// circuit breaker, so that an opening circuit stops intake before the next message.
 asio::awaitable<void> run_sequential_worker(ImplPtr impl, WorkerPtr worker,
                                             std::shared_ptr<DeliveryHandler> handle,
                                             const detail::SyncMessageCall* sync) {
-  const std::size_t batch_size = worker->breaker ? 1 : kReceiveBatch;
+  const std::size_t batch_size = sync != nullptr && !worker->breaker ? kReceiveBatch : 1;
   while (true) {
     if (worker->breaker) co_await wait_for_circuit(worker);
     auto received = co_await worker->subscription->receive_batch(batch_size);
@@ -911,6 +913,9 @@ asio::awaitable<void> run_sequential_worker(ImplPtr impl, WorkerPtr worker,
       continue;
     }
     for (auto& raw : *received) {
+      // Stopping: what this batch has not started goes back at once, unsettled (destroyed with
+      // the batch), for another instance to take, rather than waiting for the drain deadline.
+      if (worker->closing) break;
       std::optional<Error> poison;
       std::unique_ptr<Delivery> delivery = hold_delivery(*worker, std::move(raw), poison);
       if (poison) {

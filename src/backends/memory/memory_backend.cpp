@@ -777,7 +777,9 @@ class MemoryBackend final : public Backend {
   using WaitingRecords = std::deque<std::pair<OutboundRecord, PublishOptions>>;
 
   // Publishes a sink's waiting records one by one, each once there is room (or failing at its
-  // deadline), until none is left. `this` outlives it: the sink's owner keeps the backend.
+  // deadline), until none is left. `this` lives until the last record is reported: the sink's
+  // owner keeps the backend until its records are complete, so nothing of `this` is touched
+  // after the last report.
   asio::awaitable<void> drain(std::shared_ptr<CompletionSink> sink,
                               std::shared_ptr<WaitingRecords> queue) {
     while (true) {
@@ -786,21 +788,21 @@ class MemoryBackend final : public Backend {
       std::uint64_t sequence = 0;
       {
         std::lock_guard lock(state_->mutex);
-        if (queue->empty()) {
-          waiting_.erase(sink.get());
-          co_return;
-        }
         message = queue->front().first.message;
         options = queue->front().second;
         sequence = queue->front().first.sequence;
       }
       Result<void> result = co_await publish(std::move(message), options);
+      bool last = false;
       {
         std::lock_guard lock(state_->mutex);
         queue->pop_front();
+        last = queue->empty();
+        if (last) waiting_.erase(sink.get());  // later records of the sink go straight in
       }
       Completion completion{sequence, std::move(result)};
       sink->on_complete(std::span<Completion>(&completion, 1));
+      if (last) co_return;
     }
   }
 

@@ -46,6 +46,7 @@
 #include <utility>
 #include <vector>
 
+#include "../src/backends/redis/redis_scripts.hpp"
 #include "bench_bus.hpp"
 #include "bench_support.hpp"
 #include "bench_wire.hpp"
@@ -517,51 +518,18 @@ Rate raw_streams(const Endpoint& endpoint, std::size_t count, Wire wire) {
   return rate;
 }
 
-// The bus's query script (redis_backend.cpp, kAppend + kSendQueryScript), the same text: a
-// query is appended only when a responder of its Stream looks live. check_same_query_script()
-// makes sure that the bus runs the very same text.
-constexpr std::string_view kSendQueryScript = R"lua(
-local function append(key, maxlen, from)
-  if tonumber(maxlen) > 0 then
-    return redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, from))
-  end
-  return redis.call('XADD', key, '*', unpack(ARGV, from))
-end
-
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local live = false
-local limit = tonumber(ARGV[2])
-local last_id = nil
-for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local fields = {}
-  for i = 1, #group, 2 do fields[group[i]] = group[i + 1] end
-  for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], fields['name'])) do
-    for i = 1, #consumer, 2 do
-      if consumer[i] == 'idle' and consumer[i + 1] < limit then live = true end
-    end
-  end
-  if not live then
-    if last_id == nil then
-      local info = redis.call('XINFO', 'STREAM', KEYS[1])
-      for i = 1, #info, 2 do
-        if info[i] == 'last-generated-id' then last_id = info[i + 1] end
-      end
-    end
-    if fields['last-delivered-id'] == last_id and
-       #redis.call('XPENDING', KEYS[1], fields['name'], 'IDLE', limit, '-', '+', 1) == 0 then
-      live = true
-    end
-  end
-  if live then break end
-end
-if not live then return false end
-return append(KEYS[1], ARGV[1], 3)
-)lua";
+// The bus's own query script (kAppend + kSendQueryScript): a query is appended only when a
+// responder of its Stream looks live. check_same_query_script() makes sure that the bus runs
+// the very same text.
+const std::string& query_script() {
+  static const std::string text = mm::redis::scripts::query_script();
+  return text;
+}
 /// The liveness bound the bus passes to its query script: 3 × block_timeout + 1 s, in ms.
 constexpr const char* kLivenessMs = "4000";
 
 std::string sha_of_query_script(redisContext* context) {
-  Reply sha = command(context, {"SCRIPT", "LOAD", kSendQueryScript}, "script load");
+  Reply sha = command(context, {"SCRIPT", "LOAD", query_script()}, "script load");
   return std::string(sha->str, sha->len);
 }
 

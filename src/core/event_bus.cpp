@@ -442,8 +442,7 @@ struct detail::EventBusState {
 
     // `message` as this route writes it (wrapped in the Python envelope, or as it is).
     Result<Message> for_the_wire(Message message) const {
-      if (format != WireFormat::python_envelope) return message;
-      return codec::wrap_in_envelope(message);
+      return detail::for_the_wire(std::move(message), format);
     }
   };
 
@@ -484,10 +483,7 @@ struct detail::EventBusState {
                                                     PublisherOptions publisher_options) const;
 
   void fill_metadata(MessageMetadata& metadata, const std::string& type) const {
-    metadata.message_type = type;
-    if (metadata.message_id.empty()) metadata.message_id = make_uuid_v7();
-    if (!metadata.time) metadata.time = Clock::now();
-    if (metadata.source.empty()) metadata.source = options.service_name;
+    detail::fill_publish_metadata(metadata, type, options.service_name);
   }
 
   std::shared_ptr<ReplyInbox> inbox_for(const Backend* backend) const {

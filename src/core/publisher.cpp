@@ -10,24 +10,26 @@ namespace marty::messaging {
 
 namespace detail {
 
+Result<Message> for_the_wire(Message message, WireFormat format) {
+  if (format != WireFormat::python_envelope) return message;
+  return codec::wrap_in_envelope(message);
+}
+
 PublisherState::PublisherState(PublisherRoute route, PublisherOptions options)
     : route_(std::move(route)), options_(options) {}
 
 Result<void> PublisherState::prepare(Message& message, std::optional<Span>& span) const {
-  // Filled only where empty (the message_type aside), so preparing a message again is harmless.
+  // Filled only where empty (the type aside), so preparing a message again is harmless.
   MessageMetadata& metadata = message.mutable_metadata();
-  if (!route_.keep_own_type || metadata.message_type.empty()) {
-    metadata.message_type = route_.message_type;
-  }
-  if (metadata.message_id.empty()) metadata.message_id = make_uuid_v7();
-  if (!metadata.time) metadata.time = Clock::now();
-  if (metadata.source.empty()) metadata.source = route_.source;
+  const std::string& type = route_.keep_own_type && !metadata.message_type.empty()
+                                ? metadata.message_type
+                                : route_.message_type;
+  fill_publish_metadata(metadata, type, route_.source);
   if (message.subject() != route_.subject) message.set_subject(route_.subject);
   span = start_producer_span(message, route_.backend->name(), route_.tracer);
-  if (route_.format != WireFormat::python_envelope) return ok();
-  auto wrapped = codec::wrap_in_envelope(message);
-  if (!wrapped) return std::move(wrapped).error();
-  message = std::move(*wrapped);
+  auto wire = for_the_wire(std::move(message), route_.format);
+  if (!wire) return std::move(wire).error();
+  message = std::move(*wire);
   return ok();
 }
 

@@ -217,6 +217,46 @@ TEST_P(Conformance, ManyPublishersAndSubscribersLoseNothing) {
   }
 }
 
+// A Publisher's sends (not awaited one by one) are all confirmed and all delivered, on every
+// backend: natively where the backend submits batches, through the default path elsewhere.
+TEST_P(Conformance, PublisherSendsAreConfirmedAndDelivered) {
+  REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
+  constexpr int kSends = 200;
+  const std::string type = unique("windowed");
+  Recorder got;
+  auto consumer = make_bus("consumer");
+  ASSERT_TRUE(consumer->subscribe_to_events({type}, got.handler()));
+  auto producer = make_bus("producer");
+  PublisherOptions window;
+  window.max_in_flight = 32;
+  auto publisher = producer->bus().publisher(type, window);
+  ASSERT_TRUE(publisher) << publisher.error().describe();
+  std::atomic<int> confirmed{0}, failed{0};
+  (*publisher)->on_confirm([&](std::uint64_t first, std::uint64_t last, const Result<void>& r) {
+    (r ? confirmed : failed) += static_cast<int>(last - first + 1);
+  });
+  auto send_all = [&]() -> asio::awaitable<Result<void>> {
+    for (int n = 0; n < kSends; ++n) {
+      Json data{{"n", n}};
+      auto sent = co_await (*publisher)->send_when_room(Message::from_json(std::move(data)));
+      if (!sent) co_return sent.error();
+    }
+    co_return co_await (*publisher)->flush();
+  };
+  auto sent = producer->run(send_all());
+  ASSERT_TRUE(sent) << sent.error().describe();
+  EXPECT_EQ(confirmed.load(), kSends);
+  EXPECT_EQ(failed.load(), 0);
+  ASSERT_TRUE(eventually([&] { return got.size() >= kSends; }, 30s)) << got.size();
+  std::set<int> numbers;
+  for (const auto& m : got.snapshot()) {
+    EXPECT_EQ(m.type(), type);
+    numbers.insert(m.json()["n"].get<int>());
+  }
+  EXPECT_EQ(numbers.size(), static_cast<std::size_t>(kSends));
+  EXPECT_EQ(got.ids().size(), static_cast<std::size_t>(kSends));
+}
+
 TEST_P(Conformance, ManyTopicsAtOnce) {
   REQUIRE_CAPABILITY(caps().supports(MessagingPattern::pub_sub), "events (pub_sub)");
   constexpr int kTopics = 40;

@@ -36,6 +36,7 @@
 #include "marty/messaging/event_bus.hpp"
 #include "marty/messaging/subject.hpp"
 #include "redis_connection.hpp"
+#include "redis_scripts.hpp"
 #include "redis_setup.hpp"
 #include "redis_wire.hpp"
 
@@ -56,78 +57,10 @@ constexpr std::string_view kReleasedConsumer = "released";
 
 // ---- Scripts -------------------------------------------------------------------------------
 // Each runs atomically on the server, so a check and the append it guards cannot be split by
-// another client. Each begins with kAppend.
+// another client. Each begins with scripts::kAppend.
 
-// Appends the fields ARGV[from..] to `key`, trimmed to about `maxlen` entries (0: untrimmed).
-constexpr std::string_view kAppend = R"lua(
-local function append(key, maxlen, from)
-  if tonumber(maxlen) > 0 then
-    return redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, from))
-  end
-  return redis.call('XADD', key, '*', unpack(ARGV, from))
-end
-)lua";
-
-// An at-least-once event: appended to its Stream when a consumer group reads it (the Stream
-// exists only while groups do), and published on its channel for pub/sub and wildcard
-// subscribers. KEYS: stream. ARGV: channel, maxlen, channel payload, fields...
-constexpr std::string_view kPublishEventScript = R"lua(
-local appended = 0
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  append(KEYS[1], ARGV[2], 4)
-  appended = 1
-end
-redis.call('PUBLISH', ARGV[1], ARGV[3])
-return appended
-)lua";
-
-// A command: appended only when a consumer group (a service) will take it. nil otherwise.
-// KEYS: stream. ARGV: maxlen, fields...
-constexpr std::string_view kSendCommandScript = R"lua(
-if redis.call('EXISTS', KEYS[1]) == 0 or #redis.call('XINFO', 'GROUPS', KEYS[1]) == 0 then
-  return false
-end
-return append(KEYS[1], ARGV[1], 2)
-)lua";
-
-// A query: appended only when a responder looks live, nil otherwise. A group is live when one
-// of its consumers touched the Stream within the last ARGV[2] ms (the bus's readers block for
-// at most block_timeout at a time and reclaim in between), or when it has read every entry and
-// holds none longer than that: a reader blocked in XREADGROUP, as Redis documents responders,
-// is otherwise invisible on Redis 7.0, which neither refreshes a consumer's idle time on a
-// blocking read that returns nothing nor makes the consumer before its first entry. The cost:
-// the first query after the last responder stopped waits for its deadline (it stays unread, so
-// the next one is refused at once). KEYS: stream. ARGV: maxlen, liveness ms, fields...
-constexpr std::string_view kSendQueryScript = R"lua(
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local live = false
-local limit = tonumber(ARGV[2])
-local last_id = nil
-for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local fields = {}
-  for i = 1, #group, 2 do fields[group[i]] = group[i + 1] end
-  for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], fields['name'])) do
-    for i = 1, #consumer, 2 do
-      if consumer[i] == 'idle' and consumer[i + 1] < limit then live = true end
-    end
-  end
-  if not live then
-    if last_id == nil then
-      local info = redis.call('XINFO', 'STREAM', KEYS[1])
-      for i = 1, #info, 2 do
-        if info[i] == 'last-generated-id' then last_id = info[i + 1] end
-      end
-    end
-    if fields['last-delivered-id'] == last_id and
-       #redis.call('XPENDING', KEYS[1], fields['name'], 'IDLE', limit, '-', '+', 1) == 0 then
-      live = true
-    end
-  end
-  if live then break end
-end
-if not live then return false end
-return append(KEYS[1], ARGV[1], 3)
-)lua";
+// The scripts that append (an event, a command, a query) are in redis_scripts.hpp: the Redis
+// bench's raw baseline runs the same query script.
 
 // Takes entries pending longer than ARGV[3] ms, with their delivery counts, scanning the
 // group's pending list from the cursor ARGV[5] (XAUTOCLAIM looks at no more than ten times
@@ -189,16 +122,16 @@ constexpr ScriptId kAllScripts[] = {
 const std::string& script_text(ScriptId id) {
   static const std::map<ScriptId, std::string> texts = [] {
     const std::pair<ScriptId, std::string_view> bodies[] = {
-        {ScriptId::publish_event, kPublishEventScript},
-        {ScriptId::send_command, kSendCommandScript},
-        {ScriptId::send_query, kSendQueryScript},
+        {ScriptId::publish_event, scripts::kPublishEventScript},
+        {ScriptId::send_command, scripts::kSendCommandScript},
+        {ScriptId::send_query, scripts::kSendQueryScript},
         {ScriptId::reclaim, kReclaimScript},
         {ScriptId::leave_group, kLeaveGroupScript},
         {ScriptId::dead_letter, kDeadLetterScript},
         {ScriptId::drop_group, kDropGroupScript}};
     std::map<ScriptId, std::string> out;
     for (const auto& body : bodies)
-      out[body.first] = std::string(kAppend) + std::string(body.second);
+      out[body.first] = std::string(scripts::kAppend) + std::string(body.second);
     return out;
   }();
   return texts.at(id);

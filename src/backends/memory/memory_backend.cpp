@@ -427,16 +427,26 @@ class MemorySubscription final : public Subscription {
 
   asio::awaitable<Result<std::unique_ptr<Delivery>>> receive(
       std::optional<SteadyClock::time_point> deadline) override {
-    auto batch = co_await receive_batch(1, deadline);
-    if (!batch) co_return std::move(batch).error();
-    co_return std::move(batch->front());
+    single_.clear();  // kept between calls, so that taking one allocates no vector
+    auto taken = co_await take_into(1, deadline, &single_);
+    if (!taken) co_return std::move(taken).error();
+    co_return std::move(single_.front());
   }
 
-  // Takes up to `max` deliverable messages under one lock.
   asio::awaitable<Result<std::vector<std::unique_ptr<Delivery>>>> receive_batch(
       std::size_t max, std::optional<SteadyClock::time_point> deadline) override {
-    std::uint64_t seen_version = 0;
     std::vector<std::unique_ptr<Delivery>> batch;
+    auto taken = co_await take_into(max, deadline, &batch);
+    if (!taken) co_return std::move(taken).error();
+    co_return batch;
+  }
+
+  // Waits as receive() does, then appends up to `max` deliverable messages, taken under one
+  // lock, to `*batch` (which the caller keeps alive across the wait).
+  asio::awaitable<Result<void>> take_into(std::size_t max,
+                                          std::optional<SteadyClock::time_point> deadline,
+                                          std::vector<std::unique_ptr<Delivery>>* batch) {
+    std::uint64_t seen_version = 0;
     while (true) {
       std::optional<SteadyClock::time_point> wake = deadline;
       {
@@ -450,12 +460,12 @@ class MemorySubscription final : public Subscription {
         taken_.clear();
         state_->take(*group_, member_, std::max<std::size_t>(max, 1), next_ready, taken_);
         if (!taken_.empty()) {
-          batch.reserve(taken_.size());
+          batch->reserve(taken_.size());
           for (const std::uint64_t seq : taken_) {
-            batch.push_back(
+            batch->push_back(
                 std::make_unique<MemoryDelivery>(state_, group_, seq, *group_->entries.find(seq)));
           }
-          co_return batch;
+          co_return ok();
         }
         if (next_ready != SteadyClock::time_point::max()) {
           wake = wake ? std::min(*wake, next_ready) : next_ready;
@@ -519,8 +529,9 @@ class MemorySubscription final : public Subscription {
   GroupPtr group_;
   std::uint64_t member_;
   SignalPtr signal_;
-  bool closed_ = false;               // guarded by state_->mutex
-  std::vector<std::uint64_t> taken_;  // receive_batch's scratch (one receive at a time)
+  bool closed_ = false;                            // guarded by state_->mutex
+  std::vector<std::uint64_t> taken_;               // take_into's scratch (one receive at a time)
+  std::vector<std::unique_ptr<Delivery>> single_;  // receive()'s, reused
 
   void close_locked() {
     if (closed_) return;

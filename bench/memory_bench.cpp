@@ -7,6 +7,7 @@
 //   latency:    query round trips through the bus vs ZeroMQ inproc REQ/REP and a pair of
 //               BlockingConcurrentQueues, p50/p99/p99.9.
 // usage: marty_bench_memory [--messages N] [--queries N] [--runs N] [--only-bus [--windowed]]
+//                           [--only-query]
 #include <zmq.h>
 
 #include <algorithm>
@@ -36,7 +37,8 @@ struct Options {
   std::size_t queries = 20'000;
   int runs = 3;
   bool only_bus = false;
-  bool windowed = false;  // --only-bus measures Publisher::send instead of publish_event
+  bool only_query = false;  // the bus's two-thread query round trips alone
+  bool windowed = false;    // --only-bus measures Publisher::send instead of publish_event
 };
 
 // ---- throughput ----
@@ -362,6 +364,11 @@ int main(int argc, char** argv) {
       --i;
       continue;
     }
+    if (flag == "--only-query") {  // the bus's two-thread query round trips alone, for profiling
+      options.only_query = true;
+      --i;
+      continue;
+    }
     if (flag == "--windowed") {  // with --only-bus: through Publisher::send
       options.windowed = true;
       --i;
@@ -379,10 +386,18 @@ int main(int argc, char** argv) {
     else if (flag == "--runs")
       options.runs = static_cast<int>(value);
     else {
-      std::fprintf(stderr, "unknown flag %s (--messages N, --queries N, --runs N, --only-bus)\n",
-                   flag.c_str());
+      std::fprintf(
+          stderr,
+          "unknown flag %s (--messages N, --queries N, --runs N, --only-bus, --only-query)\n",
+          flag.c_str());
       return 2;
     }
+  }
+  if (options.only_query) {
+    const Latency l = bus_round_trips(options.queries, false);
+    std::printf("bus query, services on two threads: p50 %.1f us, p99 %.1f us, p99.9 %.1f us\n",
+                l.p50, l.p99, l.p999);
+    return 0;
   }
   std::printf(
       "memory backend benchmark: %zu-byte messages, %zu messages, %zu queries, median of %d "

@@ -62,6 +62,8 @@ Error not_running(std::string_view operation) {
 }
 
 using headers::kReplyToken;
+// A query handler's replies are counted under "reply:<query subject>", not their address.
+constexpr std::string_view kRepliesCountedAs = "reply:";
 static_assert(kReplyToken == detail::PendingReplies<int>::kTokenHeader);
 
 // A reply waited for by query() over a backend without native request/reply.
@@ -275,10 +277,14 @@ struct detail::EventBusState {
   }
 
   // Publishes `message` as the bus's producer span, counted, through the backend's circuit.
+  // `counted_as`: the subject its metrics are counted under, when not its own (a reply's
+  // address is new for every query: counting by it would grow the metrics without bound).
   asio::awaitable<Result<void>> publish_traced(std::shared_ptr<Backend> backend, Message message,
-                                               PublishOptions publish_options) const {
+                                               PublishOptions publish_options,
+                                               std::string counted_as = {}) const {
     detail::CircuitBreaker* circuit = send_circuit(*backend);
-    if (auto refused = circuit_refusal(*backend, circuit, message.subject())) co_return *refused;
+    if (counted_as.empty()) counted_as = message.subject();
+    if (auto refused = circuit_refusal(*backend, circuit, counted_as)) co_return *refused;
     auto span = detail::start_producer_span(message, backend->name(), options_tracer());
     // A backend that can take the message at once (the memory backend) does so through
     // submit(), with no coroutine of its own; the others are awaited through publish().
@@ -301,7 +307,7 @@ struct detail::EventBusState {
       pause = std::min(pause * 2, kLongestResendPause);
       published = co_await backend->publish(record.message, publish_options);
     }
-    sent(*backend, subject, span, circuit, published);
+    sent(*backend, counted_as, span, circuit, published);
     co_return published;
   }
 
@@ -1021,7 +1027,8 @@ asio::awaitable<void> handle_query(ImplPtr impl, WorkerPtr worker,
   PublishOptions options;
   options.pattern = MessagingPattern::request_response;
   options.deadline = SteadyClock::now() + worker->config.timeout;
-  auto sent = co_await impl->publish_traced(worker->backend, std::move(reply), options);
+  auto sent = co_await impl->publish_traced(worker->backend, std::move(reply), options,
+                                            std::string(kRepliesCountedAs) + worker->subject);
   if (!sent) {
     // The caller will see its deadline pass; redelivering would run the handler again.
     logger().error("reply to {} on {} failed: {}", request.id(), worker->subject,

@@ -5,51 +5,38 @@
 #include <charconv>
 #include <cstdio>
 #include <ctime>
-#include <mutex>
 #include <random>
 
 namespace marty::messaging {
 
-struct Payload::Parsed {
-  std::once_flag once;
-  Json value;
-  std::string error;               // non-empty when the bytes are not JSON
-  std::atomic<bool> valid{false};  // set once the bytes are known to be JSON
-};
-
-Payload::Payload(std::string bytes)
-    : bytes_(std::move(bytes)), parsed_(std::make_unique<Parsed>()) {}
-
-Payload::Payload(std::string bytes, Json value)
-    : bytes_(std::move(bytes)), parsed_(std::make_unique<Parsed>()) {
-  // Mark the once_flag as done so json() returns the given value without parsing.
-  std::call_once(parsed_->once, [&] { parsed_->value = std::move(value); });
-  parsed_->valid.store(true, std::memory_order_release);
-}
-
-Payload::~Payload() = default;
-
 Result<std::reference_wrapper<const Json>> Payload::json() const {
-  Parsed& parsed = *parsed_;
-  std::call_once(parsed.once, [&] {
-    // nlohmann's parser would take a NUL byte for the end of the text and drop the rest.
-    if (const auto nul = bytes_.find('\0'); nul != std::string::npos) {
-      parsed.error = "payload is not valid JSON: a NUL byte at offset " + std::to_string(nul);
-      return;
+  auto state = state_.load(std::memory_order_acquire);
+  if (state == kUnparsed) {
+    if (state_.compare_exchange_strong(state, kParsing, std::memory_order_acquire)) {
+      state = kValid;
+      // nlohmann's parser would take a NUL byte for the end of the text and drop the rest.
+      if (const auto nul = bytes_.find('\0'); nul != std::string::npos) {
+        error_ = "payload is not valid JSON: a NUL byte at offset " + std::to_string(nul);
+        state = kInvalid;
+      } else {
+        try {
+          value_ = Json::parse(bytes_);
+        } catch (const Json::exception& e) {
+          error_ = std::string("payload is not valid JSON: ") + e.what();
+          state = kInvalid;
+        }
+      }
+      state_.store(state, std::memory_order_release);
+      state_.notify_all();
     }
-    try {
-      parsed.value = Json::parse(bytes_);
-      parsed.valid.store(true, std::memory_order_release);
-    } catch (const Json::exception& e) {
-      parsed.error = std::string("payload is not valid JSON: ") + e.what();
-    }
-  });
-  if (!parsed.error.empty()) return Error(errc::invalid_argument, parsed.error);
-  return std::cref(parsed.value);
-}
-
-bool Payload::known_json() const noexcept {
-  return parsed_->valid.load(std::memory_order_acquire);
+  }
+  // Another thread is parsing: wait for it (rare: a payload is usually read by one handler).
+  while (state == kParsing) {
+    state_.wait(kParsing, std::memory_order_acquire);
+    state = state_.load(std::memory_order_acquire);
+  }
+  if (state == kInvalid) return Error(errc::invalid_argument, error_);
+  return std::cref(value_);
 }
 
 namespace {

@@ -1,7 +1,9 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -59,25 +61,30 @@ struct MessageMetadata {
 /// does not copy the body. The parsed JSON is computed once, on first use, thread-safely.
 class Payload {
  public:
-  explicit Payload(std::string bytes);
+  explicit Payload(std::string bytes) : bytes_(std::move(bytes)) {}
   /// Keeps `value` as the parsed form so that in-process delivery never re-parses it.
-  Payload(std::string bytes, Json value);
-  ~Payload();
+  Payload(std::string bytes, Json value)
+      : bytes_(std::move(bytes)), value_(std::move(value)), state_(kValid) {}
   Payload(const Payload&) = delete;
   Payload& operator=(const Payload&) = delete;
 
   std::string_view bytes() const noexcept { return bytes_; }
   /// True when the bytes are known to be valid JSON without parsing them: they came with their
   /// parsed value, or json() has parsed them already. (False says nothing either way.)
-  bool known_json() const noexcept;
+  bool known_json() const noexcept { return state_.load(std::memory_order_acquire) == kValid; }
   /// The bytes parsed as JSON; a parse failure is `invalid_argument` naming the position.
   /// Thread-safe; the returned reference lives as long as this payload.
   Result<std::reference_wrapper<const Json>> json() const;
 
  private:
-  struct Parsed;
+  // The parse state. Not std::call_once: glibc's once wakes a futex (a system call) every time
+  // it runs, which a message made from a JSON value would pay on the hot path.
+  static constexpr std::uint8_t kUnparsed = 0, kParsing = 1, kValid = 2, kInvalid = 3;
+
   std::string bytes_;
-  std::unique_ptr<Parsed> parsed_;  // always set; holds the lazily parsed JSON
+  mutable Json value_;         // written once, by whoever moves state_ from kUnparsed
+  mutable std::string error_;  // non-empty when the bytes are not JSON
+  mutable std::atomic<std::uint8_t> state_{kUnparsed};
 };
 
 /// A message: metadata, the subject it travels on, and a shared immutable payload.

@@ -30,8 +30,8 @@ using SignalPtr = std::shared_ptr<AsyncSignal>;
 constexpr std::string_view kInboxPrefix = "_INBOX.";
 constexpr std::size_t kRouteCacheLimit = 10'000;
 constexpr std::string_view kName = "memory";
-// How long a receiver watches for new messages before it parks (see changed_soon).
-constexpr std::chrono::microseconds kSpinBeforeParking{30};
+// How long a receiver or a requester watches for what it waits for before it parks.
+constexpr std::chrono::microseconds kSpinBeforeParking{100};
 
 Error memory_error(errc code, std::string message) {
   return Error(code, std::move(message), std::string(kName));
@@ -219,7 +219,22 @@ struct RequestSlot {
   SignalPtr signal = AsyncSignal::create();
   std::optional<Message> reply;
   bool cancelled = false;
+  std::atomic<bool> ended{false};  // reply or cancelled is set: a spinning requester looks here
 };
+
+// True if `ready()` turned true within kSpinBeforeParking, yielding to the executor between
+// looks (its other handlers run meanwhile). Whoever wakes us is usually on another thread and
+// acts within that time, and parking costs both threads a kernel sleep and wake-up, with a
+// timer armed and cancelled: several times the spin, and most of a round trip's tail.
+template <class Ready>
+asio::awaitable<bool> ready_soon(Ready ready) {
+  const auto until = SteadyClock::now() + kSpinBeforeParking;
+  for (int look = 0;; ++look) {
+    if (ready()) co_return true;
+    if ((look & 7) == 7 && SteadyClock::now() >= until) co_return false;
+    co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+  }
+}
 
 class MemorySubscription;
 
@@ -477,7 +492,12 @@ class MemorySubscription final : public Subscription {
       // Before parking, yield to the executor for a few microseconds while watching the
       // group's version, lock-free: a publisher on another thread usually adds the next message
       // within that time, and parking costs both threads a kernel sleep and wake-up.
-      if (co_await changed_soon(seen_version)) continue;
+      const GroupPtr& group = group_;
+      if (co_await ready_soon([&group, seen_version] {
+            return group->version.load(std::memory_order_acquire) != seen_version;
+          })) {
+        continue;
+      }
       co_await signal_->wait(wake);
     }
   }
@@ -491,16 +511,6 @@ class MemorySubscription final : public Subscription {
   }
 
  private:
-  // True if the group changed within a short spin (yielding to the executor between looks).
-  asio::awaitable<bool> changed_soon(std::uint64_t seen) {
-    const auto until = SteadyClock::now() + kSpinBeforeParking;
-    for (int look = 0;; ++look) {
-      if (group_->version.load(std::memory_order_acquire) != seen) co_return true;
-      if ((look & 7) == 7 && SteadyClock::now() >= until) co_return false;
-      co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
-    }
-  }
-
  public:
   // The connection is going away: like a broker that loses a consumer's connection, put the
   // deliveries this member still holds back in the group. A late settle of one of them fails
@@ -702,7 +712,10 @@ class MemoryBackend final : public Backend {
       forget(inbox);
       co_return std::move(published).error();
     }
-    while (true) {
+    // The responder usually answers within the spin; only then is a timer armed.
+    const bool answered_soon =
+        co_await ready_soon([&slot] { return slot->ended.load(std::memory_order_acquire); });
+    while (!answered_soon) {
       {
         std::lock_guard lock(state_->mutex);
         if (slot->reply || slot->cancelled) break;
@@ -882,6 +895,7 @@ class MemoryBackend final : public Backend {
     // No inbox: the requester gave up (deadline); a late reply goes nowhere, as on NATS.
     if (it != state_->inboxes.end() && !it->second->reply) {
       it->second->reply = message;
+      it->second->ended.store(true, std::memory_order_release);
       it->second->signal->notify();
     }
     return ok();
@@ -912,6 +926,7 @@ class MemoryBackend final : public Backend {
         auto it = state_->inboxes.find(inbox);
         if (it == state_->inboxes.end()) continue;
         it->second->cancelled = true;
+        it->second->ended.store(true, std::memory_order_release);
         it->second->signal->notify();
       }
     }

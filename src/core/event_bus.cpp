@@ -283,13 +283,16 @@ struct detail::EventBusState {
                                                PublishOptions publish_options,
                                                std::string counted_as = {}) const {
     detail::CircuitBreaker* circuit = send_circuit(*backend);
-    if (counted_as.empty()) counted_as = message.subject();
-    if (auto refused = circuit_refusal(*backend, circuit, counted_as)) co_return *refused;
+    if (auto refused = circuit_refusal(*backend, circuit,
+                                       counted_as.empty() ? message.subject() : counted_as)) {
+      co_return *refused;
+    }
     auto span = detail::start_producer_span(message, backend->name(), options_tracer());
     // A backend that can take the message at once (the memory backend) does so through
     // submit(), with no coroutine of its own; the others are awaited through publish().
     OutboundRecord record{std::move(message), 0, std::nullopt};
     const std::string& subject = record.message.subject();  // record.message is not changed
+    const std::string& counted = counted_as.empty() ? subject : counted_as;  // not copied
     backend->submit(std::span<OutboundRecord>(&record, 1), publish_options, nullptr);
     Result<void> published = ok();
     if (record.outcome) {
@@ -307,7 +310,7 @@ struct detail::EventBusState {
       pause = std::min(pause * 2, kLongestResendPause);
       published = co_await backend->publish(record.message, publish_options);
     }
-    sent(*backend, counted_as, span, circuit, published);
+    sent(*backend, counted, span, circuit, published);
     co_return published;
   }
 

@@ -712,9 +712,15 @@ class MemoryBackend final : public Backend {
       forget(inbox);
       co_return std::move(published).error();
     }
-    // The responder usually answers within the spin; only then is a timer armed.
-    const bool answered_soon =
-        co_await ready_soon([&slot] { return slot->ended.load(std::memory_order_acquire); });
+    // The responder usually answers within the spin; only then is a timer armed. One request
+    // of this backend spins at a time: with many in flight the thread has other work, and
+    // spinning ones would only take turns with it.
+    bool answered_soon = false;
+    if (spinning_requests_.fetch_add(1, std::memory_order_relaxed) == 0) {
+      answered_soon =
+          co_await ready_soon([&slot] { return slot->ended.load(std::memory_order_acquire); });
+    }
+    spinning_requests_.fetch_sub(1, std::memory_order_relaxed);
     while (!answered_soon) {
       {
         std::lock_guard lock(state_->mutex);
@@ -974,6 +980,7 @@ class MemoryBackend final : public Backend {
   StatePtr state_;
   ConnectionPtr connection_;
   Capabilities capabilities_;
+  std::atomic<int> spinning_requests_{0};  // requests at the spin (only the first spins)
   // Sinks with records waiting for room (see submit()). Guarded by state_->mutex.
   std::unordered_map<const CompletionSink*, std::shared_ptr<WaitingRecords>> waiting_;
 };

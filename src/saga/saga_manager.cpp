@@ -398,9 +398,12 @@ void DistributedSagaManager::renew(Running& running) {
   running.wake->notify();
 }
 
-asio::awaitable<Result<Json>> DistributedSagaManager::send(std::shared_ptr<SagaMachine> machine,
-                                                           SagaRecord record, SagaAction action) {
-  const SagaStep& step = machine->definition().steps[action.step];
+// Not a coroutine: the request is made from the record here, so no copy of the record travels
+// with the query.
+asio::awaitable<Result<Json>> DistributedSagaManager::send(const SagaMachine& machine,
+                                                           const SagaRecord& record,
+                                                           const SagaAction& action) {
+  const SagaStep& step = machine.definition().steps[action.step];
   const bool compensation = action.kind == SagaAction::Kind::run_compensation;
   Json request{{"saga_id", record.id},
                {"saga", record.definition},
@@ -417,34 +420,40 @@ asio::awaitable<Result<Json>> DistributedSagaManager::send(std::shared_ptr<SagaM
   }
   MessageMetadata metadata;
   metadata.correlation_id = record.id;
-  std::string query_type = compensation ? step.compensation : step.action;
-  std::string service = step.service;
-  co_return co_await bus_->query(std::move(query_type), std::move(request), std::move(service),
-                                 timeout, std::move(metadata));
+  return bus_->query(compensation ? step.compensation : step.action, std::move(request),
+                     step.service, timeout, std::move(metadata));
 }
 
-// Stores `snapshot` unless the store has it already. False when this runner must stop (a
-// newer writer, or the lease is gone); transient store errors are retried.
+// Stores `snapshot` unless the store has it already. True when stored; false when this runner
+// must stop (a newer writer, or the lease is gone); nullopt after a transient store error.
+// Not a coroutine: a store that takes the record at once costs no coroutine frame.
+std::optional<bool> DistributedSagaManager::try_persist(Running& running,
+                                                        const SagaRecord& snapshot) {
+  {
+    std::lock_guard lock(mutex_);
+    if (running.lease_lost) return false;
+  }
+  if (snapshot.version == running.saved_version) return true;
+  auto saved = store_->save(snapshot);
+  if (saved) {
+    running.saved_version = snapshot.version;
+    return true;
+  }
+  if (saved.error().is(errc::aborted)) {  // a newer writer: this runner is out of date
+    logger().warn("saga {}: {}; this orchestrator stops driving it", snapshot.id,
+                  saved.error().describe());
+    return false;
+  }
+  logger().error("saga {}: storing a transition failed, retrying: {}", snapshot.id,
+                 saved.error().describe());
+  return std::nullopt;
+}
+
+// try_persist() until the store answers for good (transient errors are retried).
 asio::awaitable<bool> DistributedSagaManager::persist(std::shared_ptr<Running> running,
-                                                      SagaRecord snapshot) {
+                                                      const SagaRecord& snapshot) {
   while (true) {
-    {
-      std::lock_guard lock(mutex_);
-      if (running->lease_lost) co_return false;
-    }
-    if (snapshot.version == running->saved_version) co_return true;
-    auto saved = store_->save(snapshot);
-    if (saved) {
-      running->saved_version = snapshot.version;
-      co_return true;
-    }
-    if (saved.error().is(errc::aborted)) {  // a newer writer: this runner is out of date
-      logger().warn("saga {}: {}; this orchestrator stops driving it", snapshot.id,
-                    saved.error().describe());
-      co_return false;
-    }
-    logger().error("saga {}: storing a transition failed, retrying: {}", snapshot.id,
-                   saved.error().describe());
+    if (auto stored = try_persist(*running, snapshot)) co_return *stored;
     co_await sleep_for(kStoreRetry);
   }
 }
@@ -471,9 +480,13 @@ asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<DistributedS
       snapshot = running->record;
     }
     // (Each call copies the record: only when there is something to store or to publish.)
-    if (snapshot.version != running->saved_version && !co_await persist(running, snapshot)) {
-      owner = false;
-      break;
+    if (snapshot.version != running->saved_version) {
+      std::optional<bool> stored = try_persist(*running, snapshot);
+      if (!stored) stored = co_await persist(running, snapshot);
+      if (!*stored) {
+        owner = false;
+        break;
+      }
     }
     if (events && running->saved_state == SagaState::running &&
         snapshot.state == SagaState::compensating) {
@@ -499,7 +512,7 @@ asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<DistributedS
       Json started{{"step", step_name}, {"attempt", action.attempt}};
       co_await event("step_started", snapshot, std::move(started));
     }
-    Result<Json> outcome = co_await send(running->machine, snapshot, action);
+    Result<Json> outcome = co_await send(*running->machine, snapshot, action);
     if (!outcome && !bus_->running()) {
       // The local bus stopped under the saga: not the participant's answer. The saga stays as
       // stored (the attempt in flight), for resume_unfinished() after a restart.
@@ -517,9 +530,13 @@ asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<DistributedS
     }
     // Stored at once, so that an outcome is not lost when the process dies before the next
     // decision.
-    if (snapshot.version != running->saved_version && !co_await persist(running, snapshot)) {
-      owner = false;
-      break;
+    if (snapshot.version != running->saved_version) {
+      std::optional<bool> stored = try_persist(*running, snapshot);
+      if (!stored) stored = co_await persist(running, snapshot);
+      if (!*stored) {
+        owner = false;
+        break;
+      }
     }
     if (!events) continue;
     Json details{{"step", step_name}, {"attempt", action.attempt}};

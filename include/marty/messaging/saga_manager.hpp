@@ -4,6 +4,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -103,9 +104,11 @@ class DistributedSagaManager : public std::enable_shared_from_this<DistributedSa
                               std::shared_ptr<Running> running);
   static asio::awaitable<void> keep_leases(std::weak_ptr<DistributedSagaManager> weak);
   void renew(Running& running);
-  asio::awaitable<bool> persist(std::shared_ptr<Running> running, SagaRecord snapshot);
-  asio::awaitable<Result<Json>> send(std::shared_ptr<SagaMachine> machine, SagaRecord record,
-                                     SagaAction action);
+  std::optional<bool> try_persist(Running& running, const SagaRecord& snapshot);
+  // `snapshot` is the caller's, which awaits the call at once (it outlives the coroutine).
+  asio::awaitable<bool> persist(std::shared_ptr<Running> running, const SagaRecord& snapshot);
+  asio::awaitable<Result<Json>> send(const SagaMachine& machine, const SagaRecord& record,
+                                     const SagaAction& action);
   asio::awaitable<void> event(std::string type, SagaRecord record, Json details);
   /// `fresh`: just created and stored by this manager (no need to reload it). `cancel`: cancel
   /// it before its runner starts. `failed_precondition` when it has ended.

@@ -424,36 +424,41 @@ asio::awaitable<Result<Json>> DistributedSagaManager::send(const SagaMachine& ma
                      step.service, timeout, std::move(metadata));
 }
 
-// Stores `snapshot` unless the store has it already. True when stored; false when this runner
-// must stop (a newer writer, or the lease is gone); nullopt after a transient store error.
-// Not a coroutine: a store that takes the record at once costs no coroutine frame.
-std::optional<bool> DistributedSagaManager::try_persist(Running& running,
-                                                        const SagaRecord& snapshot) {
+// True when the store has `snapshot`: it had it, or took it now. Not a coroutine: a store that
+// takes a record at once costs no coroutine frame. Otherwise persist() decides (and retries).
+bool DistributedSagaManager::stored_at_once(Running& running, const SagaRecord& snapshot) {
   {
     std::lock_guard lock(mutex_);
     if (running.lease_lost) return false;
   }
   if (snapshot.version == running.saved_version) return true;
-  auto saved = store_->save(snapshot);
-  if (saved) {
-    running.saved_version = snapshot.version;
-    return true;
-  }
-  if (saved.error().is(errc::aborted)) {  // a newer writer: this runner is out of date
-    logger().warn("saga {}: {}; this orchestrator stops driving it", snapshot.id,
-                  saved.error().describe());
-    return false;
-  }
-  logger().error("saga {}: storing a transition failed, retrying: {}", snapshot.id,
-                 saved.error().describe());
-  return std::nullopt;
+  if (!store_->save(snapshot)) return false;
+  running.saved_version = snapshot.version;
+  return true;
 }
 
-// try_persist() until the store answers for good (transient errors are retried).
+// Stores `snapshot` unless the store has it already. False when this runner must stop (a
+// newer writer, or the lease is gone); transient store errors are retried.
 asio::awaitable<bool> DistributedSagaManager::persist(std::shared_ptr<Running> running,
                                                       const SagaRecord& snapshot) {
   while (true) {
-    if (auto stored = try_persist(*running, snapshot)) co_return *stored;
+    {
+      std::lock_guard lock(mutex_);
+      if (running->lease_lost) co_return false;
+    }
+    if (snapshot.version == running->saved_version) co_return true;
+    auto saved = store_->save(snapshot);
+    if (saved) {
+      running->saved_version = snapshot.version;
+      co_return true;
+    }
+    if (saved.error().is(errc::aborted)) {  // a newer writer: this runner is out of date
+      logger().warn("saga {}: {}; this orchestrator stops driving it", snapshot.id,
+                    saved.error().describe());
+      co_return false;
+    }
+    logger().error("saga {}: storing a transition failed, retrying: {}", snapshot.id,
+                   saved.error().describe());
     co_await sleep_for(kStoreRetry);
   }
 }
@@ -480,13 +485,9 @@ asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<DistributedS
       snapshot = running->record;
     }
     // (Each call copies the record: only when there is something to store or to publish.)
-    if (snapshot.version != running->saved_version) {
-      std::optional<bool> stored = try_persist(*running, snapshot);
-      if (!stored) stored = co_await persist(running, snapshot);
-      if (!*stored) {
-        owner = false;
-        break;
-      }
+    if (!stored_at_once(*running, snapshot) && !co_await persist(running, snapshot)) {
+      owner = false;
+      break;
     }
     if (events && running->saved_state == SagaState::running &&
         snapshot.state == SagaState::compensating) {
@@ -530,13 +531,9 @@ asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<DistributedS
     }
     // Stored at once, so that an outcome is not lost when the process dies before the next
     // decision.
-    if (snapshot.version != running->saved_version) {
-      std::optional<bool> stored = try_persist(*running, snapshot);
-      if (!stored) stored = co_await persist(running, snapshot);
-      if (!*stored) {
-        owner = false;
-        break;
-      }
+    if (!stored_at_once(*running, snapshot) && !co_await persist(running, snapshot)) {
+      owner = false;
+      break;
     }
     if (!events) continue;
     Json details{{"step", step_name}, {"attempt", action.attempt}};

@@ -4,7 +4,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -104,7 +103,7 @@ class DistributedSagaManager : public std::enable_shared_from_this<DistributedSa
                               std::shared_ptr<Running> running);
   static asio::awaitable<void> keep_leases(std::weak_ptr<DistributedSagaManager> weak);
   void renew(Running& running);
-  std::optional<bool> try_persist(Running& running, const SagaRecord& snapshot);
+  bool stored_at_once(Running& running, const SagaRecord& snapshot);
   // `snapshot` is the caller's, which awaits the call at once (it outlives the coroutine).
   asio::awaitable<bool> persist(std::shared_ptr<Running> running, const SagaRecord& snapshot);
   asio::awaitable<Result<Json>> send(const SagaMachine& machine, const SagaRecord& record,

@@ -13,6 +13,7 @@ build=${1:?usage: scripts/bench-report.sh BUILD_DIR | --chart}
 root=$(cd "$(dirname "$0")/.." && pwd)
 figures=$root/docs/benchmarks.tsv
 command -v gnuplot > /dev/null || { echo "bench-report: no gnuplot (scripts/deps.sh bench)" >&2; exit 2; }
+command -v valgrind > /dev/null || { echo "bench-report: no valgrind (scripts/deps.sh bench)" >&2; exit 2; }
 
 say() { printf '\033[1m[bench]\033[0m %s\n' "$*" >&2; }
 
@@ -86,6 +87,25 @@ done
 cp "$work/side-by-side.tsv" "$figures"
 draw_chart
 
+# 3. What one message costs on the memory path, publisher and consumer together: instructions
+# (callgrind) and heap allocations (memcheck), each as the difference of two run sizes divided
+# by the difference in messages, so that start-up and shutdown cancel out.
+say "memory: instructions and allocations per message (valgrind)"
+memory_bench=$build/bench/marty_bench_memory
+small=20000 large=60000
+instructions() {
+  valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.$1" \
+    "$memory_bench" --only-bus --messages "$1" --runs 1 > /dev/null 2>&1
+  sed -n 's/^summary: *//p' "$work/callgrind.$1"
+}
+allocations() {
+  valgrind --tool=memcheck --leak-check=no "$memory_bench" --only-bus --messages "$1" --runs 1 2>&1 |
+    sed -n 's/.*total heap usage: \([0-9,]*\) allocs.*/\1/p' | tr -d ,
+}
+per_message() { echo $((($2 - $1) / (large - small))); }
+ir_per_message=$(per_message "$(instructions $small)" "$(instructions $large)")
+allocs_per_message=$(per_message "$(allocations $small)" "$(allocations $large)")
+
 say "writing docs/benchmarks.md"
 {
   cat << EOF
@@ -132,6 +152,23 @@ and window), ZeroMQ for the embedded backend, or the target figure the program n
 EOF
   cat "$work"/*.txt |
     sed -n 's/^RESULT \([^ ]*\) bus=\([^ ]*\) baseline=\([^ ]*\) ratio=\([^ ]*\)$/| `\1` | \2 | \3 | \4 |/p'
+  cat << EOF
+
+## What one message costs on the memory path
+
+\`publish_event\` to a \`sync_handler\` on the embedded backend, publisher and consumer on two
+threads, counted by valgrind on $small and $large messages (\`marty_bench_memory --only-bus\`),
+the difference divided by the $((large - small)) messages between them:
+
+| per message | count |
+|---|--:|
+| instructions (callgrind) | $ir_per_message |
+| heap allocations (memcheck) | $allocs_per_message |
+
+Instructions do not vary with the machine's speed; they still vary a little between runs,
+because a consumer that finds its queue empty watches it for up to 100 µs before parking, and
+under valgrind how long depends on how the two threads were scheduled.
+EOF
   cat << 'EOF'
 
 ## The bus against each broker's own client

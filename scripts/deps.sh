@@ -13,7 +13,7 @@ broker_pkgs=(nats-server libnats-dev redis-server redis-tools libhiredis-dev
 # JavaScript (the tests' and benchmark's peer) and the tests' fixtures (scripts/js-deps.sh).
 aws_pkgs=(libssl-dev libcurl4-openssl-dev libxml2-dev nodejs npm)
 test_pkgs=(libgtest-dev clang-format clang "${aws_pkgs[@]}" "${broker_pkgs[@]}")
-bench_pkgs=(libzmq3-dev libconcurrentqueue-dev gnuplot-nox "${aws_pkgs[@]}" "${broker_pkgs[@]}")
+bench_pkgs=(libzmq3-dev libconcurrentqueue-dev gnuplot-nox valgrind "${aws_pkgs[@]}" "${broker_pkgs[@]}")
 
 wanted=()
 for profile in "${@:-build}"; do

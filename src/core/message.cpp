@@ -24,6 +24,10 @@ Result<std::reference_wrapper<const Json>> Payload::json() const {
         } catch (const Json::exception& e) {
           error_ = std::string("payload is not valid JSON: ") + e.what();
           state = kInvalid;
+        } catch (...) {  // out of memory: not parsed after all, so a later call tries again
+          state_.store(kUnparsed, std::memory_order_release);
+          state_.notify_all();
+          throw;
         }
       }
       state_.store(state, std::memory_order_release);
@@ -35,6 +39,7 @@ Result<std::reference_wrapper<const Json>> Payload::json() const {
     state_.wait(kParsing, std::memory_order_acquire);
     state = state_.load(std::memory_order_acquire);
   }
+  if (state == kUnparsed) return json();  // its parse ran out of memory: try ours
   if (state == kInvalid) return Error(errc::invalid_argument, error_);
   return std::cref(value_);
 }

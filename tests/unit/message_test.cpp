@@ -64,6 +64,19 @@ TEST(MessageTest, LazyParseIsThreadSafe) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(good.load(), 8);
+
+  // Readers of a payload that is not JSON all get the same error, however they interleave.
+  Message bad = Message::from_bytes("{not json");
+  std::atomic<int> refused{0};
+  threads.clear();
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      auto parsed = bad.try_json();
+      refused += !parsed && parsed.error().is(errc::invalid_argument);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(refused.load(), 8);
 }
 
 TEST(MessageTest, TtlExpiry) {

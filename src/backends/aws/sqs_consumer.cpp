@@ -10,7 +10,7 @@
 #include "aws_wire.hpp"
 #include "marty/messaging/detail/inbox.hpp"
 #include "marty/messaging/detail/sleep.hpp"
-#include "marty/messaging/event_bus.hpp"
+#include "marty/messaging/wire.hpp"
 
 namespace marty::messaging::aws {
 

@@ -24,8 +24,8 @@
 #include "marty/messaging/detail/offload.hpp"
 #include "marty/messaging/detail/query_deadline.hpp"
 #include "marty/messaging/detail/sleep.hpp"
-#include "marty/messaging/event_bus.hpp"
 #include "marty/messaging/subject.hpp"
+#include "marty/messaging/wire.hpp"
 #include "partition_progress.hpp"
 
 namespace marty::messaging::kafka {

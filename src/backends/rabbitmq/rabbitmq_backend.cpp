@@ -41,8 +41,8 @@
 #include "marty/messaging/detail/pending_replies.hpp"
 #include "marty/messaging/detail/sleep.hpp"
 #include "marty/messaging/detail/url.hpp"
-#include "marty/messaging/event_bus.hpp"
 #include "marty/messaging/subject.hpp"
+#include "marty/messaging/wire.hpp"
 #include "rabbitmq_wire.hpp"
 
 namespace marty::messaging::rabbitmq {

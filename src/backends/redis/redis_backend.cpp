@@ -28,13 +28,14 @@
 #include <asio/executor_work_guard.hpp>
 #include <asio/post.hpp>
 
+#include "marty/messaging/dead_letters.hpp"
 #include "marty/messaging/detail/async_signal.hpp"
 #include "marty/messaging/detail/inbox.hpp"
 #include "marty/messaging/detail/log.hpp"
 #include "marty/messaging/detail/sleep.hpp"
 #include "marty/messaging/detail/url.hpp"
-#include "marty/messaging/event_bus.hpp"
 #include "marty/messaging/subject.hpp"
+#include "marty/messaging/wire.hpp"
 #include "redis_connection.hpp"
 #include "redis_scripts.hpp"
 #include "redis_setup.hpp"

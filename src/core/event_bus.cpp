@@ -97,6 +97,7 @@ struct Worker {
   std::shared_ptr<Backend> backend;
   std::shared_ptr<Subscription> subscription;
   std::string subject;
+  std::string replies_counted_as;  // "reply:<subject>": what a query handler's replies count as
   std::string group;  // the consumer group or service; empty for a private subscription
   MessagingPattern pattern = MessagingPattern::pub_sub;
   MessagingPatternConfig config;
@@ -255,13 +256,14 @@ struct detail::EventBusState {
 
   // Publishes `message` as the bus's producer span, counted, through the backend's circuit.
   // `counted_as`: the subject its metrics are counted under, when not its own (a reply's
-  // address is new for every query: counting by it would grow the metrics without bound).
+  // address is new for every query: counting by it would grow the metrics without bound); it
+  // outlives the call.
   asio::awaitable<Result<void>> publish_traced(std::shared_ptr<Backend> backend, Message message,
                                                PublishOptions publish_options,
-                                               std::string counted_as = {}) const {
+                                               const std::string* counted_as = nullptr) const {
     detail::CircuitBreaker* circuit = send_circuit(*backend);
-    if (auto refused = circuit_refusal(*backend, circuit,
-                                       counted_as.empty() ? message.subject() : counted_as)) {
+    if (auto refused =
+            circuit_refusal(*backend, circuit, counted_as ? *counted_as : message.subject())) {
       co_return *refused;
     }
     auto span = detail::start_producer_span(message, backend->name(), options_tracer());
@@ -269,7 +271,7 @@ struct detail::EventBusState {
     // submit(), with no coroutine of its own; the others are awaited through publish().
     OutboundRecord record{std::move(message), 0, std::nullopt};
     const std::string& subject = record.message.subject();  // record.message is not changed
-    const std::string& counted = counted_as.empty() ? subject : counted_as;  // not copied
+    const std::string& counted = counted_as ? *counted_as : subject;
     backend->submit(std::span<OutboundRecord>(&record, 1), publish_options, nullptr);
     Result<void> published = ok();
     if (record.outcome) {
@@ -394,6 +396,7 @@ struct detail::EventBusState {
     worker->backend = std::move(backend);
     worker->subscription = std::move(subscription);
     worker->subject = std::move(subject);
+    worker->replies_counted_as = std::string(kRepliesCountedAs) + worker->subject;
     worker->group = group;
     worker->unwrap_envelopes = options.python_envelope_on_receipt;
     return worker;
@@ -1008,7 +1011,7 @@ asio::awaitable<void> handle_query(ImplPtr impl, WorkerPtr worker,
   options.pattern = MessagingPattern::request_response;
   options.deadline = SteadyClock::now() + worker->config.timeout;
   auto sent = co_await impl->publish_traced(worker->backend, std::move(reply), options,
-                                            std::string(kRepliesCountedAs) + worker->subject);
+                                            &worker->replies_counted_as);
   if (!sent) {
     // The caller will see its deadline pass; redelivering would run the handler again.
     logger().error("reply to {} on {} failed: {}", request.id(), worker->subject,

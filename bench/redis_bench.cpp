@@ -190,7 +190,7 @@ class StructuredEvent {
   static Template make(const std::string& type) {
     const mm::Message event = stamped(prototype(), type);
     return Template(mm::codec::encode_structured(event),
-                    {event.id(), mm::format_rfc3339(*event.metadata().time)});
+                    {std::string(event.id()), mm::format_rfc3339(*event.metadata().time)});
   }
   Template text_;
   TimeText time_;

@@ -168,34 +168,35 @@ Error invalid(std::string what) {
 
 // The attributes of `metadata` in wire order (core attributes first). Empty optional fields
 // are left out, as CloudEvents requires of absent attributes.
-EncodedAttributes encode_attributes(const MessageMetadata& metadata) {
+EncodedAttributes encode_attributes(const Message& message) {
   EncodedAttributes out;
-  out.reserve(12 + metadata.headers.size());
+  out.reserve(12 + message.header_count());
   out.emplace_back("specversion", std::string(kSpecVersion));
   // `id` is required; an event without one would be rejected by every consumer (ours too).
-  out.emplace_back("id", metadata.message_id.empty() ? make_uuid_v7() : metadata.message_id);
-  out.emplace_back("source",
-                   metadata.source.empty() ? std::string(kDefaultSource) : metadata.source);
-  out.emplace_back("type", metadata.message_type);
-  if (metadata.time) out.emplace_back("time", format_rfc3339(*metadata.time));
-  if (!metadata.content_type.empty()) out.emplace_back("datacontenttype", metadata.content_type);
-  auto add_string = [&](std::string_view name, const std::string& value) {
-    if (!value.empty()) out.emplace_back(std::string(name), value);
+  out.emplace_back("id", message.id().empty() ? make_uuid_v7() : std::string(message.id()));
+  out.emplace_back("source", std::string(message.source().empty() ? std::string_view(kDefaultSource)
+                                                                  : message.source()));
+  out.emplace_back("type", std::string(message.type()));
+  if (const auto time = message.time()) out.emplace_back("time", format_rfc3339(*time));
+  auto add_string = [&](std::string_view name, std::string_view value) {
+    if (!value.empty()) out.emplace_back(std::string(name), std::string(value));
   };
-  add_string("correlationid", metadata.correlation_id);
-  add_string("causationid", metadata.causation_id);
-  add_string("replyto", metadata.reply_to);
-  if (metadata.ttl) out.emplace_back("ttl", static_cast<std::int64_t>(metadata.ttl->count()));
-  if (metadata.priority != 0) out.emplace_back("priority", std::int64_t{metadata.priority});
-  add_string("partitionkey", metadata.partition_key);
+  add_string("datacontenttype", message.content_type());
+  add_string("correlationid", message.correlation_id());
+  add_string("causationid", message.causation_id());
+  add_string("replyto", message.reply_to());
+  if (const auto ttl = message.ttl())
+    out.emplace_back("ttl", static_cast<std::int64_t>(ttl->count()));
+  if (message.priority() != 0) out.emplace_back("priority", std::int64_t{message.priority()});
+  add_string("partitionkey", message.partition_key());
   Json fallback = Json::object();
-  for (const auto& [name, value] : metadata.headers) {
+  message.for_each_header([&](std::string_view name, std::string_view value) {
     if (is_attribute_name(name) && !is_reserved(name)) {
-      out.emplace_back(name, value);
+      out.emplace_back(std::string(name), std::string(value));
     } else {
-      fallback[name] = value;
+      fallback[std::string(name)] = value;
     }
-  }
+  });
   if (!fallback.empty()) out.emplace_back(std::string(kMartyHeaders), dump(fallback));
   return out;
 }
@@ -398,7 +399,7 @@ bool is_json_media_type(std::string_view content_type) {
 
 BinaryMessage encode_binary(const Message& message, const BinaryModeOptions& options) {
   BinaryMessage out;
-  EncodedAttributes attributes = encode_attributes(message.metadata());
+  EncodedAttributes attributes = encode_attributes(message);
   out.headers.reserve(attributes.size());
   for (auto& [name, value] : attributes) {
     std::string text = std::holds_alternative<std::string>(value)
@@ -442,7 +443,7 @@ std::string encode_structured(const Message& message) {
   std::string text;
   text.reserve(320 + bytes.size() + bytes.size() / 2);
   text += '{';
-  for (auto& [name, value] : encode_attributes(message.metadata())) {
+  for (auto& [name, value] : encode_attributes(message)) {
     if (text.size() > 1) text += ',';
     append_json_string(text, name);
     text += ':';
@@ -455,7 +456,7 @@ std::string encode_structured(const Message& message) {
   if (!bytes.empty()) {
     // JSON bytes go in `data` as they are (validated unless already known to be JSON); any
     // other payload in `data_base64`.
-    const bool as_json = is_json_media_type(message.metadata().content_type) &&
+    const bool as_json = is_json_media_type(message.content_type()) &&
                          (message.payload()->known_json() || detail::is_json_text(bytes));
     if (as_json) {
       text += ",\"data\":";

@@ -203,7 +203,8 @@ std::optional<Result<Message>> unwrap_envelope(const Message& received) {
   }
   auto decoded = decode_envelope(bytes);
   if (!decoded) {
-    return decoded.error().with_context("Python envelope on '" + received.subject() + "'");
+    return decoded.error().with_context("Python envelope on '" + std::string(received.subject()) +
+                                        "'");
   }
   Message message = std::move(*decoded);
   MessageMetadata& out = message.mutable_metadata();
@@ -222,7 +223,7 @@ Result<Message> wrap_in_envelope(const Message& message) {
   MessageMetadata metadata = message.metadata();
   metadata.content_type = "application/json";
   Message wrapped(std::move(metadata), std::make_shared<const Payload>(std::move(*text)),
-                  message.subject());
+                  std::string(message.subject()));
   return wrapped;
 }
 

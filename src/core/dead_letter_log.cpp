@@ -13,7 +13,7 @@ asio::awaitable<Result<std::vector<Message>>> read_dead_letter_log(
   options.deadline = deadline;
   // The end of the log is wherever this empty settlement lands: read up to it.
   Message end_marker = dead_letter_settlement(dead_letter_subject, {});
-  const std::string end_id = end_marker.id();
+  const std::string end_id(end_marker.id());
   auto marked = co_await backend.publish(std::move(end_marker), options);
   if (!marked) co_return marked.error().with_context("marking the end of " + dead_letter_subject);
 

@@ -15,9 +15,7 @@ namespace marty::messaging {
 namespace {
 
 std::string header_or_empty(const Message& message, std::string_view name) {
-  const auto& headers = message.metadata().headers;
-  auto it = headers.find(std::string(name));
-  return it == headers.end() ? std::string() : it->second;
+  return std::string(message.header(name).value_or(std::string_view()));
 }
 
 std::optional<Clock::time_point> time_header(const Message& message, std::string_view name) {
@@ -99,7 +97,7 @@ asio::awaitable<Result<std::size_t>> remove(const std::vector<Found>& found, std
 
 std::string dead_letter_id(const Message& stored) {
   std::string id = header_or_empty(stored, headers::kDeadLetterId);
-  return id.empty() ? stored.id() : id;
+  return id.empty() ? std::string(stored.id()) : id;
 }
 
 DeadLetter DeadLetter::from_message(Message stored, std::string backend_name) {
@@ -169,7 +167,7 @@ Message dead_letter_settlement(const std::string& dead_letter_subject,
 }
 
 bool is_dead_letter_settlement(const Message& record) {
-  return record.metadata().headers.contains(std::string(kDeadLetterSettledHeader));
+  return record.header(kDeadLetterSettledHeader).has_value();
 }
 
 std::vector<Message> unsettled_dead_letters(std::vector<Message> records) {

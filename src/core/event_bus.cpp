@@ -33,6 +33,7 @@
 #include "marty/messaging/detail/log.hpp"
 #include "marty/messaging/detail/pending_replies.hpp"
 #include "marty/messaging/detail/sleep.hpp"
+#include "marty/messaging/detail/string_map.hpp"
 #include "marty/messaging/detail/sync_handler.hpp"
 #include "marty/messaging/memory_backend.hpp"
 #include "marty/messaging/subject.hpp"
@@ -128,21 +129,21 @@ struct Worker {
   // first-failure time. Best effort: a redelivery that goes to another instance starts afresh
   // there, and the oldest entries are forgotten beyond kMaxTrackedFailures.
   std::mutex failures_mutex;
-  std::map<std::string, Clock::time_point> first_failures;  // by message id
+  std::map<std::string, Clock::time_point, std::less<>> first_failures;  // by message id
 
   static constexpr std::size_t kMaxTrackedFailures = 10'000;
 
-  void note_failure(const std::string& message_id, Clock::time_point when) {
+  void note_failure(std::string_view message_id, Clock::time_point when) {
     std::lock_guard lock(failures_mutex);
     if (first_failures.size() >= kMaxTrackedFailures && !first_failures.contains(message_id)) {
       first_failures.erase(
           std::min_element(first_failures.begin(), first_failures.end(),
                            [](const auto& a, const auto& b) { return a.second < b.second; }));
     }
-    first_failures.emplace(message_id, when);
+    first_failures.emplace(std::string(message_id), when);
   }
   // Forgets `message_id` and returns when it first failed (or `otherwise`).
-  Clock::time_point take_first_failure(const std::string& message_id, Clock::time_point otherwise) {
+  Clock::time_point take_first_failure(std::string_view message_id, Clock::time_point otherwise) {
     std::lock_guard lock(failures_mutex);
     auto it = first_failures.find(message_id);
     if (it == first_failures.end()) return otherwise;
@@ -181,19 +182,11 @@ struct detail::EventBusState {
   Router router;
   // Backend chosen per (pattern, message type); configuration is frozen while running, so the
   // cache is filled lazily and cleared at start(). Guarded by `mutex`.
-  struct TransparentHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view text) const noexcept {
-      return std::hash<std::string_view>{}(text);
-    }
-  };
   struct Selection {
     MessageBackendType backend;
     WireFormat format;
   };
-  mutable std::map<MessagingPattern,
-                   std::unordered_map<std::string, Selection, TransparentHash, std::equal_to<>>>
-      selections;
+  mutable std::map<MessagingPattern, detail::StringMap<Selection>> selections;
   std::map<SubscriptionId, std::shared_ptr<Registration>> registrations;
   SubscriptionId next_id = 1;
   std::map<const Backend*, std::shared_ptr<ReplyInbox>> reply_inboxes;
@@ -214,13 +207,13 @@ struct detail::EventBusState {
 
   // Why a send to `subject` fails at once: the backend's send circuit is open. Counted.
   std::optional<Error> circuit_refusal(const Backend& backend, detail::CircuitBreaker* circuit,
-                                       const std::string& subject) const {
+                                       std::string_view subject) const {
     if (circuit == nullptr) return std::nullopt;
     const auto wait = circuit->admit(SteadyClock::now());
     if (wait <= SteadyClock::duration::zero()) return std::nullopt;
     count_publish(backend, subject, false);
     return Error(errc::unavailable,
-                 "not sent to " + subject + ": the circuit of backend " +
+                 "not sent to " + std::string(subject) + ": the circuit of backend " +
                      std::string(backend.name()) + " is open after " +
                      std::to_string(options.backend_circuit_breaker.failure_threshold) +
                      " failed send(s) in a row; it is tried again in " +
@@ -247,7 +240,7 @@ struct detail::EventBusState {
   static constexpr milliseconds kLongestResendPause{2'000};
 
   // A send has ended: its span, its count, its circuit.
-  void sent(const Backend& backend, const std::string& subject, std::optional<Span>& span,
+  void sent(const Backend& backend, std::string_view subject, std::optional<Span>& span,
             detail::CircuitBreaker* circuit, const Result<void>& published) const {
     detail::end_span(options_tracer(), span, published ? nullptr : &published.error());
     count_publish(backend, subject, published.has_value());
@@ -262,16 +255,16 @@ struct detail::EventBusState {
                                                PublishOptions publish_options,
                                                const std::string* counted_as = nullptr) const {
     detail::CircuitBreaker* circuit = send_circuit(*backend);
-    if (auto refused =
-            circuit_refusal(*backend, circuit, counted_as ? *counted_as : message.subject())) {
+    if (auto refused = circuit_refusal(
+            *backend, circuit, counted_as ? std::string_view(*counted_as) : message.subject())) {
       co_return *refused;
     }
     auto span = detail::start_producer_span(message, backend->name(), options_tracer());
     // A backend that can take the message at once (the memory backend) does so through
     // submit(), with no coroutine of its own; the others are awaited through publish().
     OutboundRecord record{std::move(message), 0, std::nullopt};
-    const std::string& subject = record.message.subject();  // record.message is not changed
-    const std::string& counted = counted_as ? *counted_as : subject;
+    const std::string_view subject = record.message.subject();  // record.message is not changed
+    const std::string_view counted = counted_as ? std::string_view(*counted_as) : subject;
     backend->submit(std::span<OutboundRecord>(&record, 1), publish_options, nullptr);
     Result<void> published = ok();
     if (record.outcome) {
@@ -381,7 +374,7 @@ struct detail::EventBusState {
   const std::shared_ptr<Tracer>& options_tracer() const { return options.tracer; }
 
   // Counts one publish (or its failure) of `subject` on `backend`.
-  void count_publish(const Backend& backend, const std::string& subject, bool published) const {
+  void count_publish(const Backend& backend, std::string_view subject, bool published) const {
     auto& counters = metrics->publisher(backend.name(), subject);
     (published ? counters.published : counters.failed).fetch_add(1, std::memory_order_relaxed);
   }
@@ -471,8 +464,9 @@ struct detail::EventBusState {
                                                     std::string subject,
                                                     PublisherOptions publisher_options) const;
 
-  void fill_metadata(MessageMetadata& metadata, const std::string& type) const {
-    detail::fill_publish_metadata(metadata, type, options.service_name);
+  void stamp(Message& message, std::string_view type, std::string_view subject,
+             bool correlate = false) const {
+    message.stamp(type, options.service_name, subject, correlate);
   }
 
   std::shared_ptr<ReplyInbox> inbox_for(const Backend* backend) const {
@@ -513,7 +507,7 @@ asio::awaitable<void> settle_failure(WorkerPtr worker, Delivery& delivery, Error
     worker->note_failure(delivery.message().id(), now);
     const milliseconds delay =
         detail::jittered(config.backoff_for(attempt), config.backoff_jitter,
-                         delivery.message().id() + "/" + std::to_string(attempt));
+                         std::string(delivery.message().id()) + "/" + std::to_string(attempt));
     logger().debug("handler for {} failed (attempt {}), redelivery in {} ms: {}", worker->subject,
                    attempt, delay.count(), error.describe());
     auto nacked = co_await delivery.nack(delay);
@@ -821,7 +815,7 @@ asio::awaitable<void> run_concurrent_worker(ImplPtr impl, WorkerPtr worker,
     if (worker->breaker) co_await wait_for_circuit(worker);
     std::unique_ptr<Delivery> delivery = co_await next_delivery(worker);
     if (!delivery) break;
-    std::string key = ordered ? delivery->message().metadata().partition_key : std::string();
+    std::string key = ordered ? std::string(delivery->message().partition_key()) : std::string();
     {
       std::lock_guard lock(in_flight->mutex);
       ++in_flight->count;
@@ -951,16 +945,10 @@ Message make_reply(const Message& request, Result<Json> outcome, const std::stri
   metadata.time = Clock::now();
   metadata.source = source;
   metadata.correlation_id =
-      request.metadata().correlation_id.empty() ? request.id() : request.metadata().correlation_id;
+      request.correlation_id().empty() ? request.id() : request.correlation_id();
   metadata.causation_id = request.id();
-  const auto& request_headers = request.metadata().headers;
-  for (std::string_view trace : {kTraceparentHeader, kTracestateHeader}) {
-    if (auto it = request_headers.find(std::string(trace)); it != request_headers.end()) {
-      metadata.headers.emplace(it->first, it->second);
-    }
-  }
-  if (auto token = request_headers.find(std::string(kReplyToken)); token != request_headers.end()) {
-    metadata.headers.emplace(token->first, token->second);
+  for (std::string_view carried : {kTraceparentHeader, kTracestateHeader, kReplyToken}) {
+    if (auto value = request.header(carried)) metadata.headers.emplace(carried, *value);
   }
   if (outcome) {
     metadata.headers[std::string(headers::kReplyStatus)] = "ok";
@@ -983,7 +971,7 @@ asio::awaitable<void> handle_query(ImplPtr impl, WorkerPtr worker,
                                    std::unique_ptr<Delivery> delivery) {
   worker->count_delivery(*delivery);
   const Message& request = delivery->message();
-  if (request.metadata().reply_to.empty()) {
+  if (request.reply_to().empty()) {
     co_await settle_failure(worker, *delivery,
                             Error(errc::invalid_argument, "query has no reply_to address"), true);
     co_return;
@@ -1003,7 +991,7 @@ asio::awaitable<void> handle_query(ImplPtr impl, WorkerPtr worker,
   record_for_circuit(*worker, outcome);
   // The reply joins the trace as a child of the handling span.
   Message reply = make_reply(traced, std::move(outcome), impl->options.service_name);
-  reply.set_subject(request.metadata().reply_to);
+  reply.set_subject(request.reply_to());
   if (delivery->wire_format() == WireFormat::python_envelope) {  // answered as it was asked
     if (auto wrapped = codec::wrap_in_envelope(reply); wrapped) reply = std::move(*wrapped);
   }
@@ -1089,7 +1077,7 @@ asio::awaitable<void> run_reply_worker(ImplPtr impl, WorkerPtr worker,
         // Usually a late reply to a query that timed out; dropped, as on NATS.
         logger().debug("reply {} on {} matches no waiting query (correlation id '{}')",
                        delivery->message().id(), worker->subject,
-                       delivery->message().metadata().correlation_id);
+                       delivery->message().correlation_id());
       }
     }
     auto acked = co_await delivery->ack();
@@ -1125,7 +1113,7 @@ asio::awaitable<Result<Message>> request_via_inbox(std::shared_ptr<Backend> back
     }
     message = std::move(*wrapped);
   }
-  const std::string subject = message.subject();
+  const std::string subject(message.subject());
   PublishOptions options;
   options.pattern = MessagingPattern::request_response;
   options.require_receiver = true;
@@ -1451,8 +1439,7 @@ asio::awaitable<Result<void>> UnifiedEventBus::publish_event(std::string event_t
   auto target = impl_->target("publish_event", event_type, MessagingPattern::pub_sub,
                               Impl::Use::send, "event type");
   if (!target) co_return std::move(target).error();
-  impl_->fill_metadata(message.mutable_metadata(), event_type);
-  message.set_subject(subject::for_event(event_type));
+  impl_->stamp(message, event_type, subject::for_event(event_type));
   PublishOptions options;
   options.pattern = MessagingPattern::pub_sub;
   options.guarantee = target->config().delivery_guarantee;
@@ -1474,8 +1461,7 @@ asio::awaitable<Result<void>> UnifiedEventBus::send_command(std::string command_
                               Impl::Use::send, "command type");
   if (!target) co_return std::move(target).error();
   Message message = Message::from_json(std::move(data), std::move(metadata));
-  impl_->fill_metadata(message.mutable_metadata(), command_type);
-  message.set_subject(subject::for_command(target_service, command_type));
+  impl_->stamp(message, command_type, subject::for_command(target_service, command_type));
   PublishOptions options;
   options.pattern = MessagingPattern::point_to_point;
   options.guarantee = target->config().delivery_guarantee;
@@ -1503,12 +1489,9 @@ asio::awaitable<Result<Json>> UnifiedEventBus::query(std::string query_type, Jso
                               Impl::Use::send, "query type");
   if (!target) co_return std::move(target).error();
   Message message = Message::from_json(std::move(data), std::move(metadata));
-  impl_->fill_metadata(message.mutable_metadata(), query_type);
-  if (message.metadata().correlation_id.empty()) {
-    message.mutable_metadata().correlation_id = message.id();
-  }
-  message.set_subject(subject::for_query(target_service, query_type));
-  const std::string subject = message.subject();
+  impl_->stamp(message, query_type, subject::for_query(target_service, query_type),
+               /*correlate=*/true);
+  const std::string subject(message.subject());
   const milliseconds wait = timeout.value_or(target->config().timeout);
   const std::string context = "query " + query_type + " to " + target_service;
 
@@ -1537,16 +1520,13 @@ asio::awaitable<Result<Json>> UnifiedEventBus::query(std::string query_type, Jso
       reply = std::move(**envelope);
     }
   }
-  const auto& reply_headers = reply->metadata().headers;
-  auto status = reply_headers.find(std::string(headers::kReplyStatus));
-  if (status != reply_headers.end() && status->second == "error") {
-    auto code = reply_headers.find(std::string(headers::kErrorCode));
+  if (reply->header(headers::kReplyStatus) == "error") {
+    const auto code = reply->header(headers::kErrorCode);
     std::string message_text = "the handler failed";
     if (auto body = reply->try_json(); body && body->get().contains("error")) {
       message_text = body->get()["error"].value("message", message_text);
     }
-    co_return Error(errc_from_string(code != reply_headers.end() ? code->second : "internal"),
-                    message_text)
+    co_return Error(errc_from_string(code ? std::string(*code) : "internal"), message_text)
         .with_context(context);
   }
   auto body = reply->try_json();
@@ -1578,10 +1558,8 @@ asio::awaitable<Result<void>> UnifiedEventBus::stream_events(std::string stream,
   wire.reserve(count);
   for (std::size_t i = 0; i < count; ++i) {
     Message& message = events[i];
-    if (message.type().empty()) message.mutable_metadata().message_type = stream;
-    const std::string type = message.type();
-    impl_->fill_metadata(message.mutable_metadata(), type);
-    message.set_subject(stream);
+    impl_->stamp(message, message.type().empty() ? std::string_view(stream) : message.type(),
+                 stream);
     auto written = target->for_the_wire(std::move(message));
     if (!written) {  // nothing sent: a batch goes whole or not at all
       co_return written.error().with_context("stream_events " + stream + ": event " +

@@ -4,7 +4,10 @@
 #include <atomic>
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
+#include <limits>
+#include <new>
 #include <random>
 
 namespace marty::messaging {
@@ -44,16 +47,155 @@ Result<std::reference_wrapper<const Json>> Payload::json() const {
   return std::cref(value_);
 }
 
+namespace detail {
+
+Envelope::~Envelope() {
+  delete view_.load(std::memory_order_acquire);
+}
+
+Envelope* Envelope::allocate(const Contents& contents, std::size_t header_bytes) {
+  std::size_t text_bytes = header_bytes;
+  for (std::size_t i = 0; i < static_cast<std::size_t>(Field::count); ++i) {
+    text_bytes += (i == static_cast<std::size_t>(Field::id) && contents.new_id)
+                      ? std::size_t{36}
+                      : contents.fields[i].size();
+  }
+  if (text_bytes > std::numeric_limits<std::uint32_t>::max()) {
+    throw std::length_error("message metadata larger than 4 GiB");
+  }
+  void* memory =
+      ::operator new(sizeof(Envelope) + contents.header_count * sizeof(HeaderEntry) + text_bytes);
+  auto* envelope = new (memory) Envelope();
+  envelope->header_count_ = static_cast<std::uint32_t>(contents.header_count);
+  envelope->has_time_ = contents.time.has_value();
+  if (contents.time) envelope->time_ = contents.time->time_since_epoch().count();
+  envelope->has_ttl_ = contents.ttl.has_value();
+  if (contents.ttl) envelope->ttl_ms_ = contents.ttl->count();
+  envelope->priority_ = contents.priority;
+  for (std::size_t i = 0; i < static_cast<std::size_t>(Field::count); ++i) {
+    if (i == static_cast<std::size_t>(Field::id) && contents.new_id) {
+      write_uuid_v7(envelope->bytes() + envelope->used_);
+      envelope->fields_[i] = Slice{envelope->used_, 36};
+      envelope->used_ += 36;
+    } else {
+      envelope->fields_[i] = envelope->append(contents.fields[i]);
+    }
+  }
+  auto& correlation = envelope->fields_[static_cast<std::size_t>(Field::correlation_id)];
+  if (contents.correlate && correlation.size == 0) {
+    correlation = envelope->fields_[static_cast<std::size_t>(Field::id)];
+  }
+  return envelope;
+}
+
+void Envelope::destroy(const Envelope* envelope) noexcept {
+  auto* mutable_envelope = const_cast<Envelope*>(envelope);
+  mutable_envelope->~Envelope();
+  ::operator delete(static_cast<void*>(mutable_envelope));
+}
+
+Envelope::Slice Envelope::append(std::string_view text) noexcept {
+  const Slice slice{used_, static_cast<std::uint32_t>(text.size())};
+  if (!text.empty()) std::memcpy(bytes() + used_, text.data(), text.size());
+  used_ += slice.size;
+  return slice;
+}
+
 namespace {
+
+MessageMetadata metadata_of(const Envelope& envelope) {
+  using Field = Envelope::Field;
+  MessageMetadata metadata;
+  metadata.message_id = envelope.get(Field::id);
+  metadata.message_type = envelope.get(Field::type);
+  metadata.source = envelope.get(Field::source);
+  metadata.time = envelope.time();
+  metadata.correlation_id = envelope.get(Field::correlation_id);
+  metadata.causation_id = envelope.get(Field::causation_id);
+  metadata.reply_to = envelope.get(Field::reply_to);
+  metadata.content_type = envelope.get(Field::content_type);
+  metadata.ttl = envelope.ttl();
+  metadata.priority = envelope.priority();
+  metadata.partition_key = envelope.get(Field::partition_key);
+  for (std::size_t i = 0; i < envelope.header_count(); ++i) {
+    auto [name, value] = envelope.header_at(i);
+    metadata.headers.emplace_hint(metadata.headers.end(), name, value);
+  }
+  return metadata;
+}
+
+}  // namespace
+
+const MessageMetadata& Envelope::view() const {
+  if (const MessageMetadata* made = view_.load(std::memory_order_acquire)) return *made;
+  auto made = std::make_unique<MessageMetadata>(metadata_of(*this));
+  MessageMetadata* expected = nullptr;
+  if (view_.compare_exchange_strong(expected, made.get(), std::memory_order_acq_rel,
+                                    std::memory_order_acquire)) {
+    return *made.release();
+  }
+  return *expected;  // another thread made it first
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::Envelope;
+using Field = Envelope::Field;
 
 std::shared_ptr<const Payload> make_payload(std::string bytes) {
   return std::make_shared<const Payload>(std::move(bytes));
 }
 
+// What a sealed message holds now, to copy into a new envelope with some fields changed.
+Envelope::Contents contents_of(const Envelope& envelope) {
+  Envelope::Contents contents;
+  for (std::size_t i = 0; i < static_cast<std::size_t>(Field::count); ++i) {
+    contents.fields[i] = envelope.get(static_cast<Field>(i));
+  }
+  contents.time = envelope.time();
+  contents.ttl = envelope.ttl();
+  contents.priority = envelope.priority();
+  contents.header_count = envelope.header_count();
+  return contents;
+}
+
+// A new envelope with `old`'s headers and `contents` for the rest.
+detail::EnvelopeRef remade(const Envelope& old, const Envelope::Contents& contents) {
+  return detail::EnvelopeRef(Envelope::make(contents, [&old](const auto& fn) {
+    for (std::size_t i = 0; i < old.header_count(); ++i) {
+      auto [name, value] = old.header_at(i);
+      fn(name, value);
+    }
+  }));
+}
+
+Envelope::Contents contents_of(const MessageMetadata& metadata, std::string_view subject) {
+  Envelope::Contents contents;
+  auto set = [&contents](Field field, std::string_view text) {
+    contents.fields[static_cast<std::size_t>(field)] = text;
+  };
+  set(Field::id, metadata.message_id);
+  set(Field::type, metadata.message_type);
+  set(Field::source, metadata.source);
+  set(Field::correlation_id, metadata.correlation_id);
+  set(Field::causation_id, metadata.causation_id);
+  set(Field::reply_to, metadata.reply_to);
+  set(Field::content_type, metadata.content_type);
+  set(Field::partition_key, metadata.partition_key);
+  set(Field::subject, subject);
+  contents.time = metadata.time;
+  contents.ttl = metadata.ttl;
+  contents.priority = metadata.priority;
+  contents.header_count = metadata.headers.size();
+  return contents;
+}
+
 }  // namespace
 
 Message::Message()
-    : header_(std::make_shared<Header>()), payload_([] {
+    : payload_([] {
         static const auto empty = make_payload({});
         return empty;
       }()) {}
@@ -67,7 +209,11 @@ Message::Header& Message::own_header() {
   // use_count() == 1 means no other Message shares it (another thread cannot be copying this
   // object meanwhile: that would be a race on the object itself). The count is read relaxed, so
   // the fence orders our writes after the reads other copies made before they let go.
-  if (!header_) {
+  if (envelope_) {
+    header_ = std::make_shared<Header>(
+        Header{detail::metadata_of(*envelope_), std::string(envelope_->get(Field::subject))});
+    envelope_.reset();
+  } else if (!header_) {
     header_ = std::make_shared<Header>();
   } else if (header_.use_count() == 1) {
     std::atomic_thread_fence(std::memory_order_acquire);
@@ -82,6 +228,53 @@ const Message::Header& Message::empty_header() noexcept {
   return empty;
 }
 
+std::optional<std::string_view> Message::header(std::string_view name) const noexcept {
+  if (envelope_) return envelope_->header(name);
+  for (const auto& [key, value] : header().metadata.headers) {
+    if (key == name) return std::string_view(value);
+  }
+  return std::nullopt;
+}
+
+void Message::set_subject(std::string_view subject) {
+  if (!envelope_) {
+    own_header().subject = subject;
+    return;
+  }
+  Envelope::Contents contents = contents_of(*envelope_);
+  contents.fields[static_cast<std::size_t>(Field::subject)] = subject;
+  envelope_ = remade(*envelope_, contents);
+}
+
+void Message::stamp(std::string_view type, std::string_view source, std::string_view subject,
+                    bool correlate) {
+  auto fill = [&](Envelope::Contents& contents) {
+    contents.correlate = correlate;
+    auto& fields = contents.fields;
+    fields[static_cast<std::size_t>(Field::type)] = type;
+    fields[static_cast<std::size_t>(Field::subject)] = subject;
+    contents.new_id = fields[static_cast<std::size_t>(Field::id)].empty();
+    if (fields[static_cast<std::size_t>(Field::source)].empty()) {
+      fields[static_cast<std::size_t>(Field::source)] = source;
+    }
+    if (!contents.time) contents.time = Clock::now();
+  };
+  // The new envelope is made before the old form goes: the arguments may point into it.
+  if (envelope_) {
+    Envelope::Contents contents = contents_of(*envelope_);
+    fill(contents);
+    envelope_ = remade(*envelope_, contents);
+    return;
+  }
+  const Header& edited = header();
+  Envelope::Contents contents = contents_of(edited.metadata, edited.subject);
+  fill(contents);
+  envelope_ = detail::EnvelopeRef(Envelope::make(contents, [&edited](const auto& fn) {
+    for (const auto& [name, value] : edited.metadata.headers) fn(name, value);
+  }));
+  header_.reset();
+}
+
 Result<std::reference_wrapper<const Json>> Message::try_json() const {
   if (!payload_) return Error(errc::invalid_argument, "message has no payload (moved from)");
   return payload_->json();
@@ -94,9 +287,10 @@ const Json& Message::json() const {
 }
 
 bool Message::expired(Clock::time_point now) const noexcept {
-  const MessageMetadata& md = metadata();
-  if (!md.ttl || !md.time) return false;
-  return *md.time + *md.ttl <= now;
+  const auto lifetime = ttl();
+  if (!lifetime) return false;
+  const auto made = time();
+  return made && *made + *lifetime <= now;
 }
 
 Message Message::from_json(Json data, MessageMetadata metadata) {
@@ -110,7 +304,7 @@ Message Message::from_bytes(std::string bytes, MessageMetadata metadata) {
   return Message(std::move(metadata), make_payload(std::move(bytes)));
 }
 
-std::string make_uuid_v7() {
+void detail::write_uuid_v7(char* out) noexcept {
   // 74 random bits per id from a per-thread xoshiro256** seeded by the OS: ids need to be
   // unique and unguessable enough for dedup keys, not cryptographic secrets.
   struct Generator {
@@ -152,8 +346,7 @@ std::string make_uuid_v7() {
     }
     return table;
   }();
-  std::string out(36, '-');
-  char* p = out.data();
+  char* p = out;
   auto put_bytes = [&p](std::uint64_t word, int first_byte, int count) {
     for (int i = first_byte; i < first_byte + count; ++i) {
       const auto byte = static_cast<std::size_t>((word >> (56 - 8 * i)) & 0xFF);
@@ -163,14 +356,19 @@ std::string make_uuid_v7() {
   };
   // 8-4-4-4-12 hex digits: bytes 0-3, 4-5, 6-7 of `high`; 0-1, 2-7 of `low`.
   put_bytes(high, 0, 4);
-  ++p;
+  *p++ = '-';
   put_bytes(high, 4, 2);
-  ++p;
+  *p++ = '-';
   put_bytes(high, 6, 2);
-  ++p;
+  *p++ = '-';
   put_bytes(low, 0, 2);
-  ++p;
+  *p++ = '-';
   put_bytes(low, 2, 6);
+}
+
+std::string make_uuid_v7() {
+  std::string out(36, '-');
+  detail::write_uuid_v7(out.data());
   return out;
 }
 

@@ -20,12 +20,10 @@ PublisherState::PublisherState(PublisherRoute route, PublisherOptions options)
 
 Result<void> PublisherState::prepare(Message& message, std::optional<Span>& span) const {
   // Filled only where empty (the type aside), so preparing a message again is harmless.
-  MessageMetadata& metadata = message.mutable_metadata();
-  const std::string& type = route_.keep_own_type && !metadata.message_type.empty()
-                                ? metadata.message_type
-                                : route_.message_type;
-  fill_publish_metadata(metadata, type, route_.source);
-  if (message.subject() != route_.subject) message.set_subject(route_.subject);
+  const std::string_view type = route_.keep_own_type && !message.type().empty()
+                                    ? message.type()
+                                    : std::string_view(route_.message_type);
+  message.stamp(type, route_.source, route_.subject);
   span = start_producer_span(message, route_.backend->name(), route_.tracer);
   auto wire = for_the_wire(std::move(message), route_.format);
   if (!wire) return std::move(wire).error();

@@ -23,16 +23,6 @@
 
 namespace marty::messaging::detail {
 
-/// Fills what a published message must carry and the sender left empty (id, time, source), and
-/// sets its type: one rule for publish_event, send_command, query, stream_events and Publisher.
-inline void fill_publish_metadata(MessageMetadata& metadata, const std::string& type,
-                                  const std::string& source) {
-  metadata.message_type = type;
-  if (metadata.message_id.empty()) metadata.message_id = make_uuid_v7();
-  if (!metadata.time) metadata.time = Clock::now();
-  if (metadata.source.empty()) metadata.source = source;
-}
-
 /// `message` as a route in `format` writes it: wrapped in the Python envelope, or as it is.
 Result<Message> for_the_wire(Message message, WireFormat format);
 

@@ -105,11 +105,9 @@ std::optional<TraceContext> TraceContext::parse(std::string_view traceparent,
 }
 
 std::optional<TraceContext> TraceContext::of(const Message& message) {
-  const auto& headers = message.metadata().headers;
-  auto parent = headers.find(std::string(kTraceparentHeader));
-  if (parent == headers.end()) return std::nullopt;
-  auto state = headers.find(std::string(kTracestateHeader));
-  return parse(parent->second, state == headers.end() ? std::string_view() : state->second);
+  const auto parent = message.header(kTraceparentHeader);
+  if (!parent) return std::nullopt;
+  return parse(*parent, message.header(kTracestateHeader).value_or(std::string_view()));
 }
 
 std::shared_ptr<Tracer> make_logging_tracer() {
@@ -118,8 +116,7 @@ std::shared_ptr<Tracer> make_logging_tracer() {
 
 MessageMetadata caused_by(const Message& cause) {
   MessageMetadata metadata;
-  metadata.correlation_id =
-      cause.metadata().correlation_id.empty() ? cause.id() : cause.metadata().correlation_id;
+  metadata.correlation_id = cause.correlation_id().empty() ? cause.id() : cause.correlation_id();
   metadata.causation_id = cause.id();
   if (auto context = TraceContext::of(cause)) {
     metadata.headers[std::string(kTraceparentHeader)] = context->traceparent();

@@ -17,7 +17,7 @@ struct Deduplicator {
 
   // Claim, handle, remember; see idempotent(). Runs once per delivery.
   asio::awaitable<Result<void>> handle(Message message) {
-    const std::string within = options.key_of ? options.key_of(message) : message.id();
+    const std::string within = options.key_of ? options.key_of(message) : std::string(message.id());
     if (within.empty()) co_return co_await handler(std::move(message));
     const std::string key = options.scope + "/" + within;
     auto claimed = co_await store->claim(key, options.lease);
@@ -34,7 +34,8 @@ struct Deduplicator {
       co_return ok();
     }
     if (claimed->status == IdempotencyClaim::Status::in_progress) {
-      co_return Error(errc::aborted, "message " + message.id() + " on " + message.subject() +
+      co_return Error(errc::aborted, "message " + std::string(message.id()) + " on " +
+                                         std::string(message.subject()) +
                                          " is being handled by another delivery ('" + key +
                                          "' is claimed); it is tried again later");
     }

@@ -563,7 +563,7 @@ asio::awaitable<void> DistributedSagaManager::drive(std::shared_ptr<DistributedS
 
 struct SagaParticipant::State {
   std::mutex mutex;
-  std::map<std::string, StepHandler> handlers;  // by query type
+  std::map<std::string, StepHandler, std::less<>> handlers;  // by query type
   std::string service;
   std::shared_ptr<IdempotencyStore> applied;  // effect key -> the first success's reply
   std::chrono::milliseconds keep_for{0};
@@ -649,7 +649,8 @@ asio::awaitable<Result<SubscriptionId>> SagaParticipant::start() {
       std::lock_guard lock(state->mutex);
       auto it = state->handlers.find(message.type());
       if (it == state->handlers.end()) {
-        co_return Error(errc::unimplemented, "no saga handler for '" + message.type() + "'");
+        co_return Error(errc::unimplemented,
+                        "no saga handler for '" + std::string(message.type()) + "'");
       }
       handler = it->second;
     }

@@ -52,7 +52,7 @@ class Recorder {
   }
   std::set<std::string> ids() const {
     std::set<std::string> out;
-    for (const auto& m : snapshot()) out.insert(m.id());
+    for (const auto& m : snapshot()) out.insert(std::string(m.id()));
     return out;
   }
   MessageHandler handler(std::chrono::milliseconds work = 0ms) {
@@ -274,8 +274,8 @@ TEST_P(Conformance, ManyTopicsAtOnce) {
   ASSERT_TRUE(eventually([&] { return got.size() >= kTopics * kEach; }, 30s));
   std::map<std::string, int> per_type;
   for (const auto& m : got.snapshot()) {
-    EXPECT_EQ(m.subject(), "events." + m.type());
-    ++per_type[m.type()];
+    EXPECT_EQ(m.subject(), "events." + std::string(m.type()));
+    ++per_type[std::string(m.type())];
   }
   for (const auto& type : types) EXPECT_EQ(per_type[type], kEach) << type;
 }
@@ -312,7 +312,8 @@ TEST_P(Conformance, FailedHandlerGetsTheMessageAgain) {
   const std::string type = unique("redelivery");
   auto handler = sync_handler([&](const Message& m) -> Result<void> {
     std::lock_guard lock(mutex);
-    if (++attempts[m.id()] == 1) return Error(errc::unavailable, "first attempt fails");
+    if (++attempts[std::string(m.id())] == 1)
+      return Error(errc::unavailable, "first attempt fails");
     ++succeeded;
     return ok();
   });
@@ -550,7 +551,7 @@ TEST_P(Conformance, NackStormDoesNotWedgeDelivery) {
   const std::string calm = unique("calm");
   auto failing_twice = sync_handler([&](const Message& m) -> Result<void> {
     std::lock_guard lock(mutex);
-    if (++attempts[m.id()] <= 2) return Error(errc::unavailable, "injected failure");
+    if (++attempts[std::string(m.id())] <= 2) return Error(errc::unavailable, "injected failure");
     ++storm_done;
     return ok();
   });
@@ -1169,13 +1170,13 @@ TEST_P(Conformance, DeadLettersAreListedPurgedAndRequeuedAfterAFix) {
   EXPECT_EQ(*requeued, 2u);
   auto handled_list = [&] {
     std::string text;
-    for (const Message& m : handled.snapshot()) text += " " + m.id();
+    for (const Message& m : handled.snapshot()) text += " " + std::string(m.id());
     return text;
   };
   ASSERT_TRUE(eventually([&] { return handled.size() >= 2; })) << "handled:" << handled_list();
   std::set<std::string> handled_ids;
   for (const Message& m : handled.snapshot()) {
-    handled_ids.insert(m.id());
+    handled_ids.insert(std::string(m.id()));
     const auto& h = m.metadata().headers;
     ASSERT_TRUE(h.contains(std::string(headers::kRequeuedFrom)));
     EXPECT_TRUE(ids.contains(h.at(std::string(headers::kRequeuedFrom))));
@@ -1234,7 +1235,7 @@ TEST_P(Conformance, OpenCircuitPausesIntakeThenAProbeClosesIt) {
   }
   ASSERT_TRUE(eventually([&] { return handled.size() == 5; })) << handled.size() << " handled";
   std::set<std::string> handled_ids;
-  for (const Message& m : handled.snapshot()) handled_ids.insert(m.id());
+  for (const Message& m : handled.snapshot()) handled_ids.insert(std::string(m.id()));
   EXPECT_EQ(handled_ids, sent) << "no message was dead-lettered while the circuit was open";
   std::lock_guard lock(mutex);
   ASSERT_GE(calls.size(), 8u);

@@ -56,7 +56,7 @@ class SagaIntegration : public ::testing::Test {
     start_participants();
     auto recorder = sync_handler([this](const Message& m) -> Result<void> {
       std::lock_guard lock(events_mutex_);
-      events_.push_back(m.type() + ":" + m.metadata().correlation_id);
+      events_.push_back(std::string(m.type()) + ":" + m.metadata().correlation_id);
       return ok();
     });
     ASSERT_TRUE(observer_.subscribe_to_events({"saga.>"}, recorder));

@@ -205,7 +205,7 @@ std::string render_message(const Message& message, bool json) {
     return message_json(message).dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
   const MessageMetadata& m = message.metadata();
   std::string text = (m.time ? format_rfc3339(*m.time) : std::string("-")) + "  " +
-                     message.subject() + "  id=" + m.message_id;
+                     std::string(message.subject()) + "  id=" + m.message_id;
   if (!m.source.empty()) text += "  source=" + m.source;
   if (!m.partition_key.empty()) text += "  key=" + m.partition_key;
   if (!m.correlation_id.empty()) text += "  correlation=" + m.correlation_id;

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "marty/messaging/detail/envelope.hpp"
 #include "marty/messaging/result.hpp"
 
 namespace marty::messaging {
@@ -91,11 +92,14 @@ class Payload {
 ///
 /// Copies are cheap: the payload is shared, and so are metadata and subject until a copy is
 /// changed (copy-on-write), so fan-out and redelivery never copy what they do not change.
+/// A message the bus has published (`stamp()`) keeps its metadata sealed in one allocation; the
+/// field accessors (`id()`, `type()`, `subject()`, `header()`, ...) read it without copying, and
+/// `metadata()` makes the seed's MessageMetadata view of it once, on first use.
 /// Thread-safety: like a std::string; distinct Message objects (even copies of one another) may
 /// be used from different threads; one object must not be changed while another thread uses it.
-/// References: a reference from metadata(), id(), type() or subject() is valid until this
-/// Message is next changed; one from mutable_metadata() until this Message is next copied or
-/// changed (a copy taken meanwhile would share the changes). A moved-from Message is empty.
+/// References: a reference or view from metadata() or an accessor is valid until this Message
+/// is next changed; one from mutable_metadata() until this Message is next copied or changed (a
+/// copy taken meanwhile would share the changes). A moved-from Message is empty.
 class Message {
  public:
   Message();
@@ -107,16 +111,79 @@ class Message {
   /// A message with raw bytes; set `content_type` to describe them.
   static Message from_bytes(std::string bytes, MessageMetadata metadata = {});
 
-  const MessageMetadata& metadata() const noexcept { return header().metadata; }
+  /// All the metadata, as the seed's struct. Throws std::bad_alloc (a sealed message makes it
+  /// on first use); prefer the accessors below on hot paths.
+  const MessageMetadata& metadata() const {
+    return envelope_ ? envelope_->view() : header().metadata;
+  }
   /// For changing the metadata; unshares it first if another copy still uses it. (A separate
   /// name, so that reading through a non-const Message never unshares.)
   MessageMetadata& mutable_metadata() { return own_header().metadata; }
-  const std::string& type() const noexcept { return header().metadata.message_type; }
-  const std::string& id() const noexcept { return header().metadata.message_id; }
+
+  std::string_view id() const noexcept { return field(Field::id, &MessageMetadata::message_id); }
+  std::string_view type() const noexcept {
+    return field(Field::type, &MessageMetadata::message_type);
+  }
+  std::string_view source() const noexcept {
+    return field(Field::source, &MessageMetadata::source);
+  }
+  std::string_view correlation_id() const noexcept {
+    return field(Field::correlation_id, &MessageMetadata::correlation_id);
+  }
+  std::string_view causation_id() const noexcept {
+    return field(Field::causation_id, &MessageMetadata::causation_id);
+  }
+  std::string_view reply_to() const noexcept {
+    return field(Field::reply_to, &MessageMetadata::reply_to);
+  }
+  std::string_view content_type() const noexcept {
+    return field(Field::content_type, &MessageMetadata::content_type);
+  }
+  std::string_view partition_key() const noexcept {
+    return field(Field::partition_key, &MessageMetadata::partition_key);
+  }
+  std::optional<Clock::time_point> time() const noexcept {
+    return envelope_ ? envelope_->time() : header().metadata.time;
+  }
+  std::optional<std::chrono::milliseconds> ttl() const noexcept {
+    return envelope_ ? envelope_->ttl() : header().metadata.ttl;
+  }
+  int priority() const noexcept {
+    return envelope_ ? envelope_->priority() : header().metadata.priority;
+  }
+  /// The value of header `name`, if the message carries it.
+  std::optional<std::string_view> header(std::string_view name) const noexcept;
+  std::size_t header_count() const noexcept {
+    return envelope_ ? envelope_->header_count() : header().metadata.headers.size();
+  }
+  /// Calls fn(name, value) (two std::string_views) for each header, in name order.
+  template <class Fn>
+  void for_each_header(Fn&& fn) const {
+    if (envelope_) {
+      for (std::size_t i = 0; i < envelope_->header_count(); ++i) {
+        const auto [name, value] = envelope_->header_at(i);
+        fn(name, value);
+      }
+      return;
+    }
+    for (const auto& [name, value] : header().metadata.headers) {
+      fn(std::string_view(name), std::string_view(value));
+    }
+  }
 
   /// The transport subject ("events.order_placed"), set by the bus.
-  const std::string& subject() const noexcept { return header().subject; }
-  void set_subject(std::string subject) { own_header().subject = std::move(subject); }
+  std::string_view subject() const noexcept {
+    return envelope_ ? envelope_->get(Field::subject) : std::string_view(header().subject);
+  }
+  void set_subject(std::string_view subject);
+
+  /// What the bus does to every message it publishes: sets the type and the subject, and the
+  /// id (a new UUIDv7), time (now) and source where the message has none; leaves the metadata
+  /// sealed in one allocation. Cheaper than the same changes through mutable_metadata().
+  /// With `correlate`, a message without a correlation id is correlated by its own id (a
+  /// query: its reply carries it back).
+  void stamp(std::string_view type, std::string_view source, std::string_view subject,
+             bool correlate = false);
 
   std::string_view bytes() const noexcept {
     return payload_ ? payload_->bytes() : std::string_view();
@@ -133,6 +200,7 @@ class Message {
   bool expired(Clock::time_point now = Clock::now()) const noexcept;
 
  private:
+  using Field = detail::Envelope::Field;
   struct Header {
     MessageMetadata metadata;
     std::string subject;
@@ -140,8 +208,13 @@ class Message {
   Header& own_header();
   const Header& header() const noexcept { return header_ ? *header_ : empty_header(); }
   static const Header& empty_header() noexcept;
+  std::string_view field(Field sealed, std::string MessageMetadata::*edited) const noexcept {
+    return envelope_ ? envelope_->get(sealed) : std::string_view(header().metadata.*edited);
+  }
 
-  std::shared_ptr<Header> header_;  // shared between copies until one changes; null if moved from
+  // At most one of the two forms is set; neither in an empty (default or moved-from) message.
+  std::shared_ptr<Header> header_;          // editable; shared between copies until one changes
+  detail::EnvelopeRef envelope_;            // sealed; shared between copies
   std::shared_ptr<const Payload> payload_;  // null only if moved from
 };
 

@@ -209,7 +209,7 @@ std::string fifo_id(std::string_view text) {
 }
 
 std::string message_group_of(const Message& message) {
-  const std::string& key = message.metadata().partition_key;
+  const std::string_view key = message.partition_key();
   return fifo_id(key.empty() ? message.subject() : key);
 }
 

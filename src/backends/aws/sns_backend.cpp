@@ -62,7 +62,7 @@ class SnsBackend final : public SqsBackend {
       co_return co_await SqsBackend::publish(std::move(message), std::move(options));
     }
     if (auto usable = check_usable(); !usable) co_return usable;
-    const std::string subject = message.subject();
+    const std::string subject(message.subject());
     auto topic = co_await topic_arn(subject);
     if (!topic) co_return std::move(topic).error().with_context("publish to " + subject);
     QueryParameters parameters = publish_parameters(*topic, message, options.deduplication_id);

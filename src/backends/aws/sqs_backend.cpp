@@ -84,7 +84,7 @@ milliseconds SqsBackend::time_left(SteadyClock::time_point deadline) const {
 
 asio::awaitable<Result<void>> SqsBackend::publish(Message message, PublishOptions options) {
   if (auto usable = check_usable(); !usable) co_return usable;
-  const std::string subject = message.subject();
+  const std::string subject(message.subject());
   // Queues are made by their subscribers (and dead-letter queues by whoever dead-letters):
   // a command to a queue nobody made is an error for its sender, never a message nobody reads.
   const bool create = subject.starts_with("deadletter.");

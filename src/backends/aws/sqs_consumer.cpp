@@ -400,7 +400,7 @@ class SqsSubscription final : public Subscription {
     SqsConsumer& c = *consumer_;
     Message dead = undecodable_dead_letter(c.spec.subject, std::move(received.raw_body),
                                            received.message.error().describe());
-    auto url = co_await c.queues->queue_url(dead.subject(), true, false);
+    auto url = co_await c.queues->queue_url(std::string(dead.subject()), true, false);
     Result<void> moved = ok();
     if (url) {
       moved = co_await c.queues->send(*url, dead, c.queues->config.request_timeout);

@@ -1224,7 +1224,8 @@ class KafkaBackend final : public Backend {
         if (!read) co_return std::move(read).error();
         if (!*read) {
           co_return kafka_error(errc::not_found, "no consumer group of service '" + service +
-                                                     "' reads '" + message.subject() + "'");
+                                                     "' reads '" + std::string(message.subject()) +
+                                                     "'");
         }
       }
     }

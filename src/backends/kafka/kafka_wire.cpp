@@ -116,7 +116,7 @@ std::string service_of(std::string_view subject) {
 Record to_record(const Message& message) {
   codec::BinaryMessage binary = codec::encode_binary(message, kafka_binding());
   Record record;
-  record.key = message.metadata().partition_key;
+  record.key = message.partition_key();
   record.headers = std::move(binary.headers);
   record.value = std::move(binary.body);
   return record;

@@ -19,6 +19,7 @@
 #include "marty/messaging/dead_letters.hpp"
 #include "marty/messaging/detail/async_signal.hpp"
 #include "marty/messaging/detail/spin_mutex.hpp"
+#include "marty/messaging/detail/string_map.hpp"
 #include "marty/messaging/subject.hpp"
 
 namespace marty::messaging {
@@ -165,7 +166,7 @@ struct Group {
   std::uint64_t next_seq = 1;  // topics only; streams use the log's sequence
   std::map<std::uint64_t, SignalPtr> members;
   // Keys with messages in flight, and who holds them: per-key order across members.
-  std::unordered_map<std::string, std::pair<std::uint64_t, int>> key_holders;
+  detail::StringMap<std::pair<std::uint64_t, int>> key_holders;
   std::vector<SignalPtr> space_waiters;
   // Bumped (under the broker mutex) whenever an entry may have become deliverable; read
   // without the mutex by a receiver deciding whether another look is worth the lock.
@@ -181,7 +182,7 @@ struct Group {
     for (auto& waiter : space_waiters) waiter->notify();
     space_waiters.clear();
   }
-  void release_key(const std::string& key) {
+  void release_key(std::string_view key) {
     if (key.empty()) return;
     auto it = key_holders.find(key);
     if (it != key_holders.end() && --it->second.second <= 0) key_holders.erase(it);
@@ -258,13 +259,13 @@ class MemoryBroker {
   detail::SpinMutex mutex;
   const MemoryBackendConfig config;
   std::vector<GroupPtr> topic_groups;
-  std::unordered_map<std::string, std::vector<GroupPtr>> route_cache;
-  std::map<std::string, Stream> streams;
-  std::unordered_map<std::string, std::shared_ptr<RequestSlot>> inboxes;
+  detail::StringMap<std::vector<GroupPtr>> route_cache;
+  std::map<std::string, Stream, std::less<>> streams;
+  detail::StringMap<std::shared_ptr<RequestSlot>> inboxes;
   std::uint64_t next_member = 1;
   std::uint64_t next_tag = 1;
 
-  const std::vector<GroupPtr>& topic_targets(const std::string& subject) {
+  const std::vector<GroupPtr>& topic_targets(std::string_view subject) {
     auto cached = route_cache.find(subject);
     if (cached != route_cache.end()) return cached->second;
     if (route_cache.size() >= kRouteCacheLimit) route_cache.clear();
@@ -272,16 +273,16 @@ class MemoryBroker {
     for (const auto& group : topic_groups) {
       if (subject::matches(group->subject, subject)) targets.push_back(group);
     }
-    return route_cache.emplace(subject, std::move(targets)).first->second;
+    return route_cache.emplace(std::string(subject), std::move(targets)).first->second;
   }
 
-  Stream& stream(const std::string& name) {
+  Stream& stream(std::string_view name) {
     auto it = streams.find(name);
     if (it != streams.end()) return it->second;
     Stream created;
-    auto limits = config.streams.find(name);
+    auto limits = config.streams.find(std::string(name));
     created.limits = limits != config.streams.end() ? limits->second : config.stream_defaults;
-    return streams.emplace(name, std::move(created)).first->second;
+    return streams.emplace(std::string(name), std::move(created)).first->second;
   }
 
   // Hands up to `max` deliverable entries to `member`, in order, and appends their sequences to
@@ -291,10 +292,9 @@ class MemoryBroker {
   // virtual machines). One scan for the whole batch.
   void take(Group& group, std::uint64_t member, std::size_t max,
             SteadyClock::time_point& next_ready, std::vector<std::uint64_t>& taken) {
-    std::vector<const std::string*> blocked;
-    auto is_blocked = [&](const std::string& key) {
-      return std::any_of(blocked.begin(), blocked.end(),
-                         [&](const std::string* k) { return *k == key; });
+    std::vector<std::string_view> blocked;
+    auto is_blocked = [&](std::string_view key) {
+      return std::find(blocked.begin(), blocked.end(), key) != blocked.end();
     };
     std::optional<Clock::time_point> wall_now;
     std::optional<SteadyClock::time_point> now;
@@ -302,8 +302,7 @@ class MemoryBroker {
     for (std::size_t i = 0; i < entries.slots(); ++i) {
       Entry& entry = entries.slot(i);
       if (!entry.message || entry.tag != 0) continue;
-      const MessageMetadata& metadata = entry.message->metadata();
-      if (metadata.ttl) {
+      if (entry.message->ttl()) {
         if (!wall_now) wall_now = Clock::now();
         if (entry.message->expired(*wall_now)) {
           group.notify_space();
@@ -314,12 +313,12 @@ class MemoryBroker {
           continue;
         }
       }
-      const std::string& key = metadata.partition_key;
+      const std::string_view key = entry.message->partition_key();
       if (!key.empty()) {
         if (is_blocked(key)) continue;
         auto holder = group.key_holders.find(key);
         if (holder != group.key_holders.end() && holder->second.first != member) {
-          blocked.push_back(&key);
+          blocked.push_back(key);
           continue;
         }
       }
@@ -327,7 +326,7 @@ class MemoryBroker {
         if (!now) now = SteadyClock::now();
         if (entry.not_before > *now) {
           next_ready = std::min(next_ready, entry.not_before);
-          if (!key.empty()) blocked.push_back(&key);
+          if (!key.empty()) blocked.push_back(key);
           continue;
         }
       }
@@ -335,7 +334,11 @@ class MemoryBroker {
       entry.holder = member;
       ++entry.deliveries;
       if (!key.empty()) {
-        auto& holder = group.key_holders[key];
+        auto found = group.key_holders.find(key);
+        auto& holder =
+            found != group.key_holders.end()
+                ? found->second
+                : group.key_holders.emplace(std::string(key), std::pair{member, 0}).first->second;
         holder.first = member;
         ++holder.second;
       }
@@ -408,7 +411,7 @@ class MemoryDelivery final : public Delivery {
     }
     Entry& entry = *found;
     const std::uint64_t holder = entry.holder;
-    group_->release_key(entry.message->metadata().partition_key);
+    group_->release_key(entry.message->partition_key());
     if (action == Action::ack) {
       group_->entries.remove(entry);
       group_->notify_space();
@@ -523,7 +526,7 @@ class MemorySubscription final : public Subscription {
       for (std::size_t i = 0; i < group_->entries.slots(); ++i) {
         Entry& entry = group_->entries.slot(i);
         if (!entry.message || entry.tag == 0 || entry.holder != member_) continue;
-        group_->release_key(entry.message->metadata().partition_key);
+        group_->release_key(entry.message->partition_key());
         entry.tag = 0;
         entry.holder = 0;
         released = true;
@@ -604,7 +607,7 @@ class MemoryBackend final : public Backend {
       }
       if (!co_await space->wait(options.deadline)) {
         co_return memory_error(errc::resource_exhausted,
-                               "subscribers of '" + message.subject() + "' hold " +
+                               "subscribers of '" + std::string(message.subject()) + "' hold " +
                                    std::to_string(state_->config.group_capacity) +
                                    " messages (group_capacity) and are not keeping up");
       }
@@ -701,7 +704,7 @@ class MemoryBackend final : public Backend {
       state_->inboxes.emplace(inbox, slot);
       connection_->inboxes.insert(inbox);
     }
-    const std::string subject = message.subject();
+    const std::string subject(message.subject());
     message.mutable_metadata().reply_to = inbox;
     PublishOptions options;
     options.pattern = MessagingPattern::request_response;
@@ -865,7 +868,8 @@ class MemoryBackend final : public Backend {
         return !live_only || !g->members.empty();
       });
       if (!reachable) {
-        return memory_error(errc::not_found, "no consumer for '" + message.subject() + "'");
+        return memory_error(errc::not_found,
+                            "no consumer for '" + std::string(message.subject()) + "'");
       }
     }
     const auto full = std::find_if(targets.begin(), targets.end(), [&](const GroupPtr& g) {

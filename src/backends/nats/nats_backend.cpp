@@ -810,7 +810,7 @@ class NatsBackend final : public Backend {
   asio::awaitable<Result<void>> publish(Message message, PublishOptions options) override {
     auto connection = current();
     if (!connection) co_return nats_error(errc::unavailable, "backend is not connected");
-    const std::string subject = message.subject();
+    const std::string subject(message.subject());
     auto msg = to_nats(message, subject);
     if (!msg) co_return std::move(msg).error();
 
@@ -841,7 +841,7 @@ class NatsBackend final : public Backend {
       if (auto ready = co_await offload(pool_, std::move(prepare)); !ready) co_return ready;
     }
     const std::string dedup_id =
-        options.deduplication_id.empty() ? message.id() : options.deduplication_id;
+        options.deduplication_id.empty() ? std::string(message.id()) : options.deduplication_id;
     co_return co_await publish_to_jetstream(connection, std::move(*msg), subject, dedup_id,
                                             options.deadline);
   }
@@ -963,7 +963,7 @@ class NatsBackend final : public Backend {
   asio::awaitable<Result<Message>> request(Message message, milliseconds timeout) override {
     auto connection = current();
     if (!connection) co_return nats_error(errc::unavailable, "backend is not connected");
-    const std::string subject = message.subject();
+    const std::string subject(message.subject());
     PendingRequests& pending = *connection->requests;
     const std::string token = std::to_string(pending.next_token.fetch_add(1));
     auto msg = to_nats(message, subject, pending.prefix + "." + token);

@@ -443,7 +443,7 @@ void Core::publish_now(amqp_connection_state_t conn, const Message& message,
                          mandatory ? 1 : 0, 0, outgoing.properties(), outgoing.body());
   if (status != AMQP_STATUS_OK) {
     if (complete) {
-      complete(rabbit_error(errc::unavailable, "publishing on '" + message.subject() +
+      complete(rabbit_error(errc::unavailable, "publishing on '" + std::string(message.subject()) +
                                                    "': " + amqp_error_string2(status)));
     }
     return;
@@ -453,7 +453,7 @@ void Core::publish_now(amqp_connection_state_t conn, const Message& message,
     return;
   }
   ++next_tag;
-  pending.emplace(tag, PendingPublish{std::move(complete), message.subject()});
+  pending.emplace(tag, PendingPublish{std::move(complete), std::string(message.subject())});
 }
 
 // RabbitMQ 3.10 answers the declaration of a stream before its writer runs. A message published
@@ -514,13 +514,13 @@ asio::awaitable<Result<void>> publish_via(CorePtr core, Message message, std::st
                                           std::string routing_key, bool mandatory, bool wait,
                                           OutgoingMessage::Extra extra, bool stream,
                                           SteadyClock::time_point deadline) {
-  const std::string subject = message.subject();
+  const std::string subject(message.subject());
   Core* c = core.get();
   auto start = [c, message = std::move(message), exchange = std::move(exchange),
                 routing_key = std::move(routing_key), mandatory, wait, extra,
                 stream](amqp_connection_state_t conn, Complete<Result<void>> complete) {
     if (conn == nullptr) {
-      complete(connection_gone("publish on '" + message.subject() + "'"));
+      complete(connection_gone("publish on '" + std::string(message.subject()) + "'"));
       return;
     }
     if (stream) {
@@ -971,7 +971,7 @@ class RabbitSubscription final : public Subscription {
         continue;
       }
       Incoming& incoming = *received->incoming;
-      const std::string& subject = incoming.message.subject();
+      const std::string_view subject = incoming.message.subject();
       if (!c.stream && subject::has_wildcard(c.spec.subject) &&
           !subject::matches(c.spec.subject, subject)) {
         // `#` also matches no word where `>` wants one: not ours.
@@ -1031,7 +1031,7 @@ class RabbitSubscription final : public Subscription {
     const std::string subject = c.stream ? c.spec.subject : received.routing_key;
     Message dead = undecodable_dead_letter(subject, std::move(received.raw_body),
                                            received.incoming.error().describe());
-    const std::string stream = dead.subject();
+    const std::string stream(dead.subject());
     const OutgoingMessage::Extra plain;
     auto moved = co_await publish_via(c.core, std::move(dead), "", stream, false, true, plain, true,
                                       SteadyClock::time_point::max());
@@ -1220,7 +1220,7 @@ class RabbitMqBackend final : public Backend {
   asio::awaitable<Result<void>> publish(Message message, PublishOptions options) override {
     if (auto usable = check_usable(); !usable) co_return usable;
     const RabbitMqConfig& config = core_->config;
-    const std::string subject = message.subject();
+    const std::string subject(message.subject());
     const bool wait = options.guarantee != DeliveryGuarantee::at_most_once;
     if (options.kind == DestinationKind::stream) {
       const OutgoingMessage::Extra plain;
@@ -1279,7 +1279,7 @@ class RabbitMqBackend final : public Backend {
   asio::awaitable<Result<Message>> request(Message message, milliseconds timeout) override {
     if (auto usable = check_usable(); !usable) co_return std::move(usable).error();
     const auto deadline = SteadyClock::now() + timeout;
-    const std::string subject = message.subject();
+    const std::string subject(message.subject());
     const std::string token = make_uuid_v7();
     auto waiter = std::make_shared<RequestWaiter>();
     message.mutable_metadata().headers[std::string(headers::kReplyToken)] = token;

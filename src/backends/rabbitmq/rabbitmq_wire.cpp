@@ -52,7 +52,6 @@ std::uint64_t number_of(const std::string& text) {
 
 OutgoingMessage::OutgoingMessage(const Message& message, const Extra& extra)
     : payload_(message.payload()) {
-  const MessageMetadata& metadata = message.metadata();
   codec::BinaryMessage binary = codec::encode_binary(message, amqp_binding());
   for (auto& [name, value] : binary.headers) {
     if (name == "content-type") {
@@ -75,15 +74,16 @@ OutgoingMessage::OutgoingMessage(const Message& message, const Extra& extra)
     entry.value.value.bytes = bytes_of(value);
     entries_.push_back(entry);
   }
-  message_id_ = metadata.message_id;
-  correlation_id_ = extra.correlation_id.empty() ? metadata.correlation_id : extra.correlation_id;
-  reply_to_ = extra.reply_to.empty() ? metadata.reply_to : extra.reply_to;
+  message_id_ = message.id();
+  correlation_id_ =
+      extra.correlation_id.empty() ? std::string(message.correlation_id()) : extra.correlation_id;
+  reply_to_ = extra.reply_to.empty() ? std::string(message.reply_to()) : extra.reply_to;
+  const auto ttl = message.ttl();
   expiration_ = !extra.expiration_ms.empty()
                     ? extra.expiration_ms
-                    : (metadata.ttl ? std::to_string(std::max<long long>(metadata.ttl->count(), 0))
-                                    : std::string());
+                    : (ttl ? std::to_string(std::max<long long>(ttl->count(), 0)) : std::string());
   if (!extra.keep_expiration) expiration_.clear();
-  type_ = metadata.message_type;
+  type_ = message.type();
 
   properties_._flags = AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
   properties_.headers.num_entries = static_cast<int>(entries_.size());
@@ -100,15 +100,14 @@ OutgoingMessage::OutgoingMessage(const Message& message, const Extra& extra)
   set(reply_to_, AMQP_BASIC_REPLY_TO_FLAG, properties_.reply_to);
   set(expiration_, AMQP_BASIC_EXPIRATION_FLAG, properties_.expiration);
   set(type_, AMQP_BASIC_TYPE_FLAG, properties_.type);
-  if (metadata.priority > 0) {
+  if (message.priority() > 0) {
     properties_._flags |= AMQP_BASIC_PRIORITY_FLAG;
-    properties_.priority = static_cast<std::uint8_t>(std::min(metadata.priority, 255));
+    properties_.priority = static_cast<std::uint8_t>(std::min(message.priority(), 255));
   }
-  if (metadata.time) {
+  if (const auto time = message.time()) {
     properties_._flags |= AMQP_BASIC_TIMESTAMP_FLAG;
     properties_.timestamp = static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::seconds>(metadata.time->time_since_epoch())
-            .count());
+        std::chrono::duration_cast<std::chrono::seconds>(time->time_since_epoch()).count());
   }
 }
 

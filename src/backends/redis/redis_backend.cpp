@@ -987,7 +987,7 @@ class RedisBackend final : public Backend {
   asio::awaitable<Result<void>> publish(Message message, PublishOptions options) override {
     if (auto usable = check_usable(); !usable) co_return usable;
     const RedisConfig& config = core_->config;
-    const std::string subject = message.subject();
+    const std::string subject(message.subject());
     const std::string key = core_->key(subject);
     const auto deadline = options.deadline;
     const std::string what = "publish on '" + subject + "'";

@@ -5,6 +5,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "marty/messaging/detail/string_map.hpp"
 #include "marty/messaging/message.hpp"
 
 namespace marty::messaging::detail {
@@ -24,7 +25,8 @@ class PendingReplies {
 
   void add(std::string token, const Message& query, std::shared_ptr<Waiter> waiter) {
     entries_.insert_or_assign(
-        std::move(token), Entry{query.id(), query.metadata().correlation_id, std::move(waiter)});
+        std::move(token),
+        Entry{std::string(query.id()), std::string(query.correlation_id()), std::move(waiter)});
   }
   void erase(const std::string& token) { entries_.erase(token); }
 
@@ -49,15 +51,12 @@ class PendingReplies {
 
  private:
   struct Entry;
-  using Entries = std::unordered_map<std::string, Entry>;
+  using Entries = StringMap<Entry>;
 
   typename Entries::const_iterator locate(const Message& reply) const {
-    const auto& headers = reply.metadata().headers;
-    if (auto token = headers.find(std::string(kTokenHeader)); token != headers.end()) {
-      return entries_.find(token->second);
-    }
-    const std::string& correlation = reply.metadata().correlation_id;
-    const std::string& causation = reply.metadata().causation_id;
+    if (auto token = reply.header(kTokenHeader)) return entries_.find(*token);
+    const std::string_view correlation = reply.correlation_id();
+    const std::string_view causation = reply.causation_id();
     auto by_correlation = entries_.end();
     int sharing = 0;
     for (auto it = entries_.begin(); it != entries_.end(); ++it) {

@@ -12,7 +12,7 @@ namespace marty::messaging::detail {
 /// query nobody waits for any more. Other messages, and queries without a deadline or with a
 /// ttl of their own, are left as they are.
 inline void carry_query_deadline(Message& message, const PublishOptions& options) {
-  if (options.pattern != MessagingPattern::request_response || message.metadata().ttl ||
+  if (options.pattern != MessagingPattern::request_response || message.ttl() ||
       options.deadline == SteadyClock::time_point::max()) {
     return;
   }

@@ -74,7 +74,9 @@ Envelope* Envelope::allocate(const Contents& contents, std::size_t header_bytes)
   envelope->priority_ = contents.priority;
   for (std::size_t i = 0; i < static_cast<std::size_t>(Field::count); ++i) {
     if (i == static_cast<std::size_t>(Field::id) && contents.new_id) {
-      write_uuid_v7(envelope->bytes() + envelope->used_);
+      write_uuid_v7(
+          envelope->bytes() + envelope->used_,
+          contents.id_time.time_since_epoch().count() != 0 ? contents.id_time : Clock::now());
       envelope->fields_[i] = Slice{envelope->used_, 36};
       envelope->used_ += 36;
     } else {
@@ -257,7 +259,10 @@ void Message::stamp(std::string_view type, std::string_view source, std::string_
     if (fields[static_cast<std::size_t>(Field::source)].empty()) {
       fields[static_cast<std::size_t>(Field::source)] = source;
     }
-    if (!contents.time) contents.time = Clock::now();
+    if (!contents.time) {
+      contents.time = Clock::now();
+      contents.id_time = *contents.time;
+    }
   };
   // The new envelope is made before the old form goes: the arguments may point into it.
   if (envelope_) {
@@ -304,7 +309,7 @@ Message Message::from_bytes(std::string bytes, MessageMetadata metadata) {
   return Message(std::move(metadata), make_payload(std::move(bytes)));
 }
 
-void detail::write_uuid_v7(char* out) noexcept {
+void detail::write_uuid_v7(char* out, Clock::time_point now) noexcept {
   // 74 random bits per id from a per-thread xoshiro256** seeded by the OS: ids need to be
   // unique and unguessable enough for dedup keys, not cryptographic secrets.
   struct Generator {
@@ -328,8 +333,7 @@ void detail::write_uuid_v7(char* out) noexcept {
   };
   thread_local Generator random;
   const auto ms = static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
-          .count());
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count());
   const std::uint64_t r1 = random.next();
   const std::uint64_t r2 = random.next();
   // 48-bit time | version 7 | 12 random bits | variant 10 | 62 random bits (RFC 9562).
@@ -368,7 +372,7 @@ void detail::write_uuid_v7(char* out) noexcept {
 
 std::string make_uuid_v7() {
   std::string out(36, '-');
-  detail::write_uuid_v7(out.data());
+  detail::write_uuid_v7(out.data(), Clock::now());
   return out;
 }
 

@@ -85,7 +85,10 @@ class Envelope {
   /// names unique and in ascending order.
   struct Contents {
     std::string_view fields[static_cast<std::size_t>(Field::count)];
-    bool new_id = false;     // write a fresh UUIDv7 as the id instead of fields[id]
+    bool new_id = false;  // write a fresh UUIDv7 as the id instead of fields[id]
+    /// The new id's time, when the caller has read the clock already (a clock read costs on
+    /// virtual machines); the epoch means "read it now".
+    std::chrono::system_clock::time_point id_time{};
     bool correlate = false;  // an empty correlation id becomes the id
     std::optional<std::chrono::system_clock::time_point> time;
     std::optional<std::chrono::milliseconds> ttl;
@@ -123,8 +126,9 @@ class Envelope {
   mutable std::atomic<MessageMetadata*> view_{nullptr};
 };
 
-/// Writes a new UUIDv7 (RFC 9562) in canonical text form into `out` (36 characters).
-void write_uuid_v7(char* out) noexcept;
+/// Writes a new UUIDv7 (RFC 9562) of time `now` in canonical text form into `out` (36
+/// characters).
+void write_uuid_v7(char* out, std::chrono::system_clock::time_point now) noexcept;
 
 template <class VisitHeaders>
 Envelope* Envelope::make(const Contents& contents, const VisitHeaders& visit_headers) {

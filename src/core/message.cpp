@@ -204,35 +204,35 @@ Message::Message()
 
 Message::Message(MessageMetadata metadata, std::shared_ptr<const Payload> payload,
                  std::string subject)
-    : header_(std::make_shared<Header>(Header{std::move(metadata), std::move(subject)})),
+    : editable_(std::make_shared<Editable>(Editable{std::move(metadata), std::move(subject)})),
       payload_(std::move(payload)) {}
 
-Message::Header& Message::own_header() {
+Message::Editable& Message::own_editable() {
   // use_count() == 1 means no other Message shares it (another thread cannot be copying this
   // object meanwhile: that would be a race on the object itself). The count is read relaxed, so
   // the fence orders our writes after the reads other copies made before they let go.
   if (envelope_) {
-    header_ = std::make_shared<Header>(
-        Header{detail::metadata_of(*envelope_), std::string(envelope_->get(Field::subject))});
+    editable_ = std::make_shared<Editable>(
+        Editable{detail::metadata_of(*envelope_), std::string(envelope_->get(Field::subject))});
     envelope_.reset();
-  } else if (!header_) {
-    header_ = std::make_shared<Header>();
-  } else if (header_.use_count() == 1) {
+  } else if (!editable_) {
+    editable_ = std::make_shared<Editable>();
+  } else if (editable_.use_count() == 1) {
     std::atomic_thread_fence(std::memory_order_acquire);
   } else {
-    header_ = std::make_shared<Header>(*header_);
+    editable_ = std::make_shared<Editable>(*editable_);
   }
-  return *header_;
+  return *editable_;
 }
 
-const Message::Header& Message::empty_header() noexcept {
-  static const Header empty;
+const Message::Editable& Message::empty_editable() noexcept {
+  static const Editable empty;
   return empty;
 }
 
 std::optional<std::string_view> Message::header(std::string_view name) const noexcept {
   if (envelope_) return envelope_->header(name);
-  for (const auto& [key, value] : header().metadata.headers) {
+  for (const auto& [key, value] : editable().metadata.headers) {
     if (key == name) return std::string_view(value);
   }
   return std::nullopt;
@@ -240,7 +240,7 @@ std::optional<std::string_view> Message::header(std::string_view name) const noe
 
 void Message::set_subject(std::string_view subject) {
   if (!envelope_) {
-    own_header().subject = subject;
+    own_editable().subject = subject;
     return;
   }
   Envelope::Contents contents = contents_of(*envelope_);
@@ -271,13 +271,13 @@ void Message::stamp(std::string_view type, std::string_view source, std::string_
     envelope_ = remade(*envelope_, contents);
     return;
   }
-  const Header& edited = header();
+  const Editable& edited = editable();
   Envelope::Contents contents = contents_of(edited.metadata, edited.subject);
   fill(contents);
   envelope_ = detail::EnvelopeRef(Envelope::make(contents, [&edited](const auto& fn) {
     for (const auto& [name, value] : edited.metadata.headers) fn(name, value);
   }));
-  header_.reset();
+  editable_.reset();
 }
 
 Result<std::reference_wrapper<const Json>> Message::try_json() const {

@@ -114,11 +114,11 @@ class Message {
   /// All the metadata, as the seed's struct. Throws std::bad_alloc (a sealed message makes it
   /// on first use); prefer the accessors below on hot paths.
   const MessageMetadata& metadata() const {
-    return envelope_ ? envelope_->view() : header().metadata;
+    return envelope_ ? envelope_->view() : editable().metadata;
   }
   /// For changing the metadata; unshares it first if another copy still uses it. (A separate
   /// name, so that reading through a non-const Message never unshares.)
-  MessageMetadata& mutable_metadata() { return own_header().metadata; }
+  MessageMetadata& mutable_metadata() { return own_editable().metadata; }
 
   std::string_view id() const noexcept { return field(Field::id, &MessageMetadata::message_id); }
   std::string_view type() const noexcept {
@@ -143,18 +143,18 @@ class Message {
     return field(Field::partition_key, &MessageMetadata::partition_key);
   }
   std::optional<Clock::time_point> time() const noexcept {
-    return envelope_ ? envelope_->time() : header().metadata.time;
+    return envelope_ ? envelope_->time() : editable().metadata.time;
   }
   std::optional<std::chrono::milliseconds> ttl() const noexcept {
-    return envelope_ ? envelope_->ttl() : header().metadata.ttl;
+    return envelope_ ? envelope_->ttl() : editable().metadata.ttl;
   }
   int priority() const noexcept {
-    return envelope_ ? envelope_->priority() : header().metadata.priority;
+    return envelope_ ? envelope_->priority() : editable().metadata.priority;
   }
   /// The value of header `name`, if the message carries it.
   std::optional<std::string_view> header(std::string_view name) const noexcept;
   std::size_t header_count() const noexcept {
-    return envelope_ ? envelope_->header_count() : header().metadata.headers.size();
+    return envelope_ ? envelope_->header_count() : editable().metadata.headers.size();
   }
   /// Calls fn(name, value) (two std::string_views) for each header, in name order.
   template <class Fn>
@@ -166,14 +166,14 @@ class Message {
       }
       return;
     }
-    for (const auto& [name, value] : header().metadata.headers) {
+    for (const auto& [name, value] : editable().metadata.headers) {
       fn(std::string_view(name), std::string_view(value));
     }
   }
 
   /// The transport subject ("events.order_placed"), set by the bus.
   std::string_view subject() const noexcept {
-    return envelope_ ? envelope_->get(Field::subject) : std::string_view(header().subject);
+    return envelope_ ? envelope_->get(Field::subject) : std::string_view(editable().subject);
   }
   void set_subject(std::string_view subject);
 
@@ -201,19 +201,21 @@ class Message {
 
  private:
   using Field = detail::Envelope::Field;
-  struct Header {
+  // The form a message has until the bus stamps it, and again once mutable_metadata() is
+  // called: the seed's struct and the subject, changed in place.
+  struct Editable {
     MessageMetadata metadata;
     std::string subject;
   };
-  Header& own_header();
-  const Header& header() const noexcept { return header_ ? *header_ : empty_header(); }
-  static const Header& empty_header() noexcept;
+  Editable& own_editable();
+  const Editable& editable() const noexcept { return editable_ ? *editable_ : empty_editable(); }
+  static const Editable& empty_editable() noexcept;
   std::string_view field(Field sealed, std::string MessageMetadata::*edited) const noexcept {
-    return envelope_ ? envelope_->get(sealed) : std::string_view(header().metadata.*edited);
+    return envelope_ ? envelope_->get(sealed) : std::string_view(editable().metadata.*edited);
   }
 
   // At most one of the two forms is set; neither in an empty (default or moved-from) message.
-  std::shared_ptr<Header> header_;          // editable; shared between copies until one changes
+  std::shared_ptr<Editable> editable_;      // shared between copies until one changes
   detail::EnvelopeRef envelope_;            // sealed; shared between copies
   std::shared_ptr<const Payload> payload_;  // null only if moved from
 };

@@ -212,9 +212,9 @@ Message::Editable& Message::own_editable() {
   // object meanwhile: that would be a race on the object itself). The count is read relaxed, so
   // the fence orders our writes after the reads other copies made before they let go.
   if (envelope_) {
-    editable_ = std::make_shared<Editable>(
-        Editable{detail::metadata_of(*envelope_), std::string(envelope_->get(Field::subject))});
-    envelope_.reset();
+    editable_ = std::make_shared<Editable>(Editable{detail::metadata_of(*envelope_),
+                                                    std::string(envelope_->get(Field::subject)),
+                                                    std::move(envelope_)});
   } else if (!editable_) {
     editable_ = std::make_shared<Editable>();
   } else if (editable_.use_count() == 1) {
@@ -295,7 +295,9 @@ bool Message::expired(Clock::time_point now) const noexcept {
   const auto lifetime = ttl();
   if (!lifetime) return false;
   const auto made = time();
-  return made && *made + *lifetime <= now;
+  // Compared in milliseconds: a ttl from the wire may be too long to add to a time point in
+  // the clock's nanoseconds (it would overflow and read as long expired).
+  return made && std::chrono::floor<std::chrono::milliseconds>(now - *made) >= *lifetime;
 }
 
 Message Message::from_json(Json data, MessageMetadata metadata) {
@@ -314,9 +316,25 @@ void detail::write_uuid_v7(char* out, Clock::time_point now) noexcept {
   // unique and unguessable enough for dedup keys, not cryptographic secrets.
   struct Generator {
     std::uint64_t s[4];
-    Generator() {
-      std::random_device device;
-      for (auto& word : s) word = (std::uint64_t{device()} << 32) ^ device();
+    Generator() noexcept {
+      try {
+        std::random_device device;
+        for (auto& word : s) word = (std::uint64_t{device()} << 32) ^ device();
+      } catch (...) {
+        // No OS random source (a bare sandbox): seed from the clock and this thread's stack
+        // address, so ids stay unique between threads and processes, if guessable.
+        const auto seed = static_cast<std::uint64_t>(
+                              std::chrono::steady_clock::now().time_since_epoch().count()) ^
+                          static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(this));
+        std::uint64_t mix = seed;
+        for (auto& word : s) {  // splitmix64
+          mix += 0x9E3779B97F4A7C15ULL;
+          std::uint64_t z = mix;
+          z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+          z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+          word = z ^ (z >> 31);
+        }
+      }
     }
     static std::uint64_t rotl(std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
     std::uint64_t next() {

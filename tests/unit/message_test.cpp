@@ -1,3 +1,5 @@
+#include <cstdint>
+#include <limits>
 #include <set>
 #include <string>
 #include <thread>
@@ -223,6 +225,29 @@ TEST(MessageTest, ASealedMessagesViewIsMadeOnceAcrossThreads) {
   for (auto& reader : readers) reader.join();
   for (const auto* view : seen) EXPECT_EQ(view, &sealed.metadata());
   EXPECT_EQ(sealed.metadata().partition_key, "customer-42");
+}
+
+TEST(MessageTest, ViewsOfASealedMessageOutliveTurningItEditable) {
+  // The right side is read first: a view into the sealed form, which the edit must not free
+  // (ASan checks).
+  Message m = Message::from_bytes("x", filled_metadata());
+  m.stamp("t", "s", "events.t");
+  const std::string id(m.id());
+  m.mutable_metadata().correlation_id = m.id();
+  EXPECT_EQ(m.correlation_id(), id);
+  const std::string_view tenant = *m.header("x-tenant");
+  m.mutable_metadata().headers["x-copy"] = tenant;
+  EXPECT_EQ(m.header("x-copy"), "acme");
+}
+
+TEST(MessageTest, AHugeTtlIsNotTakenForExpired) {
+  MessageMetadata md;
+  md.time = Clock::now();
+  md.ttl = std::chrono::milliseconds(std::numeric_limits<std::int64_t>::max() / 2);
+  EXPECT_FALSE(Message::from_json(1, md).expired());
+  Message sealed = Message::from_json(1, md);
+  sealed.stamp("t", "s", "events.t");
+  EXPECT_FALSE(sealed.expired());
 }
 
 TEST(MessageTest, AnEmptyMessageReadsAsEmpty) {

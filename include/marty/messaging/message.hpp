@@ -206,6 +206,9 @@ class Message {
   struct Editable {
     MessageMetadata metadata;
     std::string subject;
+    // The sealed form this was made from, kept so that views taken from it before the change
+    // (`m.mutable_metadata().correlation_id = m.id()`) stay valid until this form goes.
+    detail::EnvelopeRef sealed_from;
   };
   Editable& own_editable();
   const Editable& editable() const noexcept { return editable_ ? *editable_ : empty_editable(); }

@@ -361,8 +361,7 @@ class SqsSubscription final : public Subscription {
         co_await dead_letter(std::move(*received));
         continue;
       }
-      const MessageMetadata& metadata = received->message->metadata();
-      if (metadata.ttl && metadata.time && *metadata.time + *metadata.ttl < Clock::now()) {
+      if (received->message->expired()) {
         // A query nobody waits for any more.
         QueryParameters parameters{{"QueueUrl", c.url}, {"ReceiptHandle", received->receipt}};
         co_await c.queues->call_logged("DeleteMessage", std::move(parameters),

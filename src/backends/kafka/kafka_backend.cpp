@@ -667,12 +667,11 @@ struct Consumer : std::enable_shared_from_this<Consumer> {
       return;
     }
     item.message = std::move(*decoded);
-    const MessageMetadata& metadata = item.message.metadata();
-    if (metadata.ttl && metadata.time && *metadata.time + *metadata.ttl < Clock::now()) {
+    if (item.message.expired()) {
       finish(item);  // expired (a query nobody waits for any more): skipped, committed
       return;
     }
-    item.key = metadata.partition_key;
+    item.key = item.message.partition_key();
     bool queued = false;
     {
       std::lock_guard lock(mutex);

@@ -163,16 +163,6 @@ Envelope::Contents contents_of(const Envelope& envelope) {
   return contents;
 }
 
-// A new envelope with `old`'s headers and `contents` for the rest.
-detail::EnvelopeRef remade(const Envelope& old, const Envelope::Contents& contents) {
-  return detail::EnvelopeRef(Envelope::make(contents, [&old](const auto& fn) {
-    for (std::size_t i = 0; i < old.header_count(); ++i) {
-      auto [name, value] = old.header_at(i);
-      fn(name, value);
-    }
-  }));
-}
-
 Envelope::Contents contents_of(const MessageMetadata& metadata, std::string_view subject) {
   Envelope::Contents contents;
   auto set = [&contents](Field field, std::string_view text) {
@@ -192,6 +182,29 @@ Envelope::Contents contents_of(const MessageMetadata& metadata, std::string_view
   contents.priority = metadata.priority;
   contents.header_count = metadata.headers.size();
   return contents;
+}
+
+// A new envelope with what a message holds now, its sealed form or else its editable metadata
+// and subject, as `change` (called with the Contents&) alters it. Made before the caller lets
+// the old form go, so `change` may hold views into it.
+template <class Change>
+detail::EnvelopeRef resealed(const Envelope* sealed, const MessageMetadata& metadata,
+                             std::string_view subject, const Change& change) {
+  if (sealed != nullptr) {
+    Envelope::Contents contents = contents_of(*sealed);
+    change(contents);
+    return detail::EnvelopeRef(Envelope::make(contents, [sealed](const auto& fn) {
+      for (std::size_t i = 0; i < sealed->header_count(); ++i) {
+        auto [name, value] = sealed->header_at(i);
+        fn(name, value);
+      }
+    }));
+  }
+  Envelope::Contents contents = contents_of(metadata, subject);
+  change(contents);
+  return detail::EnvelopeRef(Envelope::make(contents, [&metadata](const auto& fn) {
+    for (const auto& [name, value] : metadata.headers) fn(name, value);
+  }));
 }
 
 }  // namespace
@@ -243,9 +256,9 @@ void Message::set_subject(std::string_view subject) {
     own_editable().subject = subject;
     return;
   }
-  Envelope::Contents contents = contents_of(*envelope_);
-  contents.fields[static_cast<std::size_t>(Field::subject)] = subject;
-  envelope_ = remade(*envelope_, contents);
+  envelope_ = resealed(&*envelope_, editable().metadata, {}, [subject](auto& contents) {
+    contents.fields[static_cast<std::size_t>(Field::subject)] = subject;
+  });
 }
 
 void Message::stamp(std::string_view type, std::string_view source, std::string_view subject,
@@ -264,19 +277,8 @@ void Message::stamp(std::string_view type, std::string_view source, std::string_
       contents.id_time = *contents.time;
     }
   };
-  // The new envelope is made before the old form goes: the arguments may point into it.
-  if (envelope_) {
-    Envelope::Contents contents = contents_of(*envelope_);
-    fill(contents);
-    envelope_ = remade(*envelope_, contents);
-    return;
-  }
-  const Editable& edited = editable();
-  Envelope::Contents contents = contents_of(edited.metadata, edited.subject);
-  fill(contents);
-  envelope_ = detail::EnvelopeRef(Envelope::make(contents, [&edited](const auto& fn) {
-    for (const auto& [name, value] : edited.metadata.headers) fn(name, value);
-  }));
+  const Editable& edited = editable();  // the empty one when sealed
+  envelope_ = resealed(envelope_ ? &*envelope_ : nullptr, edited.metadata, edited.subject, fill);
   editable_.reset();
 }
 

@@ -29,7 +29,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   auto decoded = nats::from_nats(msg.get(), false);
   if (!decoded) return 0;
-  auto sent = nats::to_nats(*decoded, decoded->subject(), decoded->metadata().reply_to);
+  auto sent =
+      nats::to_nats(*decoded, std::string(decoded->subject()), decoded->metadata().reply_to);
   if (!sent) return 0;  // what NATS cannot carry is refused when sending, by name
   auto again = nats::from_nats(sent->get(), false);
   fuzz::require_decoded(again);

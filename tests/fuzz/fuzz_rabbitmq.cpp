@@ -86,7 +86,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   rabbitmq::OutgoingMessage::Extra extra;
   rabbitmq::OutgoingMessage outgoing(decoded->message, extra);
   auto again = rabbitmq::decode_amqp(from_properties(*outgoing.properties(), outgoing.body()),
-                                     decoded->message.subject(), false);
+                                     std::string(decoded->message.subject()), false);
   fuzz::require_decoded(again);
   require_same_incoming(*decoded, *again);
   return 0;

@@ -10,6 +10,8 @@
 #include <new>
 #include <random>
 
+#include "marty/messaging/detail/json_writer.hpp"
+
 namespace marty::messaging {
 
 Result<std::reference_wrapper<const Json>> Payload::json() const {
@@ -56,9 +58,14 @@ Envelope::~Envelope() {
 Envelope* Envelope::allocate(const Contents& contents, std::size_t header_bytes) {
   std::size_t text_bytes = header_bytes;
   for (std::size_t i = 0; i < static_cast<std::size_t>(Field::count); ++i) {
-    text_bytes += (i == static_cast<std::size_t>(Field::id) && contents.new_id)
-                      ? std::size_t{36}
-                      : contents.fields[i].size();
+    if (i == static_cast<std::size_t>(Field::id) && contents.new_id) {
+      text_bytes += 36;
+    } else if (i != static_cast<std::size_t>(Field::subject) || contents.subject_piece_count == 0) {
+      text_bytes += contents.fields[i].size();
+    }
+  }
+  for (std::size_t i = 0; i < contents.subject_piece_count; ++i) {
+    text_bytes += contents.subject_pieces[i].size();
   }
   if (text_bytes > std::numeric_limits<std::uint32_t>::max()) {
     throw std::length_error("message metadata larger than 4 GiB");
@@ -79,6 +86,12 @@ Envelope* Envelope::allocate(const Contents& contents, std::size_t header_bytes)
           contents.id_time.time_since_epoch().count() != 0 ? contents.id_time : Clock::now());
       envelope->fields_[i] = Slice{envelope->used_, 36};
       envelope->used_ += 36;
+    } else if (i == static_cast<std::size_t>(Field::subject) && contents.subject_piece_count > 0) {
+      const std::uint32_t start = envelope->used_;
+      for (std::size_t piece = 0; piece < contents.subject_piece_count; ++piece) {
+        envelope->append(contents.subject_pieces[piece]);
+      }
+      envelope->fields_[i] = Slice{start, envelope->used_ - start};
     } else {
       envelope->fields_[i] = envelope->append(contents.fields[i]);
     }
@@ -251,23 +264,39 @@ std::optional<std::string_view> Message::header(std::string_view name) const noe
   return std::nullopt;
 }
 
-void Message::set_subject(std::string_view subject) {
-  if (!envelope_) {
-    own_editable().subject = subject;
-    return;
-  }
-  envelope_ = resealed(&*envelope_, editable().metadata, {}, [subject](auto& contents) {
-    contents.fields[static_cast<std::size_t>(Field::subject)] = subject;
+void Message::set_sealed_field(Field field, std::string_view value) {
+  envelope_ = resealed(&*envelope_, editable().metadata, {}, [field, value](auto& contents) {
+    contents.fields[static_cast<std::size_t>(field)] = value;
   });
+}
+
+void Message::set_subject(std::string_view subject) {
+  if (envelope_) return set_sealed_field(Field::subject, subject);
+  own_editable().subject = subject;
+}
+
+void Message::set_reply_to(std::string_view reply_to) {
+  if (envelope_) return set_sealed_field(Field::reply_to, reply_to);
+  own_editable().metadata.reply_to = reply_to;
 }
 
 void Message::stamp(std::string_view type, std::string_view source, std::string_view subject,
                     bool correlate) {
+  stamp(type, source, subject::Pieces{{subject}, 1}, correlate);
+}
+
+void Message::stamp(std::string_view type, std::string_view source, const subject::Pieces& subject,
+                    bool correlate) {
+  if (subject.count > subject.pieces.size()) {
+    throw std::length_error("Message::stamp: a subject of more than 4 pieces");
+  }
   auto fill = [&](Envelope::Contents& contents) {
     contents.correlate = correlate;
     auto& fields = contents.fields;
     fields[static_cast<std::size_t>(Field::type)] = type;
-    fields[static_cast<std::size_t>(Field::subject)] = subject;
+    fields[static_cast<std::size_t>(Field::subject)] = {};
+    contents.subject_pieces = subject.pieces;
+    contents.subject_piece_count = subject.count;
     contents.new_id = fields[static_cast<std::size_t>(Field::id)].empty();
     if (fields[static_cast<std::size_t>(Field::source)].empty()) {
       fields[static_cast<std::size_t>(Field::source)] = source;
@@ -303,7 +332,7 @@ bool Message::expired(Clock::time_point now) const noexcept {
 }
 
 Message Message::from_json(Json data, MessageMetadata metadata) {
-  std::string bytes = data.dump();
+  std::string bytes = detail::write_json(data);
   metadata.content_type = "application/json";
   return Message(std::move(metadata),
                  std::make_shared<const Payload>(std::move(bytes), std::move(data)));

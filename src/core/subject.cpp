@@ -51,14 +51,37 @@ Result<void> validate(std::string_view text, std::string_view what, bool allow_w
 
 }  // namespace
 
+std::size_t Pieces::size() const noexcept {
+  std::size_t total = 0;
+  for (std::size_t i = 0; i < count; ++i) total += pieces[i].size();
+  return total;
+}
+
+std::string Pieces::joined() const {
+  std::string text;
+  text.reserve(size());
+  for (std::size_t i = 0; i < count; ++i) text.append(pieces[i]);
+  return text;
+}
+
+Pieces event_pieces(std::string_view event_type) noexcept {
+  return Pieces{{"events.", event_type}, 2};
+}
+Pieces command_pieces(std::string_view service, std::string_view command_type) noexcept {
+  return Pieces{{"commands.", service, ".", command_type}, 4};
+}
+Pieces query_pieces(std::string_view service, std::string_view query_type) noexcept {
+  return Pieces{{"queries.", service, ".", query_type}, 4};
+}
+
 std::string for_event(std::string_view event_type) {
-  return "events." + std::string(event_type);
+  return event_pieces(event_type).joined();
 }
 std::string for_command(std::string_view service, std::string_view command_type) {
-  return "commands." + std::string(service) + "." + std::string(command_type);
+  return command_pieces(service, command_type).joined();
 }
 std::string for_query(std::string_view service, std::string_view query_type) {
-  return "queries." + std::string(service) + "." + std::string(query_type);
+  return query_pieces(service, query_type).joined();
 }
 
 Result<void> validate_name(std::string_view name, std::string_view what) {

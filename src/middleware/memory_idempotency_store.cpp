@@ -31,7 +31,7 @@ class MemoryIdempotencyStore final : public IdempotencyStore {
 
   asio::awaitable<Result<IdempotencyClaim>> claim(std::string key,
                                                   std::chrono::milliseconds lease) override {
-    co_return claim_now(key, lease);
+    co_return claim_now(std::move(key), lease);
   }
 
   asio::awaitable<Result<void>> complete(std::string key, std::string token, std::string result,
@@ -72,12 +72,12 @@ class MemoryIdempotencyStore final : public IdempotencyStore {
   struct Entry {
     bool done = false;
     std::string value;  // the claim's token, or the result once done
-    std::multimap<SteadyClock::time_point, std::string>::iterator expiry;
+    std::multimap<SteadyClock::time_point, const std::string*>::iterator expiry;
     bool has_expiry = false;
   };
   using Entries = std::unordered_map<std::string, Entry>;
 
-  Result<IdempotencyClaim> claim_now(const std::string& key, std::chrono::milliseconds lease) {
+  Result<IdempotencyClaim> claim_now(std::string key, std::chrono::milliseconds lease) {
     if (auto valid = check_idempotency_arguments("claim", key, lease); !valid) {
       return std::move(valid).error();
     }
@@ -92,7 +92,7 @@ class MemoryIdempotencyStore final : public IdempotencyStore {
       if (it->second.done) found.result = it->second.value;
       return found;
     }
-    it = entries_.emplace(key, Entry{}).first;
+    it = entries_.emplace(std::move(key), Entry{}).first;
     it->second.value = make_uuid_v7();
     expire_at(it, now + lease);
     found.token = it->second.value;
@@ -102,8 +102,13 @@ class MemoryIdempotencyStore final : public IdempotencyStore {
 
   // With mutex_ held.
   void expire_at(Entries::iterator it, SteadyClock::time_point when) {
-    if (it->second.has_expiry) expiries_.erase(it->second.expiry);
-    it->second.expiry = expiries_.emplace(when, it->first);
+    if (it->second.has_expiry) {  // moved, reusing its node
+      auto node = expiries_.extract(it->second.expiry);
+      node.key() = when;
+      it->second.expiry = expiries_.insert(std::move(node));
+      return;
+    }
+    it->second.expiry = expiries_.emplace(when, &it->first);
     it->second.has_expiry = true;
   }
   void erase(Entries::iterator it) {
@@ -112,7 +117,7 @@ class MemoryIdempotencyStore final : public IdempotencyStore {
   }
   void purge(SteadyClock::time_point now) {
     while (!expiries_.empty() && expiries_.begin()->first <= now) {
-      erase(entries_.find(expiries_.begin()->second));
+      erase(entries_.find(*expiries_.begin()->second));
     }
   }
   // Beyond the bound, done keys closest to expiring go first; claims are never dropped (that
@@ -120,7 +125,7 @@ class MemoryIdempotencyStore final : public IdempotencyStore {
   void evict() {
     auto next = expiries_.begin();
     while (entries_.size() > max_keys_ && next != expiries_.end()) {
-      auto entry = entries_.find(next->second);
+      auto entry = entries_.find(*next->second);
       ++next;
       if (entry->second.done) erase(entry);
     }
@@ -129,7 +134,8 @@ class MemoryIdempotencyStore final : public IdempotencyStore {
   const std::size_t max_keys_;
   std::mutex mutex_;
   Entries entries_;
-  std::multimap<SteadyClock::time_point, std::string> expiries_;
+  // Each points at its entry's key: the entries are nodes, which rehashing does not move.
+  std::multimap<SteadyClock::time_point, const std::string*> expiries_;
 };
 
 }  // namespace

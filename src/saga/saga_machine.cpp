@@ -336,6 +336,26 @@ bool SagaMachine::cancel(SagaRecord& record, Clock::time_point now) const {
   return true;
 }
 
+void assign_record(SagaRecord& into, const SagaRecord& from) {
+  if (&into == &from) return;
+  // Every member, by name: a member added to SagaRecord breaks this binding until it is
+  // assigned here too.
+  const auto& [id, definition, state, context, steps, cursor, cancel_requested, failure, created_at,
+               updated_at, deadline, version] = from;
+  into.id = id;
+  into.definition = definition;
+  into.state = state;
+  if (into.context != context) into.context = context;
+  into.steps = steps;
+  into.cursor = cursor;
+  into.cancel_requested = cancel_requested;
+  into.failure = failure;
+  into.created_at = created_at;
+  into.updated_at = updated_at;
+  into.deadline = deadline;
+  into.version = version;
+}
+
 Json to_json(const SagaRecord& record) {
   Json steps = Json::array();
   for (const StepRecord& step : record.steps) {

@@ -21,7 +21,11 @@ Result<void> InMemorySagaStore::save(const SagaRecord& record) {
                                     std::to_string(it->second.version) + ", not older than " +
                                     std::to_string(record.version));
   }
-  records_.insert_or_assign(record.id, record);
+  if (it == records_.end()) {
+    records_.emplace(record.id, record);
+  } else {
+    assign_record(it->second, record);
+  }
   return ok();
 }
 
@@ -40,8 +44,12 @@ Result<std::vector<SagaRecord>> InMemorySagaStore::list(const SagaFilter& filter
       if (matches(filter, record)) out.push_back(record);
     }
   }
-  std::sort(out.begin(), out.end(),
-            [](const SagaRecord& a, const SagaRecord& b) { return a.created_at > b.created_at; });
+  // Newest first; among sagas created in the same instant, the later id (UUIDv7s grow with
+  // time) first, so that the order does not depend on the hash table's.
+  std::sort(out.begin(), out.end(), [](const SagaRecord& a, const SagaRecord& b) {
+    if (a.created_at != b.created_at) return a.created_at > b.created_at;
+    return a.id > b.id;
+  });
   if (out.size() > filter.limit) out.resize(filter.limit);
   return out;
 }

@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "../sqlite/sqlite_database.hpp"
+#include "marty/messaging/detail/json_writer.hpp"
 
 namespace marty::messaging::saga {
 namespace {
@@ -88,7 +89,7 @@ Result<std::shared_ptr<SqliteSagaStore>> SqliteSagaStore::open(const std::string
 
 Result<void> SqliteSagaStore::save(const SagaRecord& record) {
   if (record.id.empty()) return Error(errc::invalid_argument, "saga record has no id");
-  const std::string text = to_json(record).dump();
+  const std::string text = marty::messaging::detail::write_json(to_json(record));
   Database& d = *database_;
   std::lock_guard lock(d.mutex);
   return d.write_transaction<void>("saving saga " + record.id, [&]() -> Result<void> {

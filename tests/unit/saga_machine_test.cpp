@@ -117,6 +117,44 @@ TEST_F(SagaMachineTest, RetriesRunOutThenTheSagaCompensates) {
   EXPECT_EQ(record_.state, SagaState::compensated);
 }
 
+TEST(SagaRecordTest, AssignRecordCopiesEveryField) {
+  SagaRecord from;
+  from.id = "a-saga-id-longer-than-the-small-string-buffer";
+  from.definition = "order";
+  from.state = SagaState::compensating;
+  from.context = Json{{"order", 7}, {"items", Json::array({1, 2})}};
+  from.steps.resize(2);
+  from.steps[1].state = StepState::failed;
+  from.steps[1].attempts = 3;
+  from.steps[1].last_error = "card declined";
+  from.steps[1].finished_at = Clock::time_point(std::chrono::seconds(5));
+  from.cursor = 1;
+  from.cancel_requested = true;
+  from.failure = "step 'pay' failed";
+  from.created_at = Clock::time_point(std::chrono::seconds(1));
+  from.updated_at = Clock::time_point(std::chrono::seconds(2));
+  from.deadline = Clock::time_point(std::chrono::seconds(3));
+  from.version = 42;
+
+  SagaRecord into;  // differs in every field
+  into.id = "other";
+  into.context = Json{{"order", 8}};
+  into.steps.resize(5);
+  assign_record(into, from);
+  EXPECT_EQ(to_json(into), to_json(from));
+  EXPECT_EQ(into.cancel_requested, true);
+  EXPECT_EQ(into.deadline, from.deadline);
+
+  // The same context is kept; a changed one is copied.
+  from.context["order"] = 9;
+  ++from.version;
+  assign_record(into, from);
+  EXPECT_EQ(into.context, from.context);
+  EXPECT_EQ(into.version, 43u);
+  assign_record(into, into);  // itself: unchanged
+  EXPECT_EQ(to_json(into), to_json(from));
+}
+
 TEST(SagaMachine, ANonCriticalFailureIsRecordedAndSkipped) {
   SagaDefinition d = order_saga();
   d.steps[1] = step("notify", "", false);

@@ -16,6 +16,7 @@
 
 #include "marty/messaging/detail/envelope.hpp"
 #include "marty/messaging/result.hpp"
+#include "marty/messaging/subject.hpp"
 
 namespace marty::messaging {
 
@@ -176,6 +177,9 @@ class Message {
     return envelope_ ? envelope_->get(Field::subject) : std::string_view(editable().subject);
   }
   void set_subject(std::string_view subject);
+  /// Sets where a reply goes; like set_subject(), a sealed message stays sealed (cheaper than
+  /// mutable_metadata().reply_to, which unseals it).
+  void set_reply_to(std::string_view reply_to);
 
   /// What the bus does to every message it publishes: sets the type and the subject, and the
   /// id (a new UUIDv7), time (now) and source where the message has none; leaves the metadata
@@ -183,6 +187,9 @@ class Message {
   /// With `correlate`, a message without a correlation id is correlated by its own id (a
   /// query: its reply carries it back).
   void stamp(std::string_view type, std::string_view source, std::string_view subject,
+             bool correlate = false);
+  /// The same with the subject in pieces (subject::query_pieces(...)), joined as it is written.
+  void stamp(std::string_view type, std::string_view source, const subject::Pieces& subject,
              bool correlate = false);
 
   std::string_view bytes() const noexcept {
@@ -211,6 +218,8 @@ class Message {
     detail::EnvelopeRef sealed_from;
   };
   Editable& own_editable();
+  // Changes one field of a sealed message into a new envelope (copies keep the old one).
+  void set_sealed_field(Field field, std::string_view value);
   const Editable& editable() const noexcept { return editable_ ? *editable_ : empty_editable(); }
   static const Editable& empty_editable() noexcept;
   std::string_view field(Field sealed, std::string MessageMetadata::*edited) const noexcept {

@@ -114,7 +114,7 @@ struct SagaRecord {
   std::string id;
   std::string definition;
   SagaState state = SagaState::running;
-  Json context = Json::object();
+  Json context = Json(Json::value_t::object);
   std::vector<StepRecord> steps;
   /// The step being executed (forward) or compensated (backward).
   std::size_t cursor = 0;
@@ -127,6 +127,11 @@ struct SagaRecord {
   /// Bumped on every change; stores refuse a write based on an older version.
   std::uint64_t version = 0;
 };
+
+/// Makes `into` equal to `from`, reusing what `into` holds: the context is copied only when it
+/// differs (a step seldom changes it, and copying a JSON object is most of a record's copy).
+/// For runners and stores that keep a copy of a record they update often.
+void assign_record(SagaRecord& into, const SagaRecord& from);
 
 Json to_json(const SagaRecord& record);
 Result<SagaRecord> record_from_json(const Json& json);

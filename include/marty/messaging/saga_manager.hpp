@@ -6,6 +6,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <asio/awaitable.hpp>
@@ -118,7 +119,8 @@ class DistributedSagaManager : public std::enable_shared_from_this<DistributedSa
   SagaManagerOptions options_;
   std::mutex mutex_;
   std::map<std::string, std::shared_ptr<SagaMachine>> definitions_;
-  std::map<std::string, std::shared_ptr<Running>> running_;
+  // Hashed: ids are UUIDv7s, whose shared time prefix makes ordered comparisons long.
+  std::unordered_map<std::string, std::shared_ptr<Running>> running_;
   bool stopping_ = false;
   bool keeper_running_ = false;               // the lease keeper coroutine
   const std::string owner_ = make_uuid_v7();  // this manager, as a lease holder

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "marty/messaging/saga.hpp"
@@ -60,8 +61,9 @@ class InMemorySagaStore final : public SagaStore {
     Clock::time_point until;
   };
   std::mutex mutex_;
-  std::map<std::string, SagaRecord> records_;
-  std::map<std::string, Lease> leases_;
+  // Hashed: ids are UUIDv7s, whose shared time prefix makes ordered comparisons long.
+  std::unordered_map<std::string, SagaRecord> records_;
+  std::unordered_map<std::string, Lease> leases_;
 };
 
 /// True when `record` passes `filter` (stores share it).

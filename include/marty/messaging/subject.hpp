@@ -1,5 +1,7 @@
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -8,6 +10,21 @@
 /// Subject names. Subjects are dot-separated tokens ("events.order_placed"); subscriptions may
 /// use NATS-style wildcards: `*` matches exactly one token, `>` (last token only) one or more.
 namespace marty::messaging::subject {
+
+/// A subject as the pieces it is joined from, so that the bus can write it straight into a
+/// message it publishes instead of making a string first. The views are the caller's.
+struct Pieces {
+  std::array<std::string_view, 4> pieces{};
+  std::size_t count = 0;
+
+  std::size_t size() const noexcept;
+  std::string joined() const;
+};
+
+/// The pieces of for_event(), for_command() and for_query(): the one definition of each.
+Pieces event_pieces(std::string_view event_type) noexcept;
+Pieces command_pieces(std::string_view service, std::string_view command_type) noexcept;
+Pieces query_pieces(std::string_view service, std::string_view query_type) noexcept;
 
 /// "events.<type>"
 std::string for_event(std::string_view event_type);

@@ -7,7 +7,6 @@
 #include <mutex>
 #include <set>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include <asio/co_spawn.hpp>
@@ -217,6 +216,8 @@ struct Stream {
 };
 
 struct RequestSlot {
+  // The connection that asked, which cancels it when closed; only compared, never followed.
+  const void* connection = nullptr;
   SignalPtr signal = AsyncSignal::create();
   std::optional<Message> reply;
   bool cancelled = false;
@@ -243,8 +244,8 @@ class MemorySubscription;
 struct Connection {
   bool closed = false;
   std::vector<std::weak_ptr<MemorySubscription>> subscriptions;
-  // Its requests in flight (many at once under load: a set, so forgetting one is not a scan).
-  std::unordered_set<std::string> inboxes;
+  // Its requests in flight are the broker's inboxes whose slot names it: closing scans them
+  // (rare) rather than every request paying for a second index.
 };
 using ConnectionPtr = std::shared_ptr<Connection>;
 
@@ -696,16 +697,18 @@ class MemoryBackend final : public Backend {
       co_return memory_error(errc::unimplemented, "native request/reply is disabled");
     }
     const auto deadline = SteadyClock::now() + timeout;
-    const std::string inbox = std::string(kInboxPrefix) + make_uuid_v7();
+    std::string inbox(kInboxPrefix.size() + 36, '\0');  // the prefix and a UUIDv7, one allocation
+    kInboxPrefix.copy(inbox.data(), kInboxPrefix.size());
+    detail::write_uuid_v7(inbox.data() + kInboxPrefix.size(), Clock::now());
     auto slot = std::make_shared<RequestSlot>();
+    slot->connection = connection_.get();
     {
       std::lock_guard lock(state_->mutex);
       if (connection_->closed) co_return memory_error(errc::unavailable, "backend is closed");
       state_->inboxes.emplace(inbox, slot);
-      connection_->inboxes.insert(inbox);
     }
     const std::string subject(message.subject());
-    message.mutable_metadata().reply_to = inbox;
+    message.set_reply_to(inbox);
     PublishOptions options;
     options.pattern = MessagingPattern::request_response;
     options.require_receiver = true;
@@ -916,10 +919,7 @@ class MemoryBackend final : public Backend {
     forget_locked(inbox);
   }
 
-  void forget_locked(const std::string& inbox) {
-    state_->inboxes.erase(inbox);
-    connection_->inboxes.erase(inbox);
-  }
+  void forget_locked(const std::string& inbox) { state_->inboxes.erase(inbox); }
 
   // Ends this connection: its subscriptions close (waking their receivers) and its pending
   // requests are cancelled. The broker and other connections are untouched.
@@ -932,12 +932,11 @@ class MemoryBackend final : public Backend {
         if (auto subscription = weak.lock()) open.push_back(std::move(subscription));
       }
       connection_->subscriptions.clear();
-      for (const auto& inbox : connection_->inboxes) {
-        auto it = state_->inboxes.find(inbox);
-        if (it == state_->inboxes.end()) continue;
-        it->second->cancelled = true;
-        it->second->ended.store(true, std::memory_order_release);
-        it->second->signal->notify();
+      for (const auto& [inbox, slot] : state_->inboxes) {
+        if (slot->connection != connection_.get()) continue;
+        slot->cancelled = true;
+        slot->ended.store(true, std::memory_order_release);
+        slot->signal->notify();
       }
     }
     for (auto& subscription : open) subscription->abandon();

@@ -1,8 +1,11 @@
 #include "nats_wire.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
+#include <memory>
 #include <optional>
+#include <string_view>
 #include <vector>
 
 #include "marty/messaging/codec.hpp"
@@ -53,18 +56,51 @@ errc code_for(natsStatus status) {
   }
 }
 
+// True when some header name begins another one ("ce-id" and "ce-iddd").
+bool some_name_begins_another(const char* const* keys, int count) {
+  for (int i = 0; i < count; ++i) {
+    const std::string_view name(keys[i]);
+    for (int j = 0; j < count; ++j) {
+      if (j != i && std::string_view(keys[j]).size() > name.size() &&
+          std::string_view(keys[j]).starts_with(name)) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 codec::Headers headers_of(natsMsg* msg) {
   codec::Headers headers;
   const char** keys = nullptr;
   int count = 0;
   if (natsMsgHeader_Keys(msg, &keys, &count) != NATS_OK) return headers;
-  for (int i = 0; i < count; ++i) {
-    const char* value = nullptr;
-    if (natsMsgHeader_Get(msg, keys[i], &value) == NATS_OK && value != nullptr) {
-      headers.emplace_back(keys[i], value);
+  const std::unique_ptr<const char*, decltype(&std::free)> owned_keys(keys, &std::free);
+  headers.reserve(static_cast<std::size_t>(count));
+  if (!some_name_begins_another(keys, count)) {
+    for (int i = 0; i < count; ++i) {
+      const char* value = nullptr;
+      if (natsMsgHeader_Get(msg, keys[i], &value) == NATS_OK && value != nullptr) {
+        headers.emplace_back(keys[i], value);
+      }
     }
+    return headers;
   }
-  std::free(static_cast<void*>(keys));
+  // nats.c (3.4) finds a header by comparing only as many characters as the name asked for
+  // has, so among names whose hashes agree, "ce-id" may read the value of "ce-iddd" (a
+  // fuzzer found that pair: the id became another header's value). The longest names are
+  // read first and then deleted from this received message (only its body and reply are used
+  // after decoding), so that no longer name is left for a shorter one to be taken for.
+  std::vector<std::string> names(keys, keys + count);
+  std::sort(names.begin(), names.end(),
+            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  for (const std::string& name : names) {
+    const char* value = nullptr;
+    if (natsMsgHeader_Get(msg, name.c_str(), &value) == NATS_OK && value != nullptr) {
+      headers.emplace_back(name, value);
+    }
+    (void)natsMsgHeader_Delete(msg, name.c_str());
+  }
   return headers;
 }
 

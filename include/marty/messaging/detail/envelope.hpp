@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -85,6 +86,10 @@ class Envelope {
   /// names unique and in ascending order.
   struct Contents {
     std::string_view fields[static_cast<std::size_t>(Field::count)];
+    /// When set, the subject is these pieces joined (written straight in, without a string
+    /// of its own) and fields[subject] is not read.
+    std::array<std::string_view, 4> subject_pieces{};
+    std::size_t subject_piece_count = 0;
     bool new_id = false;  // write a fresh UUIDv7 as the id instead of fields[id]
     /// The new id's time, when the caller has read the clock already (a clock read costs on
     /// virtual machines); the epoch means "read it now".

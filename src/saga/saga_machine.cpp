@@ -151,10 +151,16 @@ void SagaMachine::begin_compensation(SagaRecord& record, std::string reason,
 
 SagaAction SagaMachine::next(SagaRecord& record, Clock::time_point now) const {
   auto keys = [&](SagaAction& action, bool compensation) {
-    const std::string step_part =
-        record.id + ":" + definition_.steps[action.step].name + (compensation ? ":compensate" : "");
-    action.effect_key = step_part;
-    action.idempotency_key = step_part + ":" + std::to_string(action.attempt);
+    // Each key made in one allocation: they are made for every step a saga takes.
+    const std::string_view step = definition_.steps[action.step].name;
+    const std::string_view suffix = compensation ? ":compensate" : "";
+    const std::string attempt = std::to_string(action.attempt);
+    action.effect_key.clear();
+    action.idempotency_key.clear();
+    action.effect_key.reserve(record.id.size() + 1 + step.size() + suffix.size());
+    action.effect_key.append(record.id).append(":").append(step).append(suffix);
+    action.idempotency_key.reserve(action.effect_key.size() + 1 + attempt.size());
+    action.idempotency_key.append(action.effect_key).append(":").append(attempt);
   };
   SagaAction action;
   if (is_final(record.state)) return action;

@@ -1036,12 +1036,9 @@ Result<ConsumerPtr> open_consumer(CorePtr core, SubscriptionSpec spec) {
                                    ? consumer->group_id
                                    : config.topic_prefix + "marty-reader-" + make_uuid_v7();
   rd_kafka_conf_set(raw, "group.id", group_id.c_str(), reason, sizeof reason);
-  // Where to go when a fetch finds its offset gone. Never "latest": every start is set
-  // explicitly below, so this applies only when the broker refuses a position the consumer
-  // had (retention deleted it, or a leader moved and did not have it yet), and jumping to the
-  // end would skip what is still there; the earliest kept message loses the least. (The mock
-  // cluster did this to the Kafka benchmark: "offset reset ... to END", messages lost.)
-  rd_kafka_conf_set(raw, "auto.offset.reset", "earliest", reason, sizeof reason);
+  rd_kafka_conf_set(raw, "auto.offset.reset",
+                    spec.start.kind == StartPosition::Kind::new_messages ? "latest" : "earliest",
+                    reason, sizeof reason);
   rd_kafka_conf_set_opaque(raw, consumer.get());
   rd_kafka_conf_set_rebalance_cb(raw, &Consumer::on_rebalance);
   rd_kafka_conf_set_offset_commit_cb(raw, &Consumer::on_commit);

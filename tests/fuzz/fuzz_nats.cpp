@@ -7,8 +7,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace marty::messaging;
-  // As in the backend, where a connection has opened the library: without it nats.c cannot
-  // free a message whose headers were deleted (its collector is not set up).
+  // As in the backend, where a connection has opened the library: nats.c frees some messages
+  // through its collector, which only nats_Open sets up.
   static const bool opened = nats_Open(-1) == NATS_OK;
   if (!opened) return 0;
   const std::string_view text = fuzz::as_text(data, size);
@@ -37,6 +37,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       nats::to_nats(*decoded, std::string(decoded->subject()), decoded->metadata().reply_to);
   if (!sent) return 0;  // what NATS cannot carry is refused when sending, by name
   auto again = nats::from_nats(sent->get(), false);
+  // nats.c 3.4 may read one header as another whose name it begins ("ce-id" as "ce-iddd");
+  // such a message is refused by name rather than misread, on either side.
+  if (!again && again.error().message().find("reads as header") != std::string::npos) return 0;
   fuzz::require_decoded(again);
   fuzz::require_same(*decoded, *again);
   return 0;

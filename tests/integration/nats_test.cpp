@@ -252,6 +252,49 @@ TEST(NatsWire, ForeignMessagesAreTakenOrRefusedAndTheSubscriberGoesOn) {
   EXPECT_EQ(got[1].json(), (Json{{"ours", true}}));
 }
 
+// nats.c 3.4 finds a received header by comparing only the asked name's length, so where two
+// names' hashes agree "ce-id" reads the value of "ce-iddd" (an extension `iddd`): the message
+// arrived with another header's value as its id. Its true value cannot be read through nats.c,
+// so the message is refused, naming both headers, and dead-lettered with its bytes, rather than
+// delivered with a wrong id. (This publisher's order reaches the receiver as ce-id, then
+// ce-iddd: the order in which the receiving nats.c confuses them.)
+TEST(NatsWire, AHeaderReadAsAnotherIsRefusedNotMisread) {
+  std::mutex mutex;
+  std::vector<Message> got;
+  PrivateJetStream server;
+  ASSERT_TRUE(server.server().running());
+  auto bus_home = nats_bus(server.config());
+  BlockingEventBus& bus = *bus_home;
+  auto handler = sync_handler([&](const Message& m) -> Result<void> {
+    std::lock_guard lock(mutex);
+    got.push_back(m);
+    return ok();
+  });
+  ASSERT_TRUE(bus.subscribe_to_events({"order_paid"}, handler));
+  std::this_thread::sleep_for(100ms);
+  const std::string body = R"({"n":1})";
+  publish_raw(server.server().port(), "events.order_paid", body,
+              {{"ce-specversion", "1.0"},
+               {"ce-id", "the-real-id"},
+               {"ce-iddd", "yes"},
+               {"ce-source", "urn:test"},
+               {"ce-type", "order_paid"},
+               {"ce-time", "2026-12-08T00:00:00Z"},
+               {"content-type", "application/json"}});
+  std::vector<DeadLetter> listed;
+  ASSERT_TRUE(eventually([&] {
+    auto dead = bus.list_dead_letters(DeadLetterFilter("events.order_paid"));
+    if (dead) listed = std::move(*dead);
+    return listed.size() == 1;
+  }));
+  EXPECT_NE(listed.front().reason.find("header 'ce-id' reads as header 'ce-iddd'"),
+            std::string::npos)
+      << listed.front().reason;
+  EXPECT_EQ(listed.front().message.payload()->bytes(), body);
+  std::lock_guard lock(mutex);
+  EXPECT_TRUE(got.empty()) << "delivered with id " << got.front().id();
+}
+
 // A poison message (broken CloudEvents headers) on a JetStream consumer is dead-lettered with
 // the decode error and the same provenance as a handler's failure, as on every other backend
 // (it was terminated with +TERM and so lost); it can be listed, and a requeue delivers its

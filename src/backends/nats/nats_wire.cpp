@@ -56,50 +56,52 @@ errc code_for(natsStatus status) {
   }
 }
 
-// True when some header name begins another one ("ce-id" and "ce-iddd").
-bool some_name_begins_another(const char* const* keys, int count) {
+// nats.c 3.4 (Debian 12's) finds a header by comparing only as many characters as the name
+// asked for has, so where two names' hashes agree, "ce-id" can read the value of "ce-iddd".
+// Returns the first pair of names so confused in `msg` ("ce-id" and the name whose value it
+// reads), if any. The check is exact: distinct entries hold distinct values, so a shorter
+// name reads the same value as a longer one only when it was taken for it.
+std::optional<std::pair<std::string, std::string>> confused_header(natsMsg* msg,
+                                                                   const char* const* keys,
+                                                                   int count) {
   for (int i = 0; i < count; ++i) {
     const std::string_view name(keys[i]);
     for (int j = 0; j < count; ++j) {
-      if (j != i && std::string_view(keys[j]).size() > name.size() &&
-          std::string_view(keys[j]).starts_with(name)) {
-        return true;
+      const std::string_view longer(keys[j]);
+      if (longer.size() <= name.size() || !longer.starts_with(name)) continue;
+      const char* value = nullptr;
+      const char* longer_value = nullptr;
+      if (natsMsgHeader_Get(msg, keys[i], &value) == NATS_OK &&
+          natsMsgHeader_Get(msg, keys[j], &longer_value) == NATS_OK && value == longer_value) {
+        return std::pair{std::string(name), std::string(longer)};
       }
     }
   }
-  return false;
+  return std::nullopt;
 }
 
-codec::Headers headers_of(natsMsg* msg) {
+// The refusal of a message whose headers nats.c would confuse, naming them.
+Error confused_header_error(const std::pair<std::string, std::string>& names) {
+  return Error(errc::invalid_argument,
+               "header '" + names.first + "' reads as header '" + names.second +
+                   "' in nats.c 3.4 (their hashes agree and one name begins the other)",
+               std::string(kBackendName));
+}
+
+// A message's headers; refused when nats.c would read one as another (above).
+Result<codec::Headers> headers_of(natsMsg* msg) {
   codec::Headers headers;
   const char** keys = nullptr;
   int count = 0;
   if (natsMsgHeader_Keys(msg, &keys, &count) != NATS_OK) return headers;
   const std::unique_ptr<const char*, decltype(&std::free)> owned_keys(keys, &std::free);
+  if (auto confused = confused_header(msg, keys, count)) return confused_header_error(*confused);
   headers.reserve(static_cast<std::size_t>(count));
-  if (!some_name_begins_another(keys, count)) {
-    for (int i = 0; i < count; ++i) {
-      const char* value = nullptr;
-      if (natsMsgHeader_Get(msg, keys[i], &value) == NATS_OK && value != nullptr) {
-        headers.emplace_back(keys[i], value);
-      }
-    }
-    return headers;
-  }
-  // nats.c (3.4) finds a header by comparing only as many characters as the name asked for
-  // has, so among names whose hashes agree, "ce-id" may read the value of "ce-iddd" (a
-  // fuzzer found that pair: the id became another header's value). The longest names are
-  // read first and then deleted from this received message (only its body and reply are used
-  // after decoding), so that no longer name is left for a shorter one to be taken for.
-  std::vector<std::string> names(keys, keys + count);
-  std::sort(names.begin(), names.end(),
-            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-  for (const std::string& name : names) {
+  for (int i = 0; i < count; ++i) {
     const char* value = nullptr;
-    if (natsMsgHeader_Get(msg, name.c_str(), &value) == NATS_OK && value != nullptr) {
-      headers.emplace_back(name, value);
+    if (natsMsgHeader_Get(msg, keys[i], &value) == NATS_OK && value != nullptr) {
+      headers.emplace_back(keys[i], value);
     }
-    (void)natsMsgHeader_Delete(msg, name.c_str());
   }
   return headers;
 }
@@ -165,7 +167,11 @@ Result<Message> from_nats(natsMsg* msg, bool jetstream) {
   const char* data = natsMsg_GetData(msg);
   auto body = std::make_shared<const Payload>(std::string(
       data != nullptr ? data : "", static_cast<std::size_t>(natsMsg_GetDataLength(msg))));
-  const codec::Headers headers = headers_of(msg);
+  auto read_headers = headers_of(msg);
+  if (!read_headers) {
+    return read_headers.error().with_context("message on '" + subject + "' from NATS");
+  }
+  const codec::Headers& headers = *read_headers;
   Result<Message> decoded = Error(errc::internal, "unset");
   if (codec::find_header(headers, "ce-specversion") != nullptr) {
     decoded = codec::decode_binary(headers, std::move(body));

@@ -1,5 +1,7 @@
 #include "marty/messaging/subject.hpp"
 
+#include "marty/messaging/detail/concat.hpp"
+
 namespace marty::messaging::subject {
 namespace {
 
@@ -58,10 +60,7 @@ std::size_t Pieces::size() const noexcept {
 }
 
 std::string Pieces::joined() const {
-  std::string text;
-  text.reserve(size());
-  for (std::size_t i = 0; i < count; ++i) text.append(pieces[i]);
-  return text;
+  return detail::concat(std::span<const std::string_view>(pieces.data(), count));
 }
 
 Pieces event_pieces(std::string_view event_type) noexcept {

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "marty/messaging/detail/backoff.hpp"
+#include "marty/messaging/detail/concat.hpp"
 #include "marty/messaging/saga.hpp"
 
 namespace marty::messaging::saga {
@@ -154,13 +155,9 @@ SagaAction SagaMachine::next(SagaRecord& record, Clock::time_point now) const {
     // Each key made in one allocation: they are made for every step a saga takes.
     const std::string_view step = definition_.steps[action.step].name;
     const std::string_view suffix = compensation ? ":compensate" : "";
-    const std::string attempt = std::to_string(action.attempt);
-    action.effect_key.clear();
-    action.idempotency_key.clear();
-    action.effect_key.reserve(record.id.size() + 1 + step.size() + suffix.size());
-    action.effect_key.append(record.id).append(":").append(step).append(suffix);
-    action.idempotency_key.reserve(action.effect_key.size() + 1 + attempt.size());
-    action.idempotency_key.append(action.effect_key).append(":").append(attempt);
+    action.effect_key = detail::concat({record.id, ":", step, suffix});
+    action.idempotency_key =
+        detail::concat({action.effect_key, ":", std::to_string(action.attempt)});
   };
   SagaAction action;
   if (is_final(record.state)) return action;

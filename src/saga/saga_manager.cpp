@@ -14,6 +14,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include "marty/messaging/detail/async_signal.hpp"
+#include "marty/messaging/detail/concat.hpp"
 #include "marty/messaging/detail/json_writer.hpp"
 #include "marty/messaging/detail/log.hpp"
 #include "marty/messaging/detail/sleep.hpp"
@@ -583,10 +584,7 @@ struct SagaParticipant::State {
 
   // "<service>/<effect key><suffix>", made in one allocation.
   std::string key_of(std::string_view effect_key, std::string_view suffix = {}) const {
-    std::string key;
-    key.reserve(service.size() + 1 + effect_key.size() + suffix.size());
-    key.append(service).append("/").append(effect_key).append(suffix);
-    return key;
+    return detail::concat({service, "/", effect_key, suffix});
   }
 };
 
